@@ -1,0 +1,1 @@
+"""Temporal activities: thin adapters that call `clients/` and translate their errors."""

@@ -1,0 +1,1 @@
+"""The thin HTTP API for the portal's reads and the operators' actions."""

@@ -1,0 +1,1 @@
+"""The Salesforce change-data-capture listener that starts fulfillment workflows."""

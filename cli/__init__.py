@@ -1,0 +1,1 @@
+"""The `fulfillment` command line."""

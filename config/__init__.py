@@ -1,0 +1,1 @@
+"""Settings and logging. Imported by everyone; imports nothing of the engine."""

@@ -1,0 +1,204 @@
+"""The one `Settings` model: every setting of DESIGN.md, read once from the environment.
+
+Each process loads it with `load_settings(require=...)`, naming the settings it cannot run
+without; a missing or malformed setting raises `SettingsError` whose message is one line naming
+the setting, so a process stops at start instead of failing on first use.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_HOST_PORT = re.compile(r"^[A-Za-z0-9.\-\[\]:]+:\d{1,5}$")
+_API_VERSION = re.compile(r"^\d{2,3}\.\d$")
+
+
+class SettingsError(Exception):
+    """A setting is missing or malformed; `str()` is one line that names it."""
+
+
+def _check_url(value: str | None, schemes: tuple[str, ...]) -> str | None:
+    if value is None:
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in schemes:
+        raise ValueError(f"expected a URL starting with {' or '.join(s + '://' for s in schemes)}")
+    if parts.scheme not in ("unix", "redis+unix") and not parts.netloc:
+        raise ValueError("the URL has no host")
+    return value
+
+
+class Settings(BaseSettings):
+    """Configuration of every engine process. Field `foo_bar` is environment variable `FOO_BAR`."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        frozen=True,
+        case_sensitive=False,
+    )
+
+    # Temporal
+    temporal_address: str = "127.0.0.1:7233"
+    temporal_namespace: str = "default"
+    temporal_task_queue: str = "order-fulfillment"
+
+    # Storage
+    database_url: str | None = None
+    redis_url: str | None = None
+    cache_key_prefix: str = "portal:"
+    services_cache_safety_ttl_seconds: int = Field(default=43200, gt=0)
+
+    # Salesforce
+    sf_token_url: str | None = None
+    sf_instance_url: str | None = None
+    sf_auth_flow: Literal["password", "client_credentials", "jwt"] = "password"
+    sf_client_id: str | None = None
+    sf_client_secret: SecretStr | None = None
+    sf_username: str | None = None
+    sf_password: SecretStr | None = None
+    sf_jwt_key_file: Path | None = None
+    sf_api_version: str = "60.0"
+    sf_ca_file: Path | None = None
+    sf_trigger_status: str = "Activated"
+
+    # WHMCS
+    whmcs_api_url: str | None = None
+    whmcs_identifier: str | None = None
+    whmcs_secret: SecretStr | None = None
+    whmcs_access_key: SecretStr | None = None
+    whmcs_webhook_secret: SecretStr | None = None
+
+    # Freebit
+    freebit_base_url: str | None = None
+    freebit_oem_id: str | None = None
+    freebit_oem_key: SecretStr | None = None
+
+    # HTTP API and metrics
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=8000, ge=1, le=65535)
+    api_service_token: SecretStr | None = None
+    api_ops_token: SecretStr | None = None
+    worker_metrics_port: int = Field(default=9101, ge=0, le=65535)
+    listener_metrics_port: int = Field(default=9102, ge=0, le=65535)
+
+    # Logging: "auto" is readable on a terminal and JSON everywhere else.
+    log_format: Literal["auto", "json", "console"] = "auto"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("temporal_address")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        if not _HOST_PORT.match(value):
+            raise ValueError("expected host:port, e.g. 127.0.0.1:7233")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_url(cls, value: str | None) -> str | None:
+        return _check_url(value, ("postgres", "postgresql"))
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        return _check_url(value, ("redis", "rediss", "unix"))
+
+    @field_validator("sf_token_url", "sf_instance_url")
+    @classmethod
+    def _https_url(cls, value: str | None) -> str | None:
+        # Salesforce speaks only TLS; simple-salesforce builds https:// URLs itself.
+        return _check_url(value, ("https",))
+
+    @field_validator("whmcs_api_url", "freebit_base_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        return _check_url(value, ("http", "https"))
+
+    @field_validator("sf_api_version")
+    @classmethod
+    def _api_version(cls, value: str) -> str:
+        if not _API_VERSION.match(value):
+            raise ValueError("expected a version such as 60.0")
+        return value
+
+    @field_validator("sf_ca_file", "sf_jwt_key_file")
+    @classmethod
+    def _existing_file(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"no such file: {value}")
+        return value
+
+    def secrets(self) -> list[str]:
+        """The secret values in force, so that logging can redact them wherever they appear."""
+        values: list[str] = []
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr) and value.get_secret_value():
+                values.append(value.get_secret_value())
+        return values
+
+
+# What each process cannot start without; `load_settings(require=WORKER)` and so on.
+TEMPORAL = ("temporal_address", "temporal_namespace", "temporal_task_queue")
+SALESFORCE = ("sf_token_url", "sf_client_id")
+WHMCS = ("whmcs_api_url", "whmcs_identifier", "whmcs_secret")
+FREEBIT = ("freebit_base_url", "freebit_oem_id", "freebit_oem_key")
+WORKER = (*TEMPORAL, "database_url", "redis_url", *SALESFORCE, *WHMCS, *FREEBIT)
+LISTENER = (*TEMPORAL, "database_url", "redis_url", *SALESFORCE)
+API = (*TEMPORAL, "database_url", "redis_url", "api_service_token", "api_ops_token")
+MIGRATE = ("database_url",)
+
+
+def env_name(field: str) -> str:
+    return field.upper()
+
+
+def load_settings(*, require: Iterable[str] = (), **overrides: object) -> Settings:
+    """Read the settings and check that every field named in `require` has a value.
+
+    `overrides` take precedence over the environment (used by tests and the dev launcher).
+    """
+    try:
+        settings = Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        field = str(error["loc"][0]) if error["loc"] else "?"
+        reason = str(error["msg"]).removeprefix("Value error, ")
+        raise SettingsError(f"configuration error: {env_name(field)} is malformed: {reason}") from None
+    missing = [name for name in require if _is_missing(getattr(settings, name))]
+    if missing:
+        names = ", ".join(env_name(name) for name in missing)
+        raise SettingsError(f"configuration error: {names} must be set (see README, Settings)")
+    if "sf_token_url" in require:
+        _check_salesforce_flow(settings)
+    return settings
+
+
+def _is_missing(value: object) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, SecretStr):
+        return not value.get_secret_value()
+    return isinstance(value, str) and not value.strip()
+
+
+def _check_salesforce_flow(settings: Settings) -> None:
+    needed = {
+        "password": ("sf_client_id", "sf_client_secret", "sf_username", "sf_password"),
+        "client_credentials": ("sf_client_id", "sf_client_secret"),
+        "jwt": ("sf_client_id", "sf_username", "sf_jwt_key_file"),
+    }[settings.sf_auth_flow]
+    missing = [name for name in needed if _is_missing(getattr(settings, name))]
+    if missing:
+        names = ", ".join(env_name(name) for name in missing)
+        raise SettingsError(
+            f"configuration error: {names} must be set for SF_AUTH_FLOW={settings.sf_auth_flow}"
+        )

@@ -1,0 +1,1 @@
+"""The local stack behind `fulfillment dev`: embedded services, emulators and engine processes."""

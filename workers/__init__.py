@@ -1,0 +1,1 @@
+"""Worker processes that host the workflows and activities."""
