@@ -1,0 +1,108 @@
+"""`fulfillment` — one console script, a subcommand per process or operator action.
+
+Subcommands that belong to a larger room delegate to it (`dev` to devstack, `emulate` to the
+emulators) with the rest of the command line, so each room owns its own flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Callable, Sequence
+
+from config.logging import configure_logging, get_logger
+from config.settings import MIGRATE, Settings, SettingsError, load_settings
+
+Handler = Callable[[argparse.Namespace, list[str]], int]
+
+
+def _settings(require: Sequence[str]) -> Settings:
+    settings = load_settings(require=require)
+    configure_logging(
+        level=settings.log_level, fmt=settings.log_format, secrets=settings.secrets()
+    )
+    return settings
+
+
+def _cmd_migrate(args: argparse.Namespace, _rest: list[str]) -> int:
+    import asyncpg
+
+    from migrations.runner import MigrationError, applied_versions, apply_migrations
+
+    settings = _settings(MIGRATE)
+    assert settings.database_url is not None
+    log = get_logger("cli.migrate")
+    try:
+        if args.status:
+            applied = asyncio.run(applied_versions(settings.database_url))
+            for version, name in applied.items():
+                print(f"{version}_{name}")
+            return 0
+        done = asyncio.run(apply_migrations(settings.database_url))
+    except (MigrationError, OSError, asyncpg.PostgresError) as exc:
+        # One line, no traceback: the message names the migration or the connection problem.
+        print(f"fulfillment migrate: {exc}", file=sys.stderr)
+        return 1
+    log.info("migrations applied", applied=done, count=len(done))
+    print(f"applied {len(done)} migration(s)" + (": " + ", ".join(done) if done else ""))
+    return 0
+
+
+def _cmd_dev(_args: argparse.Namespace, rest: list[str]) -> int:
+    from devstack.launcher import main as dev_main
+
+    return dev_main(rest)
+
+
+def _cmd_emulate(_args: argparse.Namespace, rest: list[str]) -> int:
+    from emulators.cli import main as emulate_main
+
+    return emulate_main(rest)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fulfillment",
+        description="Order fulfillment engine: Salesforce CDC -> Temporal -> WHMCS + Freebit.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    dev = sub.add_parser(
+        "dev", help="run the whole stack locally with demo data", add_help=False
+    )
+    dev.set_defaults(handler=_cmd_dev, passthrough=True)
+
+    emulate = sub.add_parser(
+        "emulate", help="run one emulator (salesforce, whmcs, freebit)", add_help=False
+    )
+    emulate.set_defaults(handler=_cmd_emulate, passthrough=True)
+
+    migrate = sub.add_parser("migrate", help="apply pending Postgres migrations (DATABASE_URL)")
+    migrate.add_argument("--status", action="store_true", help="list applied migrations")
+    migrate.set_defaults(handler=_cmd_migrate, passthrough=False)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    # Pass-through subcommands parse their own flags (including --help).
+    if argv and argv[0] in {"dev", "emulate"}:
+        args = parser.parse_args(argv[:1])
+        rest = argv[1:]
+    else:
+        args = parser.parse_args(argv)
+        rest = []
+    handler: Handler = args.handler
+    try:
+        return handler(args, rest)
+    except SettingsError as exc:
+        print(f"fulfillment {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,140 @@
+"""Settings: defaults, validation, and the one clear line a process stops with."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from config.settings import (
+    MIGRATE,
+    WORKER,
+    SettingsError,
+    load_settings,
+)
+
+ENV_NAMES = [
+    "TEMPORAL_ADDRESS", "TEMPORAL_NAMESPACE", "TEMPORAL_TASK_QUEUE", "DATABASE_URL", "REDIS_URL",
+    "SF_TOKEN_URL", "SF_INSTANCE_URL", "SF_CLIENT_ID", "SF_CLIENT_SECRET", "SF_USERNAME",
+    "SF_PASSWORD", "SF_API_VERSION", "SF_CA_FILE", "SF_TRIGGER_STATUS", "SF_AUTH_FLOW",
+    "WHMCS_API_URL", "WHMCS_IDENTIFIER", "WHMCS_SECRET", "WHMCS_ACCESS_KEY", "FREEBIT_BASE_URL",
+    "FREEBIT_OEM_ID", "FREEBIT_OEM_KEY", "API_SERVICE_TOKEN", "API_OPS_TOKEN",
+    "WHMCS_WEBHOOK_SECRET", "SERVICES_CACHE_SAFETY_TTL_SECONDS",
+]  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name in ENV_NAMES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)  # no stray .env file is read
+
+
+def test_defaults_match_the_design() -> None:
+    settings = load_settings()
+    assert settings.temporal_address == "127.0.0.1:7233"
+    assert settings.temporal_task_queue == "order-fulfillment"
+    assert settings.sf_api_version == "60.0"
+    assert settings.sf_trigger_status == "Activated"
+    assert settings.services_cache_safety_ttl_seconds == 43200
+    assert settings.cache_key_prefix == "portal:"
+
+
+def test_every_design_setting_is_read_from_its_environment_variable(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("x")
+    values = {
+        "TEMPORAL_ADDRESS": "temporal:7233", "TEMPORAL_NAMESPACE": "prod",
+        "TEMPORAL_TASK_QUEUE": "q", "DATABASE_URL": "postgresql://u:p@db:5432/f",
+        "REDIS_URL": "redis://cache:6379/0", "SF_TOKEN_URL": "https://login.example/t",
+        "SF_INSTANCE_URL": "https://x.my.example", "SF_CLIENT_ID": "cid",
+        "SF_CLIENT_SECRET": "csecret", "SF_USERNAME": "u@example.com", "SF_PASSWORD": "pw",
+        "SF_API_VERSION": "61.0", "SF_CA_FILE": str(ca), "SF_TRIGGER_STATUS": "Go",
+        "WHMCS_API_URL": "https://billing.example/includes/api.php", "WHMCS_IDENTIFIER": "id",
+        "WHMCS_SECRET": "wsecret", "WHMCS_ACCESS_KEY": "akey",
+        "FREEBIT_BASE_URL": "https://fb.example/emptool/api/", "FREEBIT_OEM_ID": "oem",
+        "FREEBIT_OEM_KEY": "okey", "API_SERVICE_TOKEN": "stoken", "API_OPS_TOKEN": "otoken",
+        "WHMCS_WEBHOOK_SECRET": "hook", "SERVICES_CACHE_SAFETY_TTL_SECONDS": "60",
+    }  # fmt: skip
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    settings = load_settings(require=WORKER)
+    for name, value in values.items():
+        actual = getattr(settings, name.lower())
+        if hasattr(actual, "get_secret_value"):
+            actual = actual.get_secret_value()
+        assert str(actual) == value, name
+
+
+def test_secrets_are_hidden_in_repr(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WHMCS_SECRET", "super-secret-value")
+    settings = load_settings()
+    assert "super-secret-value" not in repr(settings)
+    assert "super-secret-value" not in str(settings.model_dump())
+    assert "super-secret-value" in settings.secrets()
+
+
+def test_missing_setting_names_it_in_one_line() -> None:
+    with pytest.raises(SettingsError) as info:
+        load_settings(require=MIGRATE)
+    message = str(info.value)
+    assert "DATABASE_URL" in message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "hint"),
+    [
+        ("TEMPORAL_ADDRESS", "no-port", "host:port"),
+        ("DATABASE_URL", "mysql://db/x", "postgres"),
+        ("REDIS_URL", "http://cache", "redis"),
+        ("SF_TOKEN_URL", "http://login.example", "https"),
+        ("SF_API_VERSION", "v60", "60.0"),
+        ("SF_CA_FILE", "/nonexistent/ca.pem", "no such file"),
+        ("SERVICES_CACHE_SAFETY_TTL_SECONDS", "-5", "greater than 0"),
+        ("SERVICES_CACHE_SAFETY_TTL_SECONDS", "soon", "integer"),
+        ("SF_AUTH_FLOW", "magic", "password"),
+    ],
+)
+def test_malformed_setting_names_it_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str, hint: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    message = str(info.value)
+    assert message.startswith(f"configuration error: {name} is malformed")
+    assert hint in message
+    assert "\n" not in message
+
+
+def test_salesforce_flow_needs_its_own_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SF_TOKEN_URL", "https://login.example/services/oauth2/token")
+    monkeypatch.setenv("SF_CLIENT_ID", "cid")
+    monkeypatch.setenv("SF_AUTH_FLOW", "client_credentials")
+    with pytest.raises(SettingsError, match="SF_CLIENT_SECRET must be set"):
+        load_settings(require=["sf_token_url", "sf_client_id"])
+    monkeypatch.setenv("SF_CLIENT_SECRET", "s3cret")
+    assert load_settings(require=["sf_token_url", "sf_client_id"]).sf_client_id == "cid"
+
+
+def test_process_stops_at_start_with_one_line_naming_the_setting(tmp_path: Path) -> None:
+    env = {"PATH": "/usr/bin:/bin", "DATABASE_URL": "not a url"}
+    result = subprocess.run(
+        [sys.executable, "-m", "cli", "migrate"],
+        env=env,
+        cwd=Path(__file__).resolve().parents[3],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "fulfillment migrate: configuration error: DATABASE_URL is malformed: "
+        "expected a URL starting with postgres:// or postgresql://"
+    ]
