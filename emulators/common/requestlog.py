@@ -1,0 +1,87 @@
+"""A bounded log of the requests an emulator handled, so tests can count round trips.
+
+`RequestLogMiddleware` records every HTTP request outside `/__emulator__/*` (including ones an
+injected fault answered) as a `RequestRecord`; `GET /__emulator__/requests?path=…&action=…` lists
+them and `DELETE /__emulator__/requests` clears the log. Only the newest `maxlen` are kept.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from emulators.common.asgi import is_control_path, resolve_action
+
+
+@dataclass(frozen=True)
+class RequestRecord:
+    method: str
+    path: str
+    action: str | None
+    status: int
+    time: float
+    duration_ms: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class RequestLog:
+    """The newest `maxlen` handled requests, oldest first."""
+
+    def __init__(self, maxlen: int = 2000) -> None:
+        self._records: deque[RequestRecord] = deque(maxlen=maxlen)
+
+    def record(self, record: RequestRecord) -> None:
+        self._records.append(record)
+
+    def entries(self, *, path: str | None = None, action: str | None = None) -> list[RequestRecord]:
+        """Records whose path starts with `path` and whose action equals `action`, when given."""
+        return [
+            r
+            for r in self._records
+            if (path is None or r.path.startswith(path)) and (action is None or r.action == action)
+        ]
+
+    def clear(self) -> None:
+        self._records.clear()
+
+
+class RequestLogMiddleware:
+    """ASGI middleware appending one `RequestRecord` per HTTP request to a `RequestLog`."""
+
+    def __init__(self, app: ASGIApp, log: RequestLog) -> None:
+        self.app = app
+        self.log = log
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or is_control_path(scope):
+            await self.app(scope, receive, send)
+            return
+        action, receive = await resolve_action(scope, receive)
+        started = time.monotonic()
+        status = 500
+
+        async def send_and_note(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note)
+        finally:
+            self.log.record(
+                RequestRecord(
+                    method=scope["method"],
+                    path=scope["path"],
+                    action=action,
+                    status=status,
+                    time=time.time(),
+                    duration_ms=round((time.monotonic() - started) * 1000, 3),
+                )
+            )
