@@ -19,9 +19,7 @@ Handler = Callable[[argparse.Namespace, list[str]], int]
 
 def _settings(require: Sequence[str]) -> Settings:
     settings = load_settings(require=require)
-    configure_logging(
-        level=settings.log_level, fmt=settings.log_format, secrets=settings.secrets()
-    )
+    configure_logging(level=settings.log_level, fmt=settings.log_format, secrets=settings.secrets())
     return settings
 
 
@@ -68,9 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    dev = sub.add_parser(
-        "dev", help="run the whole stack locally with demo data", add_help=False
-    )
+    dev = sub.add_parser("dev", help="run the whole stack locally with demo data", add_help=False)
     dev.set_defaults(handler=_cmd_dev, passthrough=True)
 
     emulate = sub.add_parser(

@@ -172,7 +172,9 @@ def load_settings(*, require: Iterable[str] = (), **overrides: object) -> Settin
         error = exc.errors()[0]
         field = str(error["loc"][0]) if error["loc"] else "?"
         reason = str(error["msg"]).removeprefix("Value error, ")
-        raise SettingsError(f"configuration error: {env_name(field)} is malformed: {reason}") from None
+        raise SettingsError(
+            f"configuration error: {env_name(field)} is malformed: {reason}"
+        ) from None
     missing = [name for name in require if _is_missing(getattr(settings, name))]
     if missing:
         names = ", ".join(env_name(name) for name in missing)

@@ -1,4 +1,4 @@
-"""Apply the SQL files of this package in file-name order, each once, recorded in `schema_migrations`.
+"""Apply this package's SQL files in name order, each once, recorded in `schema_migrations`.
 
 Safe to run twice (applied versions are skipped) and from two processes at once: the whole run
 holds a Postgres advisory lock, so a second runner waits and then finds nothing left to do.

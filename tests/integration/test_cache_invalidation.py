@@ -1,0 +1,88 @@
+"""Cache invalidation against a real Redis: exact keys, indexed groups, and never `KEYS`."""
+
+from __future__ import annotations
+
+import pytest
+import redis.asyncio as redis
+
+from clients.cache import (
+    CacheGroup,
+    CacheInvalidator,
+    CacheKeys,
+    CacheUnavailableError,
+    create_redis,
+)
+
+
+async def _keys_command_calls(client: redis.Redis) -> int:
+    stats = await client.info("commandstats")
+    return int(stats.get("cmdstat_keys", {}).get("calls", 0))
+
+
+async def test_order_and_whmcs_keys_are_deleted_and_others_kept(
+    redis_client: redis.Redis, cache_keys: CacheKeys
+) -> None:
+    invalidator = CacheInvalidator(redis_client, cache_keys)
+    stale = [
+        *cache_keys.for_order("801000000000001AAA", "001000000000001AAA"),
+        *cache_keys.for_whmcs_client(42),
+    ]
+    kept = [cache_keys.orders_detail("801000000000002AAA"), cache_keys.whmcs_client(43)]
+    for key in [*stale, *kept]:
+        await redis_client.set(key, "cached")
+
+    assert await invalidator.delete(stale) == len(stale)
+    assert await redis_client.exists(*stale) == 0
+    assert await redis_client.exists(*kept) == len(kept)
+
+
+async def test_catalog_group_invalidation_deletes_indexed_members_without_keys(
+    redis_client: redis.Redis, cache_keys: CacheKeys
+) -> None:
+    invalidator = CacheInvalidator(redis_client, cache_keys)
+    names = [cache_keys.services_catalog(f"page:{n}") for n in range(1200)]
+    for name in names:
+        await invalidator.write_in_group(CacheGroup.SERVICES_CATALOG, name, "{}", ttl_seconds=60)
+    unrelated = cache_keys.services_eligibility("001000000000001AAA")
+    await redis_client.set(unrelated, "eligible")
+    keys_calls_before = await _keys_command_calls(redis_client)
+
+    assert await invalidator.invalidate_group(CacheGroup.SERVICES_CATALOG) == len(names)
+
+    assert await redis_client.exists(*names[:500]) == 0
+    assert await redis_client.exists(cache_keys.group_index(CacheGroup.SERVICES_CATALOG)) == 0
+    assert await redis_client.get(unrelated) == "eligible"
+    assert await _keys_command_calls(redis_client) == keys_calls_before
+
+
+async def test_catalog_entries_carry_the_safety_ttl(
+    redis_client: redis.Redis, cache_keys: CacheKeys
+) -> None:
+    invalidator = CacheInvalidator(redis_client, cache_keys)
+    key = cache_keys.services_catalog("all")
+    await invalidator.write_in_group(CacheGroup.SERVICES_CATALOG, key, "{}", ttl_seconds=43200)
+    assert 43000 < await redis_client.ttl(key) <= 43200
+
+
+async def test_sweep_finds_unindexed_catalog_keys_with_scan(
+    redis_client: redis.Redis, cache_keys: CacheKeys
+) -> None:
+    invalidator = CacheInvalidator(redis_client, cache_keys)
+    written_by_portal = [cache_keys.services_catalog(f"legacy:{n}") for n in range(30)]
+    for key in written_by_portal:
+        await redis_client.set(key, "{}")  # a writer that never indexed its keys
+    keys_calls_before = await _keys_command_calls(redis_client)
+
+    assert await invalidator.sweep_group(CacheGroup.SERVICES_CATALOG, batch=7) == 30
+
+    assert await redis_client.exists(*written_by_portal) == 0
+    assert await _keys_command_calls(redis_client) == keys_calls_before
+
+
+async def test_redis_down_raises_cache_unavailable(cache_keys: CacheKeys) -> None:
+    client = create_redis("redis://127.0.0.1:1/0", timeout=0.5)
+    try:
+        with pytest.raises(CacheUnavailableError):
+            await CacheInvalidator(client, cache_keys).delete([cache_keys.whmcs_client(1)])
+    finally:
+        await client.aclose()
