@@ -1,0 +1,242 @@
+"""Child processes in their own process group: start, wait until ready, stop the whole group.
+
+Every server the dev stack and the test fixtures start goes through `ChildProcess`, so there is one
+place that knows how to stop a process tree without leaving orphans (graceful signal to the group,
+then SIGKILL after a grace period) and how to explain a child that never became ready.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Self
+
+
+class ServiceError(RuntimeError):
+    """A child process could not be started or did not become ready."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that was free a moment ago (the kernel's choice for port 0)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def port_accepts(host: str, port: int, timeout: float = 0.5) -> bool:
+    """True when something accepts TCP connections on host:port."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def port_is_free(host: str, port: int) -> bool:
+    """True when host:port can be bound now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+def log_tail(log_file: Path, lines: int = 20) -> str:
+    """The last lines of a log file (empty when it does not exist yet)."""
+    try:
+        with log_file.open("rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            size = handle.tell()
+            handle.seek(max(0, size - 16_384))
+            text = handle.read().decode("utf-8", errors="replace")
+    except FileNotFoundError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def process_cmdline(pid: int) -> list[str] | None:
+    """The argv of a live process, or None when it is gone (or a zombie)."""
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    if not raw:
+        return None
+    return [part.decode("utf-8", errors="replace") for part in raw.rstrip(b"\0").split(b"\0")]
+
+
+def process_start_time(pid: int) -> int | None:
+    """The kernel's start time of a process (clock ticks since boot); tells a reused pid apart."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    # The command name (field 2) may contain spaces and parentheses; fields after it are fixed.
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return int(fields[19])
+
+
+def signal_group(pgid: int, sig: int) -> bool:
+    """Send a signal to a process group; False when the group no longer exists."""
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def group_alive(pgid: int) -> bool:
+    """True while any member of the process group exists (zombies excepted)."""
+    proc = Path("/proc")
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            return True
+    return False
+
+
+def stop_group(
+    pgid: int,
+    *,
+    stop_signal: int = signal.SIGTERM,
+    grace: float = 10.0,
+    reap: Callable[[], object] | None = None,
+) -> None:
+    """Stop a whole process group: `stop_signal`, then SIGKILL once `grace` seconds have passed.
+
+    `reap` is called while waiting so that a direct child does not linger as a zombie (which would
+    keep its group "alive" for `os.killpg`).
+    """
+    if not signal_group(pgid, stop_signal):
+        return
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        if reap is not None:
+            reap()
+        if not group_alive(pgid):
+            return
+        time.sleep(0.05)
+    signal_group(pgid, signal.SIGKILL)
+    deadline = time.monotonic() + 5.0
+    while time.monotonic() < deadline:
+        if reap is not None:
+            reap()
+        if not group_alive(pgid):
+            return
+        time.sleep(0.05)
+
+
+class ChildProcess:
+    """A started child, leader of its own process group, with its output in a log file."""
+
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        log_file: Path,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+        user: str | None = None,
+        stop_signal: int = signal.SIGTERM,
+        stop_grace: float = 10.0,
+    ) -> None:
+        self.name = name
+        self.argv = list(argv)
+        self.log_file = log_file
+        self.stop_signal = stop_signal
+        self.stop_grace = stop_grace
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        self._log: IO[bytes] = log_file.open("ab")
+        try:
+            self.popen = subprocess.Popen(
+                self.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=self._log,
+                stderr=subprocess.STDOUT,
+                env=dict(env) if env is not None else None,
+                cwd=cwd,
+                user=user,
+                # A session of its own: the terminal's Ctrl-C does not reach it directly (the
+                # launcher decides the order of shutdown) and the group can be killed as one.
+                start_new_session=True,
+            )
+        except OSError as exc:
+            self._log.close()
+            raise ServiceError(f"{name}: cannot run {self.argv[0]}: {exc}") from exc
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def exit_code(self) -> int | None:
+        """The exit status once the child has exited (negative: killed by that signal)."""
+        return self.popen.poll()
+
+    def running(self) -> bool:
+        return self.popen.poll() is None
+
+    def failure(self, reason: str) -> ServiceError:
+        """An error naming the child, why it failed, its exit status and the tail of its log."""
+        code = self.popen.poll()
+        status = "still running" if code is None else f"exit code {code}"
+        tail = log_tail(self.log_file)
+        return ServiceError(
+            f"{self.name} {reason} ({status}); log {self.log_file}:\n{tail}"
+            if tail
+            else f"{self.name} {reason} ({status}); log {self.log_file} is empty"
+        )
+
+    def wait_ready(self, check: Callable[[], bool], *, timeout: float, what: str) -> None:
+        """Poll `check` until it holds; raise with the log tail if the child exits or times out."""
+        deadline = time.monotonic() + timeout
+        delay = 0.02
+        while True:
+            if self.popen.poll() is not None:
+                raise self.failure(f"exited before it was ready ({what})")
+            if check():
+                return
+            if time.monotonic() >= deadline:
+                error = self.failure(f"was not ready after {timeout:.0f}s ({what})")
+                self.stop()
+                raise error
+            time.sleep(delay)
+            delay = min(delay * 1.5, 0.25)
+
+    def stop(self) -> None:
+        """Stop the child's whole group gracefully, SIGKILL it after the grace period; wait."""
+        stop_group(
+            self.pid, stop_signal=self.stop_signal, grace=self.stop_grace, reap=self.popen.poll
+        )
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.popen.wait(timeout=5)
+        self._log.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

@@ -1,0 +1,118 @@
+"""The dev stack's servers, started from pip-installed binaries, used through real clients."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import asyncpg
+import pytest
+import redis
+from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
+from temporalio.client import Client
+
+from devstack.process import ServiceError, group_alive
+from devstack.services import (
+    SEARCH_ATTRIBUTES,
+    free_port,
+    start_postgres,
+    start_redis,
+    start_temporal,
+    temporal_binary,
+    temporal_test_server_binary,
+)
+
+
+def _kill_hard(pid: int) -> None:
+    os.killpg(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+
+
+def test_binaries_come_from_the_installed_wheels() -> None:
+    assert temporal_binary().name == "temporal"
+    assert os.access(temporal_binary(), os.X_OK)
+    assert os.access(temporal_test_server_binary(), os.X_OK)
+
+
+async def test_postgres_serves_asyncpg_and_recovers_after_sigkill(tmp_path: Path) -> None:
+    data = tmp_path / "pg"
+    server = start_postgres(data)
+    try:
+        conn = await asyncpg.connect(server.url)
+        await conn.execute("create table kept (v text)")
+        await conn.execute("insert into kept values ('before the crash')")
+        await conn.close()
+    finally:
+        _kill_hard(server.pid)
+
+    assert (data / "postmaster.pid").exists(), "a crashed postgres leaves its pid file behind"
+    again = start_postgres(data)
+    try:
+        conn = await asyncpg.connect(again.url)
+        assert await conn.fetchval("select v from kept") == "before the crash"
+        await conn.close()
+    finally:
+        again.stop()
+    assert not group_alive(again.pid)
+    assert not (data / "postmaster.pid").exists()
+
+
+def test_redis_serves_redis_py_and_keeps_data_across_sigkill(tmp_path: Path) -> None:
+    server = start_redis(port=None, data_dir=tmp_path / "redis")
+    assert server.url == f"redis://127.0.0.1:{server.port}/0"
+    client = redis.Redis.from_url(server.url)
+    client.set("portal:orders:account:001", "cached")
+    client.close()
+    _kill_hard(server.pid)
+
+    again = start_redis(port=server.port, data_dir=tmp_path / "redis")
+    try:
+        client = redis.Redis.from_url(again.url)
+        assert client.get("portal:orders:account:001") == b"cached"
+        client.close()
+    finally:
+        again.stop()
+    assert not group_alive(again.pid)
+
+
+def test_redis_on_a_taken_port_fails_naming_the_port(tmp_path: Path) -> None:
+    first = start_redis(port=None, data_dir=tmp_path / "a", persist=False)
+    try:
+        with pytest.raises(ServiceError, match=f"port 127.0.0.1:{first.port} is already in use"):
+            start_redis(port=first.port, data_dir=tmp_path / "b", persist=False)
+    finally:
+        first.stop()
+
+
+async def _custom_attributes(address: str) -> dict[str, int]:
+    client = await Client.connect(address)
+    response = await client.operator_service.list_search_attributes(
+        ListSearchAttributesRequest(namespace="default")
+    )
+    return dict(response.custom_attributes)
+
+
+async def test_temporal_registers_search_attributes_and_restarts_on_its_database(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "temporal.db"
+    port, ui_port = free_port(), free_port()
+    # A database made before two of the attributes existed: they must be added on the next start.
+    older = {name: SEARCH_ATTRIBUTES[name] for name in list(SEARCH_ATTRIBUTES)[:3]}
+    first = start_temporal(
+        port=port,
+        ui_port=ui_port,
+        db_file=db,
+        log_file=tmp_path / "t1.log",
+        search_attributes=older,
+    )
+    assert set(await _custom_attributes(first.address)) >= set(older)
+    _kill_hard(first.pid)
+
+    again = start_temporal(port=port, ui_port=ui_port, db_file=db, log_file=tmp_path / "t2.log")
+    try:
+        assert set(await _custom_attributes(again.address)) >= set(SEARCH_ATTRIBUTES)
+    finally:
+        again.stop()
+    assert not group_alive(again.pid)
