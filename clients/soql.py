@@ -1,0 +1,31 @@
+"""Building SOQL safely: ids go in only after validation, strings only through `quote`.
+
+With these two doors the only text a caller can place inside a query is a checked id or an
+escaped literal, so SOQL injection is impossible by construction.
+"""
+
+from __future__ import annotations
+
+from clients.salesforce_ids import validate_sf_id
+
+# SOQL string-literal escapes (Salesforce "Quoted String Escape Sequences").
+_ESCAPES = {
+    "\\": "\\\\",
+    "'": "\\'",
+    '"': '\\"',
+    "\n": "\\n",
+    "\r": "\\r",
+    "\t": "\\t",
+    "\b": "\\b",
+    "\f": "\\f",
+}
+
+
+def quote(value: str) -> str:
+    """A SOQL string literal (quotes included) whose content is exactly `value`."""
+    return "'" + "".join(_ESCAPES.get(char, char) for char in value) + "'"
+
+
+def id_literal(value: object, *, key_prefix: str | None = None) -> str:
+    """A quoted, validated 18-character id; raises `InvalidSalesforceId` for anything else."""
+    return "'" + validate_sf_id(value, key_prefix=key_prefix) + "'"
