@@ -31,7 +31,7 @@ def raw_call(
         **(data or {}),
         **fields,
     }
-    return httpx.post(handle.api_url, data=form)
+    return handle.http.post(handle.api_url, data=form)
 
 
 def custom_fields(values: dict[int, str]) -> str:

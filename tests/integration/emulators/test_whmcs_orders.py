@@ -1,0 +1,215 @@
+"""WHMCS emulator: products, the order life cycle, services and invoices, over HTTP."""
+
+from __future__ import annotations
+
+import pytest
+
+from emulators.whmcs import demo
+from tests.fixtures.whmcs_emulator import WhmcsEmulatorHandle
+from tests.integration.emulators._whmcs import call, custom_fields
+
+
+@pytest.fixture
+def whmcs(whmcs_emulator: WhmcsEmulatorHandle) -> WhmcsEmulatorHandle:
+    whmcs_emulator.seed_demo()
+    return whmcs_emulator
+
+
+def order_sim_and_vpn(whmcs: WhmcsEmulatorHandle, **extra: str) -> dict[str, object]:
+    return call(
+        whmcs,
+        "AddOrder",
+        {
+            "clientid": demo.CLIENT_WITH_CARD,
+            "paymentmethod": "stripe",
+            "pid[0]": demo.PRODUCT_SIM_DATA_3GB,
+            "pid[1]": demo.PRODUCT_VPN_BASIC,
+            "billingcycle[0]": "monthly",
+            "billingcycle[1]": "monthly",
+            "customfields[0]": custom_fields({1: "802000000000001AAA"}),
+            "customfields[1]": custom_fields({5: "802000000000002AAA"}),
+            "noemail": "true",
+            **extra,
+        },
+    )
+
+
+def test_get_products_lists_the_demo_catalogue_with_custom_fields(
+    whmcs: WhmcsEmulatorHandle,
+) -> None:
+    reply = call(whmcs, "GetProducts")
+    products = reply["products"]["product"]
+    assert reply["totalresults"] == 5
+    assert [p["pid"] for p in products] == [1, 2, 3, 4, 5]
+    esim = call(whmcs, "GetProducts", pid=demo.PRODUCT_ESIM_DATA_20GB)["products"]["product"][0]
+    assert esim["name"] == "eSIM Data 20GB"
+    assert esim["pricing"]["JPY"]["monthly"] == "2480.00"
+    fields = [(f["id"], f["name"]) for f in esim["customfields"]["customfield"]]
+    assert fields == [(3, "Salesforce Order Item ID"), (8, "Phone Number"), (9, "EID")]
+
+
+def test_add_product_gets_the_order_item_custom_field(whmcs: WhmcsEmulatorHandle) -> None:
+    added = call(whmcs, "AddProduct", name="SIM Data 50GB", gid=1, paytype="recurring")
+    assert added == {"result": "success", "pid": 6}
+    product = call(whmcs, "GetProducts", pid=6)["products"]["product"][0]
+    assert [f["name"] for f in product["customfields"]["customfield"]] == [
+        "Salesforce Order Item ID"
+    ]
+    assert call(whmcs, "AddProduct", name="x", gid=99)["message"] == (
+        "You must supply a valid Product Group ID"
+    )
+
+
+def test_add_order_creates_a_pending_order_services_and_an_unpaid_invoice(
+    whmcs: WhmcsEmulatorHandle,
+) -> None:
+    added = order_sim_and_vpn(whmcs)
+    assert added == {
+        "result": "success",
+        "orderid": 1,
+        "serviceids": "1,2",
+        "addonids": "",
+        "domainids": "",
+        "invoiceid": 1,
+    }
+    [order] = call(whmcs, "GetOrders", id=1)["orders"]["order"]
+    assert (order["id"], order["userid"], order["status"], order["paymentstatus"]) == (
+        "1",
+        "1",
+        "Pending",
+        "Unpaid",
+    )
+    assert order["amount"] == "1540.00"
+    assert [i["relid"] for i in order["lineitems"]["lineitem"]] == ["1", "2"]
+    services = call(whmcs, "GetClientsProducts", clientid=1)["products"]["product"]
+    assert [(s["id"], s["orderid"], s["status"]) for s in services] == [
+        (1, 1, "Pending"),
+        (2, 1, "Pending"),
+    ]
+    sim_fields = services[0]["customfields"]["customfield"]
+    assert {"id": 1, "name": "Salesforce Order Item ID", "value": "802000000000001AAA"} in [
+        {key: f[key] for key in ("id", "name", "value")} for f in sim_fields
+    ]
+    [invoice] = call(whmcs, "GetInvoices", userid=1)["invoices"]["invoice"]
+    assert (invoice["id"], invoice["status"], invoice["total"]) == ("1", "Unpaid", "1540.00")
+
+
+def test_add_order_with_noinvoice_makes_no_invoice(whmcs: WhmcsEmulatorHandle) -> None:
+    added = order_sim_and_vpn(whmcs, noinvoice="true")
+    assert added["invoiceid"] == 0
+    assert call(whmcs, "GetInvoices", userid=1)["invoices"]["invoice"] == []
+
+
+def test_a_retried_add_order_creates_a_second_order(whmcs: WhmcsEmulatorHandle) -> None:
+    order_sim_and_vpn(whmcs)
+    second = order_sim_and_vpn(whmcs)
+    assert second["orderid"] == 2
+    assert call(whmcs, "GetOrders", userid=1)["totalresults"] == "2"
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"clientid": 99, "paymentmethod": "stripe", "pid[0]": 1}, "Client ID Not Found"),
+        (
+            {"clientid": 1, "paymentmethod": "cash", "pid[0]": 1},
+            "Invalid Payment Method. Valid options include banktransfer,stripe",
+        ),
+        (
+            {"clientid": 1, "paymentmethod": "stripe"},
+            "No items added to cart so order cannot proceed",
+        ),
+        (
+            {"clientid": 1, "paymentmethod": "stripe", "pid[0]": 404},
+            "No items added to cart so order cannot proceed",
+        ),
+        (
+            {"clientid": demo.CLIENT_CLOSED, "paymentmethod": "stripe", "pid[0]": 1},
+            "Unable to add order when client status is Closed",
+        ),
+    ],
+)
+def test_add_order_refusals(
+    whmcs: WhmcsEmulatorHandle, fields: dict[str, object], message: str
+) -> None:
+    assert call(whmcs, "AddOrder", fields) == {"result": "error", "message": message}
+    assert call(whmcs, "GetOrders")["totalresults"] == "0"
+
+
+def test_accept_order_activates_order_and_services(whmcs: WhmcsEmulatorHandle) -> None:
+    order_sim_and_vpn(whmcs)
+    assert call(whmcs, "AcceptOrder", orderid=1, autosetup="true") == {"result": "success"}
+    assert call(whmcs, "GetOrders", id=1)["orders"]["order"][0]["status"] == "Active"
+    services = call(whmcs, "GetClientsProducts", clientid=1)["products"]["product"]
+    assert {s["status"] for s in services} == {"Active"}
+
+
+def test_accept_order_on_a_non_pending_or_unknown_order_is_refused(
+    whmcs: WhmcsEmulatorHandle,
+) -> None:
+    order_sim_and_vpn(whmcs)
+    call(whmcs, "AcceptOrder", orderid=1)
+    refusal = {"result": "error", "message": "Order ID not found or Status not Pending"}
+    assert call(whmcs, "AcceptOrder", orderid=1) == refusal
+    assert call(whmcs, "AcceptOrder", orderid=42) == refusal
+
+
+def test_cancel_order_cancels_order_services_and_invoice(whmcs: WhmcsEmulatorHandle) -> None:
+    order_sim_and_vpn(whmcs)
+    assert call(whmcs, "CancelOrder", orderid=1, cancelsub="true") == {"result": "success"}
+    assert call(whmcs, "GetOrders", status="Cancelled")["totalresults"] == "1"
+    services = call(whmcs, "GetClientsProducts", clientid=1)["products"]["product"]
+    assert {s["status"] for s in services} == {"Cancelled"}
+    assert call(whmcs, "GetInvoices", userid=1, status="Cancelled")["numreturned"] == 1
+    assert call(whmcs, "CancelOrder", orderid=1)["message"] == (
+        "Order ID not found or Status not Pending"
+    )
+
+
+def test_get_orders_pages_newest_first(whmcs: WhmcsEmulatorHandle) -> None:
+    for _ in range(3):
+        order_sim_and_vpn(whmcs)
+    page = call(whmcs, "GetOrders", limitstart=1, limitnum=1)
+    assert (page["totalresults"], page["startnumber"], page["numreturned"]) == ("3", 1, 1)
+    assert page["orders"]["order"][0]["id"] == "2"
+
+
+def test_get_clients_products_by_service_and_for_unknown_client(
+    whmcs: WhmcsEmulatorHandle,
+) -> None:
+    order_sim_and_vpn(whmcs)
+    one = call(whmcs, "GetClientsProducts", serviceid=2)
+    assert one["totalresults"] == 1
+    assert one["products"]["product"][0]["pid"] == demo.PRODUCT_VPN_BASIC
+    assert call(whmcs, "GetClientsProducts", clientid=3)["products"]["product"] == []
+    assert call(whmcs, "GetClientsProducts", clientid=99)["message"] == "Client Not Found"
+
+
+def test_update_client_product_changes_status_notes_and_custom_fields(
+    whmcs: WhmcsEmulatorHandle,
+) -> None:
+    order_sim_and_vpn(whmcs)
+    updated = call(
+        whmcs,
+        "UpdateClientProduct",
+        serviceid=1,
+        status="Suspended",
+        notes="SIM lost",
+        customfields=custom_fields({6: "08012345678"}),
+    )
+    assert updated == {"result": "success", "serviceid": 1}
+    service = call(whmcs, "GetClientsProducts", serviceid=1)["products"]["product"][0]
+    assert (service["status"], service["notes"]) == ("Suspended", "SIM lost")
+    values = {f["id"]: f["value"] for f in service["customfields"]["customfield"]}
+    assert values == {1: "802000000000001AAA", 6: "08012345678"}
+    assert call(whmcs, "UpdateClientProduct", serviceid=99)["message"] == "Service ID Not Found"
+
+
+def test_order_numbers_are_the_same_under_the_same_seed(whmcs: WhmcsEmulatorHandle) -> None:
+    def first_ordernum() -> str:
+        whmcs.http.post(f"{whmcs.control_url}/reset", json={"seed": 5}).raise_for_status()
+        whmcs.seed_demo()
+        order_sim_and_vpn(whmcs)
+        return str(call(whmcs, "GetOrders", id=1)["orders"]["order"][0]["ordernum"])
+
+    assert first_ordernum() == first_ordernum()
