@@ -144,8 +144,40 @@ def stop_group(
         time.sleep(0.05)
 
 
+_live: dict[int, ChildProcess] = {}
+_watchers: list[Callable[[], None]] = []
+_SHUTDOWN_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+def _unblock_shutdown_signals() -> None:
+    # Runs in the child between fork and exec: the mask held over the fork would be inherited
+    # and make the child deaf to SIGTERM/SIGINT.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _SHUTDOWN_SIGNALS)
+
+
+def live_children() -> list[ChildProcess]:
+    """Every child started in this process and not yet stopped, oldest first."""
+    return list(_live.values())
+
+
+def watch_children(callback: Callable[[], None]) -> Callable[[], None]:
+    """Call `callback` whenever a child starts or stops (the launcher records pids with it);
+    returns the function that removes the watch."""
+    _watchers.append(callback)
+    return lambda: _watchers.remove(callback)
+
+
+def _children_changed() -> None:
+    for callback in list(_watchers):
+        callback()
+
+
 class ChildProcess:
-    """A started child, leader of its own process group, with its output in a log file."""
+    """A started child, leader of its own process group, with its output in a log file.
+
+    Every instance is listed by `live_children()` from the moment it exists until `stop()`, so
+    whoever is interrupted half-way through starting a server can still stop what was started.
+    """
 
     def __init__(
         self,
@@ -166,6 +198,9 @@ class ChildProcess:
         self.stop_grace = stop_grace
         log_file.parent.mkdir(parents=True, exist_ok=True)
         self._log: IO[bytes] = log_file.open("ab")
+        # Ctrl-C or SIGTERM between the fork and the registration below would leave a child no one
+        # knows about; held back here, the signal is delivered once the child is listed.
+        signal.pthread_sigmask(signal.SIG_BLOCK, _SHUTDOWN_SIGNALS)
         try:
             self.popen = subprocess.Popen(
                 self.argv,
@@ -178,10 +213,16 @@ class ChildProcess:
                 # A session of its own: the terminal's Ctrl-C does not reach it directly (the
                 # launcher decides the order of shutdown) and the group can be killed as one.
                 start_new_session=True,
+                preexec_fn=_unblock_shutdown_signals,
             )
         except OSError as exc:
             self._log.close()
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _SHUTDOWN_SIGNALS)
             raise ServiceError(f"{name}: cannot run {self.argv[0]}: {exc}") from exc
+        self.started_at = process_start_time(self.popen.pid)
+        _live[self.popen.pid] = self
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _SHUTDOWN_SIGNALS)
+        _children_changed()
 
     @property
     def pid(self) -> int:
@@ -209,17 +250,20 @@ class ChildProcess:
         """Poll `check` until it holds; raise with the log tail if the child exits or times out."""
         deadline = time.monotonic() + timeout
         delay = 0.02
-        while True:
-            if self.popen.poll() is not None:
-                raise self.failure(f"exited before it was ready ({what})")
-            if check():
-                return
-            if time.monotonic() >= deadline:
-                error = self.failure(f"was not ready after {timeout:.0f}s ({what})")
-                self.stop()
-                raise error
-            time.sleep(delay)
-            delay = min(delay * 1.5, 0.25)
+        try:
+            while True:
+                if self.popen.poll() is not None:
+                    raise self.failure(f"exited before it was ready ({what})")
+                if check():
+                    return
+                if time.monotonic() >= deadline:
+                    raise self.failure(f"was not ready after {timeout:.0f}s ({what})")
+                time.sleep(delay)
+                delay = min(delay * 1.5, 0.25)
+        except BaseException:
+            # Not ready, or interrupted while waiting: nobody will get a handle to stop it later.
+            self.stop()
+            raise
 
     def stop(self) -> None:
         """Stop the child's whole group gracefully, SIGKILL it after the grace period; wait."""
@@ -229,6 +273,8 @@ class ChildProcess:
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.popen.wait(timeout=5)
         self._log.close()
+        if _live.pop(self.popen.pid, None) is not None:
+            _children_changed()
 
     def __enter__(self) -> Self:
         return self
