@@ -1,0 +1,243 @@
+"""The Salesforce emulator: `SalesforceEmulator` (state and control operations) and `create_app`.
+
+    app = create_app(seed=1, state_file=".dev/salesforce.json", demo=True)
+    serve(app, host=..., port=8701,
+          ssl_certfile=app.state.ssl_certfile, ssl_keyfile=app.state.ssl_keyfile)
+
+or simply `serve_tls(host=..., port=8701, **options)`. The app serves the OAuth token endpoint,
+the REST API under `/services/data/`, the Streaming API under `/cometd/<version>` and the shared
+control API under `/__emulator__/` (plus the event injection routes of `streaming.py`). TLS
+material comes from `certs_dir` (default `.dev/certs/`), created once; the JWT bearer grant is
+verified with `jwt-public.pem` there unless credentials name another key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+
+from emulators.common.app import create_emulator_app
+from emulators.common.emulator import Clock, Emulator, StateFile
+from emulators.common.server import serve
+from emulators.salesforce import demo, schema
+from emulators.salesforce.auth import USER_ID, Credentials, SessionStore, TokenEndpoint
+from emulators.salesforce.errors import ApiError
+from emulators.salesforce.events import EventBus
+from emulators.salesforce.ids import IdFactory
+from emulators.salesforce.rest import RestApi
+from emulators.salesforce.store import Store, Transaction
+from emulators.salesforce.streaming import StreamingServer, control_extra_routes
+from emulators.salesforce.tls import DEFAULT_CERTS_DIR, ensure_certs
+
+DEFAULT_PORT = 8701
+_REFERENCE_RE = re.compile(r"^@\{([A-Za-z0-9_]+)\}$")
+_SETTINGS = ("client_id", "client_secret", "username", "password", "jwt_public_key")
+
+
+class SalesforceEmulator(Emulator):
+    """One emulated org: records, sessions, the event bus and the streaming server over it."""
+
+    name = "salesforce"
+
+    def __init__(
+        self,
+        *,
+        seed: int | None = None,
+        clock: Clock = time.time,
+        credentials: Credentials | None = None,
+        event_retention_seconds: float = 72 * 3600,
+        max_events: int = 10_000,
+        connect_timeout_ms: int = 110_000,
+    ) -> None:
+        super().__init__(seed=seed, clock=clock)
+        self.credentials = credentials or Credentials()
+        self._initial_credentials = self.credentials
+        self.seed_value = seed
+        self.sessions = SessionStore(clock)
+        self.bus = EventBus(
+            retention_seconds=event_retention_seconds,
+            max_events=max_events,
+            clock=clock,
+            rng=random.Random(seed),
+        )
+        self.streaming = StreamingServer(
+            self.bus, self.sessions.is_valid, connect_timeout_ms=connect_timeout_ms
+        )
+        self.ids = IdFactory(seed)
+        self.store = Store(self.ids, clock)
+        self.store.insert_standard_pricebook(USER_ID)
+        self.rest = RestApi(self.store, self.bus, self.sessions, self.ids.new, clock)
+        self.tokens = TokenEndpoint(lambda: self.credentials, self.sessions, clock)
+
+    # ---- Emulator --------------------------------------------------------------------------
+
+    def to_state(self) -> dict[str, Any]:
+        return {
+            "seed": self.seed_value,
+            "ids": self.ids.to_state(),
+            "store": self.store.to_state(),
+            "sessions": self.sessions.to_state(),
+            "events": self.bus.to_state(),
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.seed_value = state.get("seed")
+        self.ids.load_state(state["ids"])
+        self.store.load_state(state["store"])
+        self.sessions.load_state(state.get("sessions", []))
+        self.bus.load_state(state["events"])
+        self.rest.reset()
+
+    def reset(self, seed: int | None = None) -> None:
+        """Empty org (but for the standard price book) and no events; sessions stay valid."""
+        self.seed_value = seed
+        self.ids.reset(seed)
+        self.store.clear()
+        self.store.insert_standard_pricebook(USER_ID)
+        self.bus.reset(seed)
+        self.rest.reset()
+        self.credentials = self._initial_credentials
+
+    def seed(self, payload: dict[str, Any]) -> dict[str, Any]:
+        if payload.get("dataset") == "demo":
+            return demo.seed_demo(self.store)
+        if isinstance(payload.get("records"), list):
+            return self._seed_records(payload["records"])
+        raise ValueError('expected {"dataset": "demo"} or {"records": [...]}')
+
+    def is_empty(self) -> bool:
+        return self.store.is_empty()
+
+    def expire_tokens(self) -> int:
+        return self.sessions.expire_all()
+
+    def drop_sessions(self) -> int:
+        return self.streaming.drop_sessions()
+
+    def settings(self) -> dict[str, Any]:
+        return {
+            **self.credentials.to_dict(),
+            "session_timeout_seconds": self.sessions.timeout_seconds,
+        }
+
+    def configure(self, changes: dict[str, Any]) -> dict[str, Any]:
+        unknown = set(changes) - {*_SETTINGS, "session_timeout_seconds"}
+        if unknown:
+            raise ValueError(f"unknown settings: {', '.join(sorted(unknown))}")
+        if "session_timeout_seconds" in changes:
+            self.sessions.timeout_seconds = float(changes["session_timeout_seconds"])
+        updates = {k: v for k, v in changes.items() if k in _SETTINGS}
+        self.credentials = dataclasses.replace(self.credentials, **updates)
+        return self.settings()
+
+    # ---- seeding ---------------------------------------------------------------------------
+
+    def _seed_records(self, records: list[Any]) -> dict[str, Any]:
+        """Create records given as `{"attributes": {"type", "referenceId"}, field: value}`.
+
+        A value `@{ref}` is replaced by the id of the earlier record with that referenceId.
+        All or nothing; seeding publishes no change events (it arranges, it is not a user).
+        """
+        tx = Transaction(USER_ID)
+        made: dict[str, str] = {}
+        created: list[str] = []
+        try:
+            for entry in records:
+                attributes = entry.get("attributes", {}) if isinstance(entry, dict) else None
+                if not isinstance(attributes, dict):
+                    raise ValueError("each record needs an 'attributes' object with a 'type'")
+                sobject = schema.get_object(str(attributes.get("type", "")))
+                if sobject is None or sobject.platform_event:
+                    raise ValueError(f"unknown object type {attributes.get('type')!r}")
+                data = {
+                    key: _dereference(value, made)
+                    for key, value in entry.items()
+                    if key != "attributes"
+                }
+                record = self.store.create(tx, sobject, data)
+                created.append(record["Id"])
+                if attributes.get("referenceId"):
+                    made[str(attributes["referenceId"])] = record["Id"]
+        except ApiError as exc:
+            self.store.rollback(tx)
+            raise ValueError(f"{exc.error_code}: {exc.message}") from exc
+        except ValueError:
+            self.store.rollback(tx)
+            raise
+        return {"ids": made, "created": created}
+
+
+def _dereference(value: Any, made: dict[str, str]) -> Any:
+    if isinstance(value, str) and (match := _REFERENCE_RE.match(value)):
+        if match.group(1) not in made:
+            raise ValueError(f"unknown reference {value}")
+        return made[match.group(1)]
+    return value
+
+
+def create_app(
+    *,
+    seed: int | None = None,
+    state_file: str | Path | None = None,
+    demo: bool = False,
+    settings: dict[str, Any] | None = None,
+    credentials: Credentials | None = None,
+    certs_dir: str | Path | None = None,
+    event_retention_seconds: float = 72 * 3600,
+    max_events: int = 10_000,
+    connect_timeout_ms: int = 110_000,
+    clock: Clock = time.time,
+) -> Starlette:
+    """The emulator app; `app.state.emulator` is the `SalesforceEmulator`, and
+    `app.state.ssl_certfile` / `ssl_keyfile` / `ca_file` are the TLS files to serve and trust."""
+    certs = ensure_certs(certs_dir if certs_dir is not None else DEFAULT_CERTS_DIR)
+    credentials = credentials or Credentials()
+    if credentials.jwt_public_key is None:
+        credentials = dataclasses.replace(
+            credentials, jwt_public_key=certs.jwt_public_key.read_text(encoding="utf-8")
+        )
+    emulator = SalesforceEmulator(
+        seed=seed,
+        clock=clock,
+        credentials=credentials,
+        event_retention_seconds=event_retention_seconds,
+        max_events=max_events,
+        connect_timeout_ms=connect_timeout_ms,
+    )
+    if settings:
+        emulator.configure(settings)
+    routes = [
+        *emulator.tokens.routes,
+        *emulator.rest.routes,
+        *emulator.streaming.routes,
+        *control_extra_routes(emulator.bus),
+    ]
+    app = create_emulator_app(
+        emulator,
+        routes,
+        state_file=StateFile(state_file) if state_file is not None else None,
+        demo=demo,
+    )
+    app.state.ssl_certfile = str(certs.server_cert)
+    app.state.ssl_keyfile = str(certs.server_key)
+    app.state.ca_file = str(certs.ca)
+    app.state.jwt_private_key_file = str(certs.jwt_private_key)
+    return app
+
+
+def serve_tls(*, host: str = "127.0.0.1", port: int = DEFAULT_PORT, **options: Any) -> None:
+    """`fulfillment emulate salesforce`: serve `create_app(**options)` over TLS until stopped."""
+    app = create_app(**options)
+    serve(
+        app,
+        host=host,
+        port=port,
+        ssl_certfile=app.state.ssl_certfile,
+        ssl_keyfile=app.state.ssl_keyfile,
+    )
