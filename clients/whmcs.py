@@ -301,8 +301,6 @@ class Invoice(WhmcsModel):
 class WhmcsClient:
     """Talks to one WHMCS installation; one instance per process, closed with `aclose()`."""
 
-    PAGE_SIZE = 100
-
     def __init__(
         self,
         api_url: str,
@@ -312,8 +310,10 @@ class WhmcsClient:
         access_key: SecretStr | None = None,
         timeout: httpx.Timeout = DEFAULT_TIMEOUT,
         retry: RetryPolicy | None = None,
+        page_size: int = 100,
     ) -> None:
         self._api_url = api_url
+        self._page_size = page_size
         self._identifier = identifier
         self._secret = secret
         self._access_key = access_key
@@ -429,14 +429,14 @@ class WhmcsClient:
         base = {key: str(value) for key, value in params.items() if value is not None}
         items: list[M] = []
         while True:
-            page = {**base, "limitstart": str(len(items)), "limitnum": str(self.PAGE_SIZE)}
+            page = {**base, "limitstart": str(len(items)), "limitnum": str(self._page_size)}
             reply = await self._read(action, page)
             batch = self._parse_list(model, action, _unwrap(reply.get(list_key), item_key))
             items.extend(batch)
             total = _int_or_none(reply.get("totalresults"))
             if (
                 not batch
-                or len(batch) < self.PAGE_SIZE
+                or len(batch) < self._page_size
                 or (total is not None and len(items) >= total)
             ):
                 return items
