@@ -516,11 +516,15 @@ class SalesforceClient:
     ) -> None:
         self.auth = auth
         self._api_version = api_version
-        self._timeout = timeout
+        # Passed on every request: requests lets REQUESTS_CA_BUNDLE override a session-level
+        # `verify`, but not a per-request one. Never False: without a CA file the system trust
+        # store is used.
+        self._http_options: dict[str, Any] = {
+            "timeout": timeout,
+            "verify": str(ca_file) if ca_file is not None else True,
+        }
         self._retry = retry or RetryPolicy()
         self._session = requests.Session()
-        # Never False: without SF_CA_FILE the system trust store is used.
-        self._session.verify = str(ca_file) if ca_file is not None else True
         self._executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="sf-rest")
         self._sf: tuple[SalesforceToken, Salesforce] | None = None
 
@@ -552,7 +556,7 @@ class SalesforceClient:
         """The order snapshot in one query (plus a token request when none is cached)."""
         order = _sf_id(order_id, ids.ORDER, ErrorCode.ORDER_NOT_FOUND)
         soql = ORDER_SNAPSHOT_SOQL.format(id=id_literal(order))
-        reply = await self._read("read_order", lambda sf: sf.query(soql, timeout=self._timeout))
+        reply = await self._read("read_order", lambda sf: sf.query(soql, **self._http_options))
         records = reply.get("records") or []
         if not records:
             raise BusinessError(
@@ -574,14 +578,12 @@ class SalesforceClient:
             pricebook = _sf_id(pricebook_id, ids.PRICEBOOK2, ErrorCode.INVALID_ORDER)
             where = f"Pricebook2Id = {id_literal(pricebook)}"
         soql = CATALOG_SOQL.format(pricebook=where)
-        rows = await self._read(
-            "read_catalog", lambda sf: sf.query_all(soql, timeout=self._timeout)
-        )
+        rows = await self._read("read_catalog", lambda sf: sf.query_all(soql, **self._http_options))
         return [_parse(CatalogEntry, "read_catalog", row) for row in rows.get("records") or []]
 
     async def find_pricebook_id(self, name: str) -> str | None:
         soql = f"SELECT Id FROM Pricebook2 WHERE Name = {quote(name)} AND IsActive = true LIMIT 1"  # noqa: S608
-        reply = await self._read("find_pricebook", lambda sf: sf.query(soql, timeout=self._timeout))
+        reply = await self._read("find_pricebook", lambda sf: sf.query(soql, **self._http_options))
         records = reply.get("records") or []
         return str(records[0]["Id"]) if records else None
 
@@ -605,7 +607,7 @@ class SalesforceClient:
             await self._write(
                 "update_order",
                 lambda sf: sf.restful(
-                    f"sobjects/Order/{order}", method="PATCH", json=fields, timeout=self._timeout
+                    f"sobjects/Order/{order}", method="PATCH", json=fields, **self._http_options
                 ),
             )
             return
@@ -628,7 +630,7 @@ class SalesforceClient:
         reply = await self._write(
             "publish_event",
             lambda sf: sf.restful(
-                f"sobjects/{event_name}/", method="POST", json=body, timeout=self._timeout
+                f"sobjects/{event_name}/", method="POST", json=body, **self._http_options
             ),
         )
         if not isinstance(reply, dict) or not reply.get("success"):
@@ -644,7 +646,7 @@ class SalesforceClient:
         results = await self._write(
             "update_order_items",
             lambda sf: sf.restful(
-                "composite/sobjects", method="PATCH", json=payload, timeout=self._timeout
+                "composite/sobjects", method="PATCH", json=payload, **self._http_options
             ),
         )
         failed = [result for result in results or [] if not result.get("success")]
@@ -667,7 +669,7 @@ class SalesforceClient:
             next_url = relation.get("nextRecordsUrl")
             if not isinstance(next_url, str) or not _NEXT_RECORDS_URL.fullmatch(next_url):
                 raise TransientError(System.SALESFORCE, f"{operation}: bad nextRecordsUrl")
-            more = functools.partial(_query_more, url=next_url, timeout=self._timeout)
+            more = functools.partial(_query_more, url=next_url, options=self._http_options)
             relation = await self._read(operation, more)
             rows.extend(relation.get("records") or [])
         return rows
@@ -723,8 +725,8 @@ class SalesforceClient:
         return sf
 
 
-def _query_more(sf: Salesforce, *, url: str, timeout: float) -> Any:
-    return sf.query_more(url, identifier_is_url=True, timeout=timeout)
+def _query_more(sf: Salesforce, *, url: str, options: dict[str, Any]) -> Any:
+    return sf.query_more(url, identifier_is_url=True, **options)
 
 
 def _sf_id(value: str, key_prefix: str, code: ErrorCode) -> str:
