@@ -1,0 +1,83 @@
+"""Freebit emulator control API: faults, seeds, and resuming from a state file mid-activation."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import httpx
+
+from emulators.common.server import ThreadedServer
+from emulators.freebit.app import create_app
+from tests.fixtures.freebit_emulator import FreebitEmulatorHandle
+from tests.integration.emulators._freebit import EID, auth_key, call
+
+
+def test_fail_next_activation_with_a_server_error(freebit_emulator: FreebitEmulatorHandle) -> None:
+    key = auth_key(freebit_emulator)
+    freebit_emulator.http.post(
+        f"{freebit_emulator.control_url}/faults",
+        json={"kind": "fail", "count": 1, "status": 502, "path": "/emptool/api/master/addAcnt"},
+    )
+    url = f"{freebit_emulator.api_url}master/addAcnt/"
+    request = {
+        "json": json.dumps({"authKey": key, "account": "08012340009", "planCode": "PASI_3G"})
+    }
+    assert freebit_emulator.http.post(url, data=request).status_code == 502
+    assert freebit_emulator.http.post(url, data=request).json()["resultCode"] == "100"
+
+
+def test_same_seed_gives_the_same_auth_keys(freebit_emulator: FreebitEmulatorHandle) -> None:
+    def first_key() -> str:
+        freebit_emulator.http.post(f"{freebit_emulator.control_url}/reset", json={"seed": 9})
+        return auth_key(freebit_emulator)
+
+    assert first_key() == first_key()
+
+
+def test_sessions_drop_is_a_no_op_without_streaming(
+    freebit_emulator: FreebitEmulatorHandle,
+) -> None:
+    reply = freebit_emulator.http.post(f"{freebit_emulator.control_url}/sessions/drop")
+    assert reply.json() == {"dropped": 0}
+
+
+def test_restart_from_state_file_keeps_lines_and_finishes_pending_activation(
+    tmp_path: Path,
+) -> None:
+    path = str(tmp_path / "freebit.json")
+    settings = {"activation_delay": 0.3}
+    with ThreadedServer(create_app(seed=1, state_file=path, settings=settings)) as server:
+        api = f"{server.base_url}/emptool/api/"
+        key = httpx.post(
+            f"{api}authOem/",
+            data={"json": json.dumps({"oemId": "emulator-oem", "oemKey": "emulator-oem-key"})},
+        ).json()["authKey"]
+        request = {
+            "authKey": key,
+            "account": "08012340003",
+            "eid": EID,
+            "simKind": "E2",
+            "addKind": "N",
+            "planCode": "PASI_3G",
+        }
+        accepted = httpx.post(f"{api}mvno/esim/addAcnt/", data={"json": json.dumps(request)})
+        assert accepted.json()["resultCode"] == "100"
+    with ThreadedServer(create_app(seed=1, state_file=path, settings=settings)) as server:
+        handle = FreebitEmulatorHandle(base_url=server.base_url, http=httpx.Client())
+        deadline = time.monotonic() + 3
+        while True:
+            reply = call(
+                handle,
+                "master/getAcnt",
+                authKey=key,
+                requestDatas=[{"kind": "MVNO", "account": "08012340003"}],
+            )
+            assert reply["resultCode"] == "100", "the auth key survived the restart too"
+            state = reply["responseDatas"][0]["state"]
+            if state != "processing" or time.monotonic() > deadline:
+                break
+            time.sleep(0.02)
+        assert state == "active"
+        handle.http.close()
