@@ -213,3 +213,35 @@ def test_order_numbers_are_the_same_under_the_same_seed(whmcs: WhmcsEmulatorHand
         return str(call(whmcs, "GetOrders", id=1)["orders"]["order"][0]["ordernum"])
 
     assert first_ordernum() == first_ordernum()
+
+
+def test_custom_field_values_round_trip_multibyte_and_php_syntax(
+    whmcs: WhmcsEmulatorHandle,
+) -> None:
+    value = '山田 "太郎"; s:3:"x";}'
+    call(
+        whmcs,
+        "AddOrder",
+        {
+            "clientid": 1,
+            "paymentmethod": "stripe",
+            "pid[]": demo.PRODUCT_ESIM_DATA_20GB,
+            "customfields[]": custom_fields({3: value, 9: "89049032000000000000000000000001"}),
+        },
+    )
+    service = call(whmcs, "GetClientsProducts", clientid=1)["products"]["product"][0]
+    values = {f["name"]: f["value"] for f in service["customfields"]["customfield"]}
+    assert values == {
+        "Salesforce Order Item ID": value,
+        "Phone Number": "",
+        "EID": "89049032000000000000000000000001",
+    }
+
+
+def test_malformed_custom_fields_are_refused(whmcs: WhmcsEmulatorHandle) -> None:
+    reply = call(
+        whmcs,
+        "AddOrder",
+        {"clientid": 1, "paymentmethod": "stripe", "pid[0]": 1, "customfields[0]": "!!notbase64"},
+    )
+    assert reply == {"result": "error", "message": "Invalid custom fields data"}
