@@ -20,7 +20,7 @@ from datetime import date
 from typing import Any, Literal, Self
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from clients.errors import (
     BusinessError,
@@ -159,19 +159,31 @@ class PhysicalSimActivation(FreebitModel):
 
 
 class ActivationAccepted(FreebitModel):
-    """Freebit accepted the request; the line becomes active later."""
+    """Freebit accepted the request; the line becomes active later (poll `get_account`)."""
 
     account: str
-    result_code: str
+    process_no: str | None = Field(default=None, alias="processNo")
 
 
 class FreebitAccount(FreebitModel):
-    """A line's state as returned by the account detail read."""
+    """A line as the account detail read returns it."""
 
     account: str
-    state: str | None = None
+    state: str
+    sim_type: str | None = Field(default=None, alias="simType")
+    eid: str | None = None
     plan_code: str | None = Field(default=None, alias="planCode")
-    raw: Mapping[str, Any] = Field(default_factory=dict, repr=False)
+    fail_reason: str | None = Field(default=None, alias="failReason")
+
+    @property
+    def phase(self) -> Literal["active", "failed", "pending"]:
+        """Where an activation stands; any state but active or failed is still in progress."""
+        state = self.state.casefold()
+        if state == "active":
+            return "active"
+        if state == "failed":
+            return "failed"
+        return "pending"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -229,12 +241,12 @@ class FreebitClient:
     async def activate_esim(self, request: EsimActivation) -> ActivationAccepted:
         reply = await self._call("esim_add_account", "mvno/esim/addAcnt/", request.to_json())
         log.info("freebit.esim_requested", account=request.account, add_kind=request.add_kind)
-        return ActivationAccepted(account=request.account, result_code=str(reply["resultCode"]))
+        return _accepted(request.account, reply)
 
     async def activate_physical_sim(self, request: PhysicalSimActivation) -> ActivationAccepted:
         reply = await self._call("add_account", "master/addAcnt/", request.to_json())
         log.info("freebit.sim_requested", account=request.account, add_kind=request.add_kind)
-        return ActivationAccepted(account=request.account, result_code=str(reply["resultCode"]))
+        return _accepted(request.account, reply)
 
     async def get_account(self, account: str, *, kind: str = "MVNO") -> FreebitAccount:
         """The line's current state, for polling an activation (retried on transient errors)."""
@@ -315,15 +327,19 @@ class _AuthRejectedError(TransientError):
         super().__init__(System.FREEBIT, "auth key refused", detail=detail)
 
 
+def _accepted(account: str, reply: Mapping[str, Any]) -> ActivationAccepted:
+    process_no = reply.get("processNo")
+    return ActivationAccepted(
+        account=account, processNo=str(process_no) if process_no is not None else None
+    )
+
+
 def _account_from_reply(account: str, reply: Mapping[str, Any]) -> FreebitAccount:
     rows = reply.get("responseDatas")
-    row: Any = rows[0] if isinstance(rows, list) and rows else reply.get("account") or reply
-    if not isinstance(row, dict):
-        raise TransientError(System.FREEBIT, "get_account reply has no account data")
-    state = row.get("state", row.get("status"))
-    return FreebitAccount(
-        account=str(row.get("account") or account),
-        state=str(state) if isinstance(state, str | int) else None,
-        planCode=row.get("planCode"),
-        raw=row,
-    )
+    row = rows[0] if isinstance(rows, list) and rows else None
+    if not isinstance(row, dict) or not row.get("state"):
+        raise TransientError(System.FREEBIT, "get_account reply has no account state")
+    try:
+        return FreebitAccount.model_validate({"account": account, **row})
+    except ValidationError:
+        raise TransientError(System.FREEBIT, "get_account reply has an unexpected shape") from None
