@@ -99,6 +99,7 @@ def seed_demo(store: Store) -> dict[str, Any]:
             },
         )
         products[code] = product["Id"]
+        # Salesforce wants the standard price before any custom one; orders use the portal's.
         for pricebook_id in (standard_id, portal["Id"]):
             entry = store.create(
                 tx,
@@ -110,7 +111,8 @@ def seed_demo(store: Store) -> dict[str, Any]:
                     "IsActive": True,
                 },
             )
-        entries[code] = entry["Id"]
+            if pricebook_id == portal["Id"]:
+                entries[code] = entry["Id"]
     accounts: dict[str, str] = {}
     for number, name, client in ACCOUNTS:
         account = store.create(
