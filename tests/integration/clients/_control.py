@@ -14,6 +14,9 @@ class Control:
         self.url = control_url
         self.http = httpx.Client(verify=tls_context(ca_file))
 
+    def close(self) -> None:
+        self.http.close()
+
     def fail(self, count: int, status: int, body: Any = None, **match: str) -> None:
         spec: dict[str, Any] = {"kind": "fail", "count": count, "status": status, **match}
         if body is not None:

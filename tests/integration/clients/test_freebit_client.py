@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
@@ -28,11 +28,12 @@ FAILING_EID = "89049032000000000000000000000666"
 
 
 @pytest.fixture
-def freebit_control(freebit_emulator: FreebitEmulatorHandle) -> Control:
+def freebit_control(freebit_emulator: FreebitEmulatorHandle) -> Iterator[Control]:
     control = Control(freebit_emulator.control_url)
     control.seed_demo()
     control.clear_requests()
-    return control
+    yield control
+    control.close()
 
 
 def _client(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -54,15 +54,17 @@ def _client(
 
 
 @pytest.fixture
-def sf_demo(sf_emulator: SalesforceEmulatorHandle) -> dict[str, Any]:
+def sf_demo(sf_emulator: SalesforceEmulatorHandle, sf_control: Control) -> dict[str, Any]:
     created = sf_emulator.seed_demo()
-    Control(sf_emulator.control_url, ca_file=sf_emulator.ca_file).clear_requests()
+    sf_control.clear_requests()
     return created
 
 
 @pytest.fixture
-def sf_control(sf_emulator: SalesforceEmulatorHandle) -> Control:
-    return Control(sf_emulator.control_url, ca_file=sf_emulator.ca_file)
+def sf_control(sf_emulator: SalesforceEmulatorHandle) -> Iterator[Control]:
+    control = Control(sf_emulator.control_url, ca_file=sf_emulator.ca_file)
+    yield control
+    control.close()
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
@@ -19,11 +19,12 @@ ORDER_ITEM_FIELD = "Salesforce Order Item ID"
 
 
 @pytest.fixture
-def whmcs_control(whmcs_emulator: WhmcsEmulatorHandle) -> Control:
+def whmcs_control(whmcs_emulator: WhmcsEmulatorHandle) -> Iterator[Control]:
     control = Control(whmcs_emulator.control_url)
     control.seed_demo()
     control.clear_requests()
-    return control
+    yield control
+    control.close()
 
 
 @pytest.fixture
