@@ -68,6 +68,8 @@ def main(argv: list[str]) -> int:
 
         serve(create_freebit(**options), host=args.host, port=port)
         return 0
+    if args.certs_dir is not None:
+        options["certs_dir"] = args.certs_dir
     return _serve_salesforce(args.host, port, options)
 
 
@@ -81,7 +83,14 @@ def _serve_salesforce(host: str, port: int, options: dict[str, Any]) -> int:
         )
         return 1
     app = create_salesforce(**options)
-    serve(app, host=host, port=port)
+    # The Salesforce app makes (once) and names its own certificate; REST clients require TLS.
+    serve(
+        app,
+        host=host,
+        port=port,
+        ssl_certfile=str(app.state.ssl_certfile),
+        ssl_keyfile=str(app.state.ssl_keyfile),
+    )
     return 0
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -28,7 +29,9 @@ def free_port() -> int:
 
 
 @contextmanager
-def emulate(*args: str, stop: signal.Signals = signal.SIGTERM) -> Iterator[str]:
+def emulate(
+    *args: str, stop: signal.Signals = signal.SIGTERM, tls_ca: Path | None = None
+) -> Iterator[str]:
     """Run `fulfillment emulate <args>` in a child process; yield its base URL once it serves."""
     port = free_port()
     code = "import sys; from emulators.cli import main; sys.exit(main(sys.argv[1:]))"
@@ -37,14 +40,15 @@ def emulate(*args: str, stop: signal.Signals = signal.SIGTERM) -> Iterator[str]:
         cwd=Path(__file__).resolve().parents[3],
         stderr=subprocess.PIPE,
     )
-    base_url = f"http://127.0.0.1:{port}"
+    base_url = f"{'https' if tls_ca else 'http'}://127.0.0.1:{port}"
     deadline = time.monotonic() + 5
     try:
         while True:
             try:
-                httpx.get(f"{base_url}/__emulator__/state", timeout=0.5)
+                verify = ssl.create_default_context(cafile=str(tls_ca)) if tls_ca else True
+                httpx.get(f"{base_url}/__emulator__/state", timeout=0.5, verify=verify)
                 break
-            except httpx.TransportError as exc:
+            except (httpx.TransportError, FileNotFoundError) as exc:
                 if process.poll() is not None or time.monotonic() > deadline:
                     output = process.stderr.read().decode() if process.stderr else ""
                     raise RuntimeError(output) from exc
@@ -93,6 +97,13 @@ def test_freebit_serves_from_the_command_line(tmp_path: Path) -> None:
             data={"json": json.dumps({"oemId": "emulator-oem", "oemKey": "emulator-oem-key"})},
         )
         assert reply.json()["resultCode"] == "100"
+
+
+def test_salesforce_is_served_over_tls_with_its_own_certificate(tmp_path: Path) -> None:
+    certs = tmp_path / "certs"
+    with emulate("salesforce", "--certs-dir", str(certs), tls_ca=certs / "ca.pem") as url:
+        verify = ssl.create_default_context(cafile=str(certs / "ca.pem"))
+        assert httpx.get(f"{url}/__emulator__/state", verify=verify).status_code == 200
 
 
 def test_bad_settings_are_refused_with_exit_code_2(capsys: pytest.CaptureFixture[str]) -> None:
