@@ -18,6 +18,7 @@ from clients.freebit import (
     PhysicalSimActivation,
 )
 from clients.retry import RetryPolicy
+from config.settings import load_settings
 from tests.fixtures.freebit_emulator import FreebitEmulatorHandle
 from tests.integration.clients._control import Control
 
@@ -216,3 +217,15 @@ async def test_a_slow_reply_times_out_as_transient(
             await client.get_account("08011110001")
     freebit_control.clear_faults()
     assert "timed out" in str(info.value)
+
+
+async def test_from_settings_talks_to_the_configured_endpoint(
+    freebit_emulator: FreebitEmulatorHandle, freebit_control: Control
+) -> None:
+    settings = load_settings(
+        freebit_base_url=freebit_emulator.api_url,
+        freebit_oem_id=freebit_emulator.oem_id,
+        freebit_oem_key=freebit_emulator.oem_key,
+    )
+    async with FreebitClient.from_settings(settings) as client:
+        assert (await client.get_account("08011110002")).sim_type == "esim"

@@ -16,6 +16,7 @@ from clients.http import tls_context
 from clients.retry import RetryPolicy
 from clients.salesforce import ActivationUpdate, AuthFlow, SalesforceAuth, SalesforceClient
 from clients.salesforce_ids import checksum
+from config.settings import load_settings
 from tests.fixtures.salesforce_emulator import SalesforceEmulatorHandle
 from tests.fixtures.salesforce_streaming import OpenClient
 from tests.integration.clients._control import Control
@@ -321,3 +322,21 @@ async def test_platform_event_reaches_a_streaming_subscriber_with_the_shared_tok
     assert message["data"]["payload"]["Account_Id__c"] == account
     # REST and streaming shared one token.
     assert len(sf_control.requests(path="/services/oauth2/token")) == 1
+
+
+async def test_from_settings_uses_the_configured_jwt_flow(
+    sf_emulator: SalesforceEmulatorHandle, sf_demo: dict[str, Any]
+) -> None:
+    settings = load_settings(
+        sf_token_url=sf_emulator.token_url,
+        sf_client_id=sf_emulator.client_id,
+        sf_auth_flow="jwt",
+        sf_username=sf_emulator.username,
+        sf_jwt_key_file=sf_emulator.jwt_private_key_file,
+        sf_ca_file=sf_emulator.ca_file,
+        sf_api_version=sf_emulator.api_version,
+    )
+    async with SalesforceClient.from_settings(settings) as client:
+        order = await client.read_order(sf_demo["orders"]["esim"])
+    assert client.auth.flow == "jwt"
+    assert order.id == sf_demo["orders"]["esim"]

@@ -11,6 +11,7 @@ from pydantic import SecretStr
 from clients.errors import BusinessError, ConfigurationError, ErrorCode, TransientError
 from clients.retry import RetryPolicy
 from clients.whmcs import AddOrderRequest, OrderLine, WhmcsClient
+from config.settings import load_settings
 from tests.fixtures.whmcs_emulator import WhmcsEmulatorHandle
 from tests.integration.clients._control import Control
 
@@ -217,3 +218,16 @@ async def test_a_slow_reply_times_out_as_transient(
             await client.get_client(1)
     assert "timed out" in str(info.value)
     whmcs_control.clear_faults()
+
+
+async def test_from_settings_talks_to_the_configured_installation(
+    whmcs_emulator: WhmcsEmulatorHandle, whmcs_control: Control
+) -> None:
+    settings = load_settings(
+        whmcs_api_url=whmcs_emulator.api_url,
+        whmcs_identifier=whmcs_emulator.identifier,
+        whmcs_secret=whmcs_emulator.secret,
+        whmcs_access_key=whmcs_emulator.access_key,
+    )
+    async with WhmcsClient.from_settings(settings) as client:
+        assert (await client.get_client(2)).lastname == "Suzuki"
