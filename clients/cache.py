@@ -22,9 +22,14 @@ from enum import StrEnum
 import redis.asyncio as redis
 from redis.exceptions import RedisError
 
+from clients.errors import System, TransientError
 
-class CacheUnavailableError(Exception):
+
+class CacheUnavailableError(TransientError):
     """Redis could not be reached or refused the command; the caller must retry, not drop it."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(System.REDIS, message)
 
 
 class CacheGroup(StrEnum):

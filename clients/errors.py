@@ -43,6 +43,7 @@ class System(StrEnum):
     SALESFORCE = "salesforce"
     WHMCS = "whmcs"
     FREEBIT = "freebit"
+    REDIS = "redis"
 
 
 class ClientError(Exception):

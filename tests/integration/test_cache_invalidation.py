@@ -12,6 +12,7 @@ from clients.cache import (
     CacheUnavailableError,
     create_redis,
 )
+from clients.errors import TransientError
 
 
 async def _keys_command_calls(client: redis.Redis) -> int:
@@ -82,7 +83,9 @@ async def test_sweep_finds_unindexed_catalog_keys_with_scan(
 async def test_redis_down_raises_cache_unavailable(cache_keys: CacheKeys) -> None:
     client = create_redis("redis://127.0.0.1:1/0", timeout=0.5)
     try:
-        with pytest.raises(CacheUnavailableError):
+        with pytest.raises(CacheUnavailableError) as info:
             await CacheInvalidator(client, cache_keys).delete([cache_keys.whmcs_client(1)])
+        # Part of the one taxonomy: a cache outage is retried (or queued), never a business stop.
+        assert isinstance(info.value, TransientError)
     finally:
         await client.aclose()
