@@ -75,6 +75,15 @@ def process_cmdline(pid: int) -> list[str] | None:
     return [part.decode("utf-8", errors="replace") for part in raw.rstrip(b"\0").split(b"\0")]
 
 
+def process_executable(pid: int) -> str | None:
+    """The resolved path of a live process's executable (unlike argv[0], a child cannot change
+    it: redis-server and postgres rewrite their command lines)."""
+    try:
+        return os.readlink(f"/proc/{pid}/exe")
+    except OSError:
+        return None
+
+
 def process_start_time(pid: int) -> int | None:
     """The kernel's start time of a process (clock ticks since boot); tells a reused pid apart."""
     try:
@@ -220,6 +229,7 @@ class ChildProcess:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, _SHUTDOWN_SIGNALS)
             raise ServiceError(f"{name}: cannot run {self.argv[0]}: {exc}") from exc
         self.started_at = process_start_time(self.popen.pid)
+        self.executable = process_executable(self.popen.pid)
         _live[self.popen.pid] = self
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _SHUTDOWN_SIGNALS)
         _children_changed()

