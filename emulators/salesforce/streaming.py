@@ -16,7 +16,8 @@ unchanged against it:
 - a client must come back within `idle_reconnect_ms` after an empty connect reply and within
   `event_reconnect_ms` after one that carried events, or its session (and subscriptions) go.
 
-`drop_sessions()` ends every session at once (the control API's sessions/drop), and
+`drop_sessions()` ends every session at once (the control API's sessions/drop),
+`GET /__emulator__/streaming/sessions` lists the live sessions, and
 `control_extra_routes(bus)` adds control routes that inject gap, overflow and arbitrary change
 events. Nothing here knows about records: the REST side publishes through the bus.
 """
@@ -123,6 +124,7 @@ class StreamingServer:
         self._loop_thread: int | None = None
         self.routes: list[BaseRoute] = [
             Route("/cometd/{version}", self._endpoint, methods=["POST"]),
+            Route("/__emulator__/streaming/sessions", self._sessions_view, methods=["GET"]),
         ]
         bus.add_listener(self._on_event)
 
@@ -136,9 +138,24 @@ class StreamingServer:
             self._call_in_loop(session.end)
         return len(sessions)
 
-    @property
-    def session_count(self) -> int:
-        return len(self._sessions)
+    async def _sessions_view(self, request: Request) -> Response:
+        """The live sessions, for tests and operators: who is polling, what waits for them."""
+        now = self._clock()
+        return JSONResponse(
+            {
+                "sessions": [
+                    {
+                        "clientId": session.client_id,
+                        "subscriptions": sorted(session.subscriptions),
+                        "polling": session.polling,
+                        "queued": len(session.queue),
+                        # Time left to come back; only counts while the client is not polling.
+                        "secondsToReconnect": round(session.deadline - now, 3),
+                    }
+                    for session in self._sessions.values()
+                ]
+            }
+        )
 
     # ---- HTTP ---------------------------------------------------------------------------------
 

@@ -59,6 +59,17 @@ class StreamingApp:
         replay_id: int = response.json()["replayId"]
         return replay_id
 
+    async def session_becomes(self, **wanted: Any) -> None:
+        """Wait until the one live session shows `wanted` in the sessions view."""
+        async with httpx.AsyncClient(base_url=self.base_url) as http:
+            async with asyncio.timeout(10):
+                while True:
+                    reply = await http.get("/__emulator__/streaming/sessions")
+                    [session] = reply.json()["sessions"]
+                    if all(session[key] == value for key, value in wanted.items()):
+                        return
+                    await asyncio.sleep(0.01)
+
 
 @pytest.fixture
 def streaming_app() -> Iterator[StreamingApp]:
@@ -94,12 +105,13 @@ async def test_a_client_that_stops_polling_loses_its_session_and_resumes_from_it
     client = await sf_stream_clients(authenticator, replay=markers, max_pending_count=1)
     await client.subscribe(ORDER_CHANNEL)
     published = [streaming_app.publish_order_update(s) for s in ("Draft", "Activated")]
-    first = await asyncio.wait_for(client.receive(), 5)
+    # Both events went out and the client, holding one unread, has not polled since.
+    await streaming_app.session_becomes(polling=False, queued=0)
 
     # Past the 40 s a client has to come back after a reply that carried events.
     streaming_app.session_clock.now += 41
     published.append(streaming_app.publish_order_update("Cancelled"))
-    received = [first] + [await asyncio.wait_for(client.receive(), 10) for _ in range(2)]
+    received = [await asyncio.wait_for(client.receive(), 10) for _ in range(3)]
 
     assert [replay_id_of(m) for m in received] == published
     assert [m["data"]["payload"]["Status"] for m in received] == ["Draft", "Activated", "Cancelled"]
@@ -114,6 +126,7 @@ async def test_a_client_that_keeps_polling_keeps_its_session(
     authenticator = streaming_app.authenticator()
     client = await sf_stream_clients(authenticator, replay=ReplayOption.NEW_EVENTS)
     await client.subscribe(ORDER_CHANNEL)
+    await streaming_app.session_becomes(polling=True)
     streaming_app.session_clock.now += 3600
 
     replay_id = streaming_app.publish_order_update("Activated")
