@@ -45,6 +45,9 @@ from config.settings import Settings
 log = get_logger(__name__)
 
 SUCCESS = "100"
+# The line's phone number. ASCII digits only: `\d` would also let full-width and other Unicode
+# digits through, which Freebit does not read as a number.
+ACCOUNT_PATTERN = r"^[0-9]{11,14}$"
 
 # ---------------------------------------------------------------------------------------------
 # Error mapping: the one table from Freebit replies to the taxonomy.
@@ -118,8 +121,8 @@ class MnpReservation(FreebitModel):
 class EsimActivation(FreebitModel):
     """`mvno/esim/addAcnt/`: register a line on an eSIM profile (asynchronous)."""
 
-    account: str = Field(pattern=r"^\d{11,14}$")
-    eid: str = Field(pattern=r"^\d{32}$")
+    account: str = Field(pattern=ACCOUNT_PATTERN)
+    eid: str = Field(pattern=r"^[0-9]{32}$")
     plan_code: str
     # N = new number, M = number portability (needs `mnp`), R = re-issue.
     add_kind: Literal["N", "M", "R"] = "N"
@@ -142,7 +145,7 @@ class EsimActivation(FreebitModel):
 class PhysicalSimActivation(FreebitModel):
     """`master/addAcnt/`: register a line on a physical SIM card (asynchronous)."""
 
-    account: str = Field(pattern=r"^\d{11,14}$")
+    account: str = Field(pattern=ACCOUNT_PATTERN)
     plan_code: str
     add_kind: Literal["N", "M", "R"] = "N"
     mnp: MnpReservation | None = None

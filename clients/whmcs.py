@@ -346,9 +346,8 @@ class WhmcsClient:
     # -- reads (retried) -----------------------------------------------------------------------
 
     async def get_client(self, client_id: int) -> BillingClient:
-        reply = await self._read(
-            "GetClientsDetails", {"clientid": str(client_id), "stats": "false"}
-        )
+        # No `stats` parameter: WHMCS reads "false" as true (PHP truthiness) and adds the stats.
+        reply = await self._read("GetClientsDetails", {"clientid": str(client_id)})
         # WHMCS returns the client both flattened at top level and under "client".
         return self._parse(BillingClient, "GetClientsDetails", reply.get("client") or reply)
 

@@ -18,6 +18,13 @@ Activation (`master/addAcnt/`, `mvno/esim/addAcnt/`) is asynchronous: the reques
 with the line in state "processing"; once `activation_delay` seconds have passed on the
 emulator's clock it reads "active", or "failed" when its EID / account is configured to fail.
 Transitions are computed whenever state is read, so no background task runs.
+
+Choices where protocols.md is silent: `status.statusCode` mirrors HTTP semantics (401 for any
+auth refusal, so a client knows to call authOem again); `resultCode` and `statusCode` are sent as
+strings; account detail (`master/getAcnt/`, `requestDatas[{kind, account}]`) answers
+`responseDatas[{kind, account, state, simType, eid, planCode, planName, failReason,
+talkOptions, pendingPlan}]` in request order, with `state` one of "processing", "active",
+"failed"; an accepted activation answers `{account, processNo}`.
 """
 
 from __future__ import annotations

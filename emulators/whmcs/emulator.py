@@ -6,6 +6,9 @@ HTTP door (auth, IP allow-list, encoding) is in `app.py`. Orders follow WHMCS's 
 AddOrder makes a Pending order, Pending services carrying their custom field values, and an
 Unpaid invoice (unless `noinvoice`); AcceptOrder activates order and services; CancelOrder
 cancels order, services and an unpaid invoice.
+
+Boolean parameters (`noinvoice`, `stats`, …) are read with PHP's truthiness: any value but ""
+and "0" is true, so a client that means false must leave the parameter out.
 """
 
 from __future__ import annotations
@@ -72,7 +75,9 @@ class Params:
         return form_array(self.items, name)
 
     def flag(self, name: str) -> bool:
-        return self.get(name).lower() in ("1", "true", "on", "yes")
+        # PHP truthiness, as WHMCS reads its boolean parameters: only "" and "0" are false, so
+        # "false" and "no" switch a flag on.
+        return self.get(name) not in ("", "0")
 
 
 class WhmcsEmulator(Emulator):

@@ -100,6 +100,16 @@ def test_add_order_with_noinvoice_makes_no_invoice(whmcs: WhmcsEmulatorHandle) -
     assert call(whmcs, "GetInvoices", userid=1)["invoices"]["invoice"] == []
 
 
+@pytest.mark.parametrize(("value", "invoiced"), [("false", False), ("no", False), ("0", True)])
+def test_boolean_parameters_follow_php_truthiness(
+    whmcs: WhmcsEmulatorHandle, value: str, invoiced: bool
+) -> None:
+    added = order_sim_and_vpn(whmcs, noinvoice=value)
+    assert (added["invoiceid"] != 0) is invoiced
+    stats = call(whmcs, "GetClientsDetails", clientid=demo.CLIENT_WITH_CARD, stats="false")
+    assert "stats" in stats
+
+
 def test_a_retried_add_order_creates_a_second_order(whmcs: WhmcsEmulatorHandle) -> None:
     order_sim_and_vpn(whmcs)
     second = order_sim_and_vpn(whmcs)
