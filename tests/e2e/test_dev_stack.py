@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -138,3 +139,51 @@ def test_dev_stack_recovers_after_the_launcher_was_killed(tmp_path: Path) -> Non
         code = second.interrupt()
     assert code == 0, second.text()
     assert all(gone(pid) for pid in children)
+
+
+def test_dev_stack_runs_the_emulators_with_the_credentials_in_stack_json(tmp_path: Path) -> None:
+    dev_dir = tmp_path / ".dev"
+    run = DevRun(dev_dir, tmp_path / "console.txt")
+    try:
+        stack = run.wait_up()
+        sf, whmcs, freebit = stack["salesforce"], stack["whmcs"], stack["freebit"]
+        tls = ssl.create_default_context(cafile=sf["ca_file"])
+        token = httpx.post(
+            sf["token_url"],
+            data={
+                "grant_type": "password",
+                "client_id": sf["client_id"],
+                "client_secret": sf["client_secret"],
+                "username": sf["username"],
+                "password": sf["password"],
+            },
+            verify=tls,
+        )
+        assert token.status_code == 200, token.text
+        assert token.json()["instance_url"].startswith(sf["instance_url"])
+
+        products = httpx.post(
+            whmcs["api_url"],
+            data={
+                "action": "GetProducts",
+                "identifier": whmcs["identifier"],
+                "secret": whmcs["secret"],
+                "responsetype": "json",
+            },
+        )
+        assert products.json()["result"] == "success", products.text
+        assert int(products.json()["totalresults"]) > 0, "demo data is seeded"
+
+        auth = httpx.post(
+            f"{freebit['base_url']}authOem",
+            data={"json": json.dumps({"oemId": freebit["oem_id"], "oemKey": freebit["oem_key"]})},
+        )
+        assert auth.json().get("authKey"), auth.text
+        children = run.children()
+        assert len(children) == 6
+    finally:
+        code = run.interrupt()
+    assert code == 0, run.text()
+    assert all(gone(pid) for pid in children)
+    for name in ("salesforce", "whmcs", "freebit"):
+        assert (dev_dir / "emulators" / f"{name}.json").exists(), f"{name} state kept in .dev"
