@@ -229,3 +229,50 @@ async def test_from_settings_talks_to_the_configured_endpoint(
     )
     async with FreebitClient.from_settings(settings) as client:
         assert (await client.get_account("08011110002")).sim_type == "esim"
+
+
+AUTH_REFUSED = {"resultCode": "202", "status": {"message": "invalid authKey", "statusCode": "401"}}
+
+
+async def test_an_auth_key_refused_after_a_refresh_is_transient(
+    freebit: FreebitClient, freebit_control: Control
+) -> None:
+    await freebit.get_account("08011110001")
+    freebit_control.clear_requests()
+    freebit_control.fail(2, 200, AUTH_REFUSED, path="/emptool/api/master/addAcnt/")
+    with pytest.raises(TransientError) as info:
+        await freebit.activate_physical_sim(
+            PhysicalSimActivation(account="09012345676", plan_code="PASI_3G")
+        )
+    assert "after refresh" in str(info.value)
+    # One refresh and one repeat, never more: an activation is not retried by the client.
+    assert _paths(freebit_control) == ["master/addAcnt/", "authOem/", "master/addAcnt/"]
+
+
+async def test_a_non_json_reply_is_transient_and_reads_retry_it(
+    freebit: FreebitClient, freebit_control: Control
+) -> None:
+    await freebit.get_account("08011110001")
+    freebit_control.fail(1, 200, "<html>maintenance</html>", path="/emptool/api/master/getAcnt/")
+    assert (await freebit.get_account("08011110001")).phase == "active"
+    freebit_control.fail(5, 200, "<html>maintenance</html>", path="/emptool/api/master/getAcnt/")
+    with pytest.raises(TransientError):
+        await freebit.get_account("08011110001")
+    freebit_control.clear_faults()
+
+
+async def test_a_numeric_result_code_is_success_too(
+    freebit: FreebitClient, freebit_control: Control
+) -> None:
+    # The emulator answers with strings; a canned reply carries the numbers the spec describes.
+    accepted = {
+        "resultCode": 100,
+        "status": {"message": "OK", "statusCode": 200},
+        "account": "09012345677",
+        "processNo": 123456789012,
+    }
+    freebit_control.fail(1, 200, accepted, path="/emptool/api/master/addAcnt/")
+    result = await freebit.activate_physical_sim(
+        PhysicalSimActivation(account="09012345677", plan_code="PASI_3G")
+    )
+    assert result.process_no == "123456789012"

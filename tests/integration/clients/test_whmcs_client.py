@@ -231,3 +231,60 @@ async def test_from_settings_talks_to_the_configured_installation(
     )
     async with WhmcsClient.from_settings(settings) as client:
         assert (await client.get_client(2)).lastname == "Suzuki"
+
+
+async def test_add_order_refusals_map_to_their_codes(
+    whmcs: WhmcsClient, whmcs_control: Control
+) -> None:
+    rejected = ErrorCode.BILLING_ORDER_REJECTED
+    cases = [
+        (999, 1, ErrorCode.BILLING_CLIENT_NOT_LINKED, "Client ID Not Found"),
+        (4, 1, rejected, "Unable to add order when client status is Closed"),
+        (1, 999, rejected, "No items added to cart so order cannot proceed"),
+    ]
+    for client_id, pid, code, message in cases:
+        with pytest.raises(BusinessError) as info:
+            await whmcs.add_order(
+                AddOrderRequest(
+                    client_id=client_id,
+                    payment_method="stripe",
+                    lines=[OrderLine(pid=pid, billingcycle="monthly")],
+                )
+            )
+        assert (type(info.value), info.value.code, info.value.detail) == (
+            BusinessError,
+            code,
+            message,
+        )
+
+
+async def test_cancelling_an_accepted_order_is_rejected(
+    whmcs: WhmcsClient, whmcs_control: Control
+) -> None:
+    order_id = await _add_sim_order(whmcs, whmcs_control, "802E")
+    await whmcs.accept_order(order_id)
+    with pytest.raises(BusinessError) as info:
+        await whmcs.cancel_order(order_id)
+    assert info.value.code is ErrorCode.BILLING_ORDER_REJECTED
+
+
+async def test_a_non_json_reply_is_transient_and_retried(
+    whmcs: WhmcsClient, whmcs_control: Control
+) -> None:
+    whmcs_control.fail(1, 200, "<html>maintenance</html>", action="GetClientsDetails")
+    assert (await whmcs.get_client(1)).id == 1
+    whmcs_control.fail(5, 200, "<html>maintenance</html>", action="GetClientsDetails")
+    with pytest.raises(TransientError):
+        await whmcs.get_client(1)
+    whmcs_control.clear_faults()
+
+
+async def test_a_reply_of_an_unexpected_shape_is_transient(
+    whmcs: WhmcsClient, whmcs_control: Control
+) -> None:
+    body = {"result": "success", "client": {"id": "not a number", "email": "taro@example.jp"}}
+    whmcs_control.fail(1, 200, body, action="GetClientsDetails")
+    with pytest.raises(TransientError) as info:
+        await whmcs.get_client(1)
+    # Only the field's location is reported, never the reply's values (personal data).
+    assert info.value.detail == "id" and "taro" not in str(info.value)
