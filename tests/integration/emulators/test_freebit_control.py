@@ -28,6 +28,54 @@ def test_fail_next_activation_with_a_server_error(freebit_emulator: FreebitEmula
     assert freebit_emulator.http.post(url, data=request).json()["resultCode"] == "100"
 
 
+def test_fail_next_call_with_a_freebit_refusal_body(
+    freebit_emulator: FreebitEmulatorHandle,
+) -> None:
+    key = auth_key(freebit_emulator)
+    busy = {"resultCode": "503", "status": {"message": "busy", "statusCode": "503"}}
+    freebit_emulator.http.post(
+        f"{freebit_emulator.control_url}/faults",
+        json={"kind": "fail", "count": 1, "status": 200, "body": busy},
+    )
+    first = call(freebit_emulator, "master/addAcnt", authKey=key, account="08012340010")
+    assert first == busy
+    accepted = call(
+        freebit_emulator, "master/addAcnt", authKey=key, account="08012340010", planCode="PASI_3G"
+    )
+    assert accepted["resultCode"] == "100", "the refused call changed nothing"
+
+
+def test_fraction_of_calls_fail_repeatably_under_a_seed(
+    freebit_emulator: FreebitEmulatorHandle,
+) -> None:
+    def statuses() -> list[int]:
+        freebit_emulator.http.post(f"{freebit_emulator.control_url}/reset", json={"seed": 3})
+        freebit_emulator.http.post(
+            f"{freebit_emulator.control_url}/faults",
+            json={"kind": "fail", "rate": 0.5, "status": 503, "path": "/emptool/api/authOem/"},
+        )
+        url = f"{freebit_emulator.api_url}authOem/"
+        body = {"json": json.dumps({"oemId": "x", "oemKey": "y"})}
+        return [freebit_emulator.http.post(url, data=body).status_code for _ in range(20)]
+
+    first = statuses()
+    assert set(first) == {200, 503}
+    assert statuses() == first
+
+
+def test_latency_slows_matching_operations_only(freebit_emulator: FreebitEmulatorHandle) -> None:
+    freebit_emulator.http.post(
+        f"{freebit_emulator.control_url}/faults",
+        json={"kind": "latency", "ms": 300, "path": "/emptool/api/master/"},
+    )
+    started = time.monotonic()
+    key = auth_key(freebit_emulator)
+    assert time.monotonic() - started < 0.3
+    started = time.monotonic()
+    call(freebit_emulator, "master/getAcnt", authKey=key, requestDatas=[])
+    assert time.monotonic() - started >= 0.3
+
+
 def test_same_seed_gives_the_same_auth_keys(freebit_emulator: FreebitEmulatorHandle) -> None:
     def first_key() -> str:
         freebit_emulator.http.post(f"{freebit_emulator.control_url}/reset", json={"seed": 9})

@@ -89,3 +89,25 @@ def test_seed_records_adds_specific_clients_and_products(
     ).json()
     assert created == {"gateways": ["paypal"], "groups": [1], "products": [1], "clients": [1]}
     assert call(whmcs_emulator, "GetProducts")["products"]["product"][0]["name"] == "Tiny SIM"
+
+
+def test_tokens_expire_and_sessions_drop_are_no_ops_for_per_call_credentials(
+    whmcs_emulator: WhmcsEmulatorHandle,
+) -> None:
+    # WHMCS authenticates every call with identifier/secret: nothing is handed out to expire.
+    control = whmcs_emulator.control_url
+    assert whmcs_emulator.http.post(f"{control}/tokens/expire").json() == {"expired": 0}
+    assert whmcs_emulator.http.post(f"{control}/sessions/drop").json() == {"dropped": 0}
+    assert call(whmcs_emulator, "GetPaymentMethods")["result"] == "success"
+
+
+def test_state_put_back_restores_orders(whmcs_emulator: WhmcsEmulatorHandle) -> None:
+    whmcs_emulator.seed_demo()
+    add_order(whmcs_emulator)
+    saved = whmcs_emulator.http.get(f"{whmcs_emulator.control_url}/state").json()
+    whmcs_emulator.http.post(f"{whmcs_emulator.control_url}/reset")
+    put = whmcs_emulator.http.put(f"{whmcs_emulator.control_url}/state", json=saved)
+    assert put.json() == {"ok": True}
+    [order] = call(whmcs_emulator, "GetOrders")["orders"]["order"]
+    assert (order["id"], order["status"]) == ("1", "Pending")
+    assert add_order(whmcs_emulator)["orderid"] == 2, "counters are restored too"
