@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
@@ -53,3 +55,15 @@ class Control:
 
     def clear_requests(self) -> None:
         self.http.delete(f"{self.url}/requests").raise_for_status()
+
+
+@contextmanager
+def seeded_control(control_url: str) -> Iterator[Control]:
+    """A `Control` on an emulator seeded with its demo dataset, with an empty request log."""
+    control = Control(control_url)
+    try:
+        control.seed_demo()
+        control.clear_requests()
+        yield control
+    finally:
+        control.close()

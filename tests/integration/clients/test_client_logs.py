@@ -21,7 +21,7 @@ from clients.whmcs import AddOrderRequest, OrderLine, WhmcsClient
 from config.logging import configure_logging, get_logger
 from tests.fixtures.freebit_emulator import FreebitEmulatorHandle
 from tests.fixtures.whmcs_emulator import WhmcsEmulatorHandle
-from tests.integration.clients._control import Control
+from tests.integration.clients._control import seeded_control
 
 FAST_RETRY = RetryPolicy(attempts=2, initial_wait=0.01, max_wait=0.02)
 log = get_logger(__name__)
@@ -69,9 +69,7 @@ async def test_whmcs_client_logs_no_credentials(
 async def test_freebit_client_logs_no_oem_key_or_auth_key(
     freebit_emulator: FreebitEmulatorHandle, log_output: io.StringIO
 ) -> None:
-    control = Control(freebit_emulator.control_url)
-    try:
-        control.seed_demo()
+    with seeded_control(freebit_emulator.control_url) as control:
         async with FreebitClient(
             freebit_emulator.api_url,
             freebit_emulator.oem_id,
@@ -91,8 +89,6 @@ async def test_freebit_client_logs_no_oem_key_or_auth_key(
             with pytest.raises(ClientError) as info:
                 await refused.get_account("08011110001")
         log.error("freebit.call_failed", error=info.value, exc_info=info.value)
-    finally:
-        control.close()
 
     text = log_output.getvalue()
     assert "freebit.auth_key_refused" in text and "freebit.sim_requested" in text

@@ -20,7 +20,7 @@ from clients.freebit import (
 from clients.retry import RetryPolicy
 from config.settings import load_settings
 from tests.fixtures.freebit_emulator import FreebitEmulatorHandle
-from tests.integration.clients._control import Control
+from tests.integration.clients._control import Control, seeded_control
 
 FAST_RETRY = RetryPolicy(attempts=3, initial_wait=0.01, max_wait=0.05)
 TIMEOUT = httpx.Timeout(2.0)
@@ -30,11 +30,8 @@ FAILING_EID = "89049032000000000000000000000666"
 
 @pytest.fixture
 def freebit_control(freebit_emulator: FreebitEmulatorHandle) -> Iterator[Control]:
-    control = Control(freebit_emulator.control_url)
-    control.seed_demo()
-    control.clear_requests()
-    yield control
-    control.close()
+    with seeded_control(freebit_emulator.control_url) as control:
+        yield control
 
 
 def _client(

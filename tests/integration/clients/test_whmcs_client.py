@@ -13,7 +13,7 @@ from clients.retry import RetryPolicy
 from clients.whmcs import AddOrderRequest, OrderLine, WhmcsClient
 from config.settings import load_settings
 from tests.fixtures.whmcs_emulator import WhmcsEmulatorHandle
-from tests.integration.clients._control import Control
+from tests.integration.clients._control import Control, seeded_control
 
 FAST_RETRY = RetryPolicy(attempts=3, initial_wait=0.01, max_wait=0.05)
 ORDER_ITEM_FIELD = "Salesforce Order Item ID"
@@ -21,11 +21,8 @@ ORDER_ITEM_FIELD = "Salesforce Order Item ID"
 
 @pytest.fixture
 def whmcs_control(whmcs_emulator: WhmcsEmulatorHandle) -> Iterator[Control]:
-    control = Control(whmcs_emulator.control_url)
-    control.seed_demo()
-    control.clear_requests()
-    yield control
-    control.close()
+    with seeded_control(whmcs_emulator.control_url) as control:
+        yield control
 
 
 @pytest.fixture
