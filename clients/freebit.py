@@ -30,13 +30,7 @@ from clients.errors import (
     System,
     TransientError,
 )
-from clients.http import (
-    DEFAULT_LIMITS,
-    DEFAULT_TIMEOUT,
-    retry_after_seconds,
-    transient_from_transport,
-    transient_status,
-)
+from clients.http import DEFAULT_TIMEOUT, FormApiClient, retry_after_seconds, transient_status
 from clients.metrics import observe
 from clients.retry import RetryPolicy
 from config.logging import get_logger
@@ -193,7 +187,7 @@ class FreebitAccount(FreebitModel):
 # The client.
 
 
-class FreebitClient:
+class FreebitClient(FormApiClient):
     """Talks to the Freebit API; one instance per process, closed with `aclose()`."""
 
     def __init__(
@@ -212,7 +206,7 @@ class FreebitClient:
         # How long a key lives is not public; without a max age it is renewed only on refusal.
         self._auth_key_max_age = auth_key_max_age
         self._retry = retry or RetryPolicy()
-        self._http = httpx.AsyncClient(timeout=timeout, limits=DEFAULT_LIMITS)
+        super().__init__(System.FREEBIT, timeout)
         self._auth_key: SecretStr | None = None
         self._auth_key_at = 0.0
         self._lock = asyncio.Lock()
@@ -229,15 +223,6 @@ class FreebitClient:
 
     def __repr__(self) -> str:
         return f"FreebitClient(base_url={self._base_url!r}, oem_id={self._oem_id!r})"
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, *_exc: object) -> None:
-        await self.aclose()
 
     # -- operations ----------------------------------------------------------------------------
 
@@ -302,16 +287,8 @@ class FreebitClient:
 
     async def _post(self, operation: str, path: str, payload: Mapping[str, Any]) -> dict[str, Any]:
         async with observe(System.FREEBIT, operation):
-            try:
-                response = await self._http.post(
-                    self._base_url + path, data={"json": json.dumps(payload)}
-                )
-            except httpx.TransportError as exc:
-                raise transient_from_transport(System.FREEBIT, exc) from None
-            try:
-                body = response.json()
-            except ValueError:
-                body = None
+            form = {"json": json.dumps(payload)}
+            response, body = await self._post_form(self._base_url + path, form)
             error = classify_freebit_reply(operation, response.status_code, body)
             if isinstance(error, FreebitAuthError):
                 raise _AuthRejectedError(error.detail or "")

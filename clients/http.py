@@ -1,13 +1,17 @@
-"""What the httpx-based clients share: TLS context, timeouts, and transport-failure mapping.
+"""What the httpx-based clients share: TLS context, timeouts, the pooled form POST, and
+transport-failure mapping.
 
 An HTTP status or a transport exception that says "try again later" becomes a `TransientError`
-here, in one place, so WHMCS and Freebit classify them identically.
+here, in one place, so WHMCS and Freebit classify them identically. `FormApiClient` is the base
+both clients build on: one pooled `httpx.AsyncClient`, closed with `aclose()` or `async with`.
 """
 
 from __future__ import annotations
 
 import ssl
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any, Self
 
 import httpx
 
@@ -44,3 +48,36 @@ def retry_after_seconds(response: httpx.Response) -> float | None:
         return max(0.0, float(value))
     except ValueError:
         return None
+
+
+class FormApiClient:
+    """Base of the clients of form-encoded JSON APIs; one instance per process."""
+
+    def __init__(self, system: System, timeout: httpx.Timeout) -> None:
+        self._system = system
+        self._http = httpx.AsyncClient(timeout=timeout, limits=DEFAULT_LIMITS)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.aclose()
+
+    async def _post_form(self, url: str, form: Mapping[str, str]) -> tuple[httpx.Response, Any]:
+        """POST `form`; return the response and its JSON body (None when the body is not JSON).
+
+        A timeout or connection failure raises `TransientError`, naming neither URL nor form
+        (the form carries credentials).
+        """
+        try:
+            response = await self._http.post(url, data=form)
+        except httpx.TransportError as exc:
+            raise transient_from_transport(self._system, exc) from None
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        return response, body

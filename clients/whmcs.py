@@ -24,13 +24,7 @@ from clients.errors import (
     System,
     TransientError,
 )
-from clients.http import (
-    DEFAULT_LIMITS,
-    DEFAULT_TIMEOUT,
-    retry_after_seconds,
-    transient_from_transport,
-    transient_status,
-)
+from clients.http import DEFAULT_TIMEOUT, FormApiClient, retry_after_seconds, transient_status
 from clients.metrics import observe
 from clients.retry import RetryPolicy
 from clients.whmcs_encoding import encode_product_fields, php_array_fields
@@ -298,7 +292,7 @@ class Invoice(WhmcsModel):
 # The client.
 
 
-class WhmcsClient:
+class WhmcsClient(FormApiClient):
     """Talks to one WHMCS installation; one instance per process, closed with `aclose()`."""
 
     def __init__(
@@ -318,7 +312,7 @@ class WhmcsClient:
         self._secret = secret
         self._access_key = access_key
         self._retry = retry or RetryPolicy()
-        self._http = httpx.AsyncClient(timeout=timeout, limits=DEFAULT_LIMITS)
+        super().__init__(System.WHMCS, timeout)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Self:
@@ -333,15 +327,6 @@ class WhmcsClient:
 
     def __repr__(self) -> str:
         return f"WhmcsClient(api_url={self._api_url!r}, identifier={self._identifier!r})"
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, *_exc: object) -> None:
-        await self.aclose()
 
     # -- reads (retried) -----------------------------------------------------------------------
 
@@ -451,18 +436,11 @@ class WhmcsClient:
         if self._access_key is not None:
             form["accesskey"] = self._access_key.get_secret_value()
         async with observe(System.WHMCS, action):
-            try:
-                response = await self._http.post(self._api_url, data=form)
-            except httpx.TransportError as exc:
-                raise transient_from_transport(System.WHMCS, exc) from None
-            return self._interpret(action, response)
+            response, body = await self._post_form(self._api_url, form)
+            return self._interpret(action, response, body)
 
     @staticmethod
-    def _interpret(action: str, response: httpx.Response) -> dict[str, Any]:
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
+    def _interpret(action: str, response: httpx.Response, body: Any) -> dict[str, Any]:
         if transient_status(response.status_code):
             raise TransientError(
                 System.WHMCS,
