@@ -11,7 +11,9 @@ control API (`control.py`) maps onto HTTP:
         def seed(self, payload: dict[str, Any]) -> dict[str, Any]: ...  # {"dataset": "demo"} | …
         def is_empty(self) -> bool: ...
 
-and may override `expire_tokens`, `drop_sessions`, `settings` and `configure`. State is only
+and may override `expire_tokens`, `drop_sessions`, `settings` and `configure`. An emulator whose
+behaviour has settings (credentials, delays) derives from `ConfigurableEmulator` instead, which
+gives it checked `configure` changes and start values that `reset` returns to. State is only
 touched on the server's event loop thread (handlers mutate synchronously between awaits), so no
 locks are needed. A handler that changes state needs to do nothing more: the app shell calls
 `changed()` after every non-GET request, and `StateFile` saves (debounced) on that signal.
@@ -24,12 +26,13 @@ where it stopped.
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import os
 import tempfile
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -102,6 +105,56 @@ class Emulator(ABC):
         """Tell listeners (the state file) that state may have changed."""
         for listener in self._listeners:
             listener()
+
+
+class ConfigurableEmulator(Emulator):
+    """An emulator with behaviour settings, declared with their defaults in `DEFAULT_SETTINGS`.
+
+    `settings` given at construction become the start values; `reset` must call
+    `start_settings()` to return to them. A change must name a known setting and keep its
+    default's type; a setting whose default is a float takes any non-negative number.
+    """
+
+    DEFAULT_SETTINGS: ClassVar[Mapping[str, Any]]
+
+    def __init__(
+        self,
+        *,
+        seed: int | None = None,
+        settings: dict[str, Any] | None = None,
+        clock: Clock = time.time,
+    ) -> None:
+        super().__init__(seed=seed, clock=clock)
+        self._base_settings = {**self.DEFAULT_SETTINGS, **self.checked_settings(settings or {})}
+        self.config: dict[str, Any] = self.start_settings()
+        self.reset(seed)
+
+    def start_settings(self) -> dict[str, Any]:
+        """A fresh copy of the start values (lists and dicts included, so changes stay local)."""
+        return copy.deepcopy(self._base_settings)
+
+    def settings(self) -> dict[str, Any]:
+        return dict(self.config)
+
+    def configure(self, changes: dict[str, Any]) -> dict[str, Any]:
+        self.config.update(self.checked_settings(changes))
+        return self.settings()
+
+    def checked_settings(self, changes: dict[str, Any]) -> dict[str, Any]:
+        """`changes` validated against `DEFAULT_SETTINGS`; raises ValueError naming the culprit."""
+        unknown = set(changes) - set(self.DEFAULT_SETTINGS)
+        if unknown:
+            raise ValueError(f"unknown settings: {', '.join(sorted(unknown))}")
+        checked = dict(changes)
+        for key, value in changes.items():
+            expected = self.DEFAULT_SETTINGS[key]
+            if isinstance(expected, float):
+                if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
+                    raise ValueError(f"setting '{key}' must be a non-negative number")
+                checked[key] = float(value)
+            elif not isinstance(value, type(expected)):
+                raise ValueError(f"setting '{key}' must be a {type(expected).__name__}")
+        return checked
 
 
 class StateFile:

@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from emulators.common.emulator import Clock, Emulator
+from emulators.common.emulator import ConfigurableEmulator
 from emulators.freebit import demo
 
 OK = "100"
@@ -73,27 +73,14 @@ class FreebitError(Exception):
         }
 
 
-class FreebitEmulator(Emulator):
+class FreebitEmulator(ConfigurableEmulator):
     name = "freebit"
-
-    def __init__(
-        self,
-        *,
-        seed: int | None = None,
-        settings: dict[str, Any] | None = None,
-        clock: Clock = time.time,
-    ) -> None:
-        super().__init__(seed=seed, clock=clock)
-        self._base_settings = {**DEFAULT_SETTINGS, **_checked_settings(settings or {})}
-        self.reset(seed)
+    DEFAULT_SETTINGS = DEFAULT_SETTINGS
 
     # -- Emulator contract -------------------------------------------------------------------
 
     def reset(self, seed: int | None = None) -> None:
-        self.config: dict[str, Any] = {
-            key: (value.copy() if isinstance(value, dict | list) else value)
-            for key, value in self._base_settings.items()
-        }
+        self.config = self.start_settings()
         self.accounts: dict[str, dict[str, Any]] = {}
         self.auth_keys: dict[str, float] = {}
         self.orders: list[dict[str, Any]] = []
@@ -109,20 +96,13 @@ class FreebitEmulator(Emulator):
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
-        self.config = {**self._base_settings, **state.get("settings", {})}
+        self.config = {**self.start_settings(), **state.get("settings", {})}
         self.accounts = dict(state.get("accounts", {}))
         self.auth_keys = dict(state.get("auth_keys", {}))
         self.orders = list(state.get("orders", []))
 
     def is_empty(self) -> bool:
         return not self.accounts and not self.orders
-
-    def settings(self) -> dict[str, Any]:
-        return dict(self.config)
-
-    def configure(self, changes: dict[str, Any]) -> dict[str, Any]:
-        self.config.update(_checked_settings(changes))
-        return self.settings()
 
     def expire_tokens(self) -> int:
         count = len(self.auth_keys)
@@ -366,19 +346,3 @@ def _account(request: dict[str, Any]) -> str:
 
 def _jst_date(now: float) -> str:
     return time.strftime("%Y%m%d", time.gmtime(now + JST_OFFSET))
-
-
-def _checked_settings(changes: dict[str, Any]) -> dict[str, Any]:
-    unknown = set(changes) - set(DEFAULT_SETTINGS)
-    if unknown:
-        raise ValueError(f"unknown settings: {', '.join(sorted(unknown))}")
-    checked = dict(changes)
-    for key, value in changes.items():
-        expected = DEFAULT_SETTINGS[key]
-        if isinstance(expected, float):
-            if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
-                raise ValueError(f"setting '{key}' must be a non-negative number")
-            checked[key] = float(value)
-        elif not isinstance(value, type(expected)):
-            raise ValueError(f"setting '{key}' must be a {type(expected).__name__}")
-    return checked

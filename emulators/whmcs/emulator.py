@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from emulators.common.emulator import Clock, Emulator
+from emulators.common.emulator import ConfigurableEmulator
 from emulators.whmcs import demo
 from emulators.whmcs.phpdata import PhpDataError, form_array, unserialize
 
@@ -80,24 +80,14 @@ class Params:
         return self.get(name) not in ("", "0")
 
 
-class WhmcsEmulator(Emulator):
+class WhmcsEmulator(ConfigurableEmulator):
     name = "whmcs"
-
-    def __init__(
-        self,
-        *,
-        seed: int | None = None,
-        settings: dict[str, Any] | None = None,
-        clock: Clock = time.time,
-    ) -> None:
-        super().__init__(seed=seed, clock=clock)
-        self._base_settings = {**DEFAULT_SETTINGS, **_checked_settings(settings or {})}
-        self.reset(seed)
+    DEFAULT_SETTINGS = DEFAULT_SETTINGS
 
     # -- Emulator contract -------------------------------------------------------------------
 
     def reset(self, seed: int | None = None) -> None:
-        self.config: dict[str, Any] = dict(self._base_settings)
+        self.config = self.start_settings()
         self.data: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in _COLLECTIONS}
         self.gateways: list[dict[str, str]] = []
         self.counters: dict[str, int] = {name: 0 for name in (*_COLLECTIONS, "customfields")}
@@ -112,20 +102,13 @@ class WhmcsEmulator(Emulator):
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
-        self.config = {**self._base_settings, **state.get("settings", {})}
+        self.config = {**self.start_settings(), **state.get("settings", {})}
         self.gateways = list(state.get("gateways", []))
         self.counters = {**self.counters, **state.get("counters", {})}
         self.data = {name: dict(state.get(name, {})) for name in _COLLECTIONS}
 
     def is_empty(self) -> bool:
         return not self.gateways and not any(self.data.values())
-
-    def settings(self) -> dict[str, Any]:
-        return dict(self.config)
-
-    def configure(self, changes: dict[str, Any]) -> dict[str, Any]:
-        self.config.update(_checked_settings(changes))
-        return self.settings()
 
     def seed(self, payload: dict[str, Any]) -> dict[str, Any]:
         if payload.get("dataset") == "demo":
@@ -819,14 +802,3 @@ def _page(p: Params, records: list[dict[str, Any]]) -> tuple[int, list[dict[str,
     start = int(p.get("limitstart")) if p.get("limitstart").isdigit() else 0
     limit = int(p.get("limitnum")) if p.get("limitnum").isdigit() else 25
     return start, records[start : start + limit]
-
-
-def _checked_settings(changes: dict[str, Any]) -> dict[str, Any]:
-    unknown = set(changes) - set(DEFAULT_SETTINGS)
-    if unknown:
-        raise ValueError(f"unknown settings: {', '.join(sorted(unknown))}")
-    for key, value in changes.items():
-        expected = type(DEFAULT_SETTINGS[key])
-        if not isinstance(value, expected):
-            raise ValueError(f"setting '{key}' must be a {expected.__name__}")
-    return dict(changes)

@@ -129,3 +129,18 @@ def test_restart_from_state_file_keeps_lines_and_finishes_pending_activation(
             time.sleep(0.02)
         assert state == "active"
         handle.http.close()
+
+
+def test_config_changes_are_checked(freebit_emulator: FreebitEmulatorHandle) -> None:
+    url = f"{freebit_emulator.control_url}/config"
+    for bad in ({"colour": "red"}, {"activation_delay": -1}, {"activation_delay": True}):
+        reply = freebit_emulator.http.post(url, json=bad)
+        assert reply.status_code == 400, bad
+    for bad in ({"failing_eids": "89049032000000000000000000000666"}, {"plans": ["PASI_3G"]}):
+        assert freebit_emulator.http.post(url, json=bad).status_code == 400, bad
+    assert (
+        freebit_emulator.http.post(url, json={"activation_delay": 1}).json()["activation_delay"]
+        == 1.0
+    )
+    freebit_emulator.http.post(f"{freebit_emulator.control_url}/reset")
+    assert freebit_emulator.http.get(url).json()["activation_delay"] == 0.2, "start value again"
