@@ -133,10 +133,14 @@ def test_restart_from_state_file_keeps_lines_and_finishes_pending_activation(
 
 def test_config_changes_are_checked(freebit_emulator: FreebitEmulatorHandle) -> None:
     url = f"{freebit_emulator.control_url}/config"
-    for bad in ({"colour": "red"}, {"activation_delay": -1}, {"activation_delay": True}):
-        reply = freebit_emulator.http.post(url, json=bad)
-        assert reply.status_code == 400, bad
-    for bad in ({"failing_eids": "89049032000000000000000000000666"}, {"plans": ["PASI_3G"]}):
+    refused: list[dict[str, object]] = [
+        {"colour": "red"},
+        {"activation_delay": -1},
+        {"activation_delay": True},
+        {"failing_eids": "89049032000000000000000000000666"},
+        {"plans": ["PASI_3G"]},
+    ]
+    for bad in refused:
         assert freebit_emulator.http.post(url, json=bad).status_code == 400, bad
     assert (
         freebit_emulator.http.post(url, json={"activation_delay": 1}).json()["activation_delay"]
