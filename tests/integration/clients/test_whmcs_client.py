@@ -43,22 +43,17 @@ def _field_id(control: Control, pid: int, name: str) -> int:
     return next(int(f["id"]) for f in product["customfields"] if f["name"] == name)
 
 
+def _sim_line(control: Control, item_id: str) -> OrderLine:
+    """A SIM product line marked with its Salesforce order item id, as the engine sends it."""
+    field_id = _field_id(control, 1, ORDER_ITEM_FIELD)
+    return OrderLine(pid=1, billingcycle="monthly", customfields={field_id: item_id})
+
+
 async def _add_sim_order(whmcs: WhmcsClient, control: Control, item_id: str) -> int:
-    result = await whmcs.add_order(
-        AddOrderRequest(
-            client_id=1,
-            payment_method="stripe",
-            lines=[
-                OrderLine(
-                    pid=1,
-                    billingcycle="monthly",
-                    customfields={_field_id(control, 1, ORDER_ITEM_FIELD): item_id},
-                )
-            ],
-            noemail=True,
-        )
+    request = AddOrderRequest(
+        client_id=1, payment_method="stripe", lines=[_sim_line(control, item_id)], noemail=True
     )
-    return result.order_id
+    return (await whmcs.add_order(request)).order_id
 
 
 async def test_order_lifecycle_reads_back_typed(whmcs: WhmcsClient, whmcs_control: Control) -> None:
@@ -72,11 +67,7 @@ async def test_order_lifecycle_reads_back_typed(whmcs: WhmcsClient, whmcs_contro
             client_id=1,
             payment_method="stripe",
             lines=[
-                OrderLine(
-                    pid=1,
-                    billingcycle="monthly",
-                    customfields={_field_id(whmcs_control, 1, ORDER_ITEM_FIELD): "802A"},
-                ),
+                _sim_line(whmcs_control, "802A"),
                 OrderLine(pid=2, billingcycle="monthly"),
             ],
         )
