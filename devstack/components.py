@@ -105,27 +105,33 @@ def salesforce_emulator(context: DevContext) -> Planned | None:
     )
 
 
+def _http_emulator(
+    context: DevContext, name: str, port: int, api_path: str, url_key: str, **credentials: str
+) -> Planned:
+    """A plain-HTTP emulator (WHMCS, Freebit) and its `stack.json` section."""
+    base = f"http://127.0.0.1:{port}"
+    component = Component(
+        f"{name}-emulator",
+        _emulator(context, name, port),
+        ready=http_check(f"{base}/__emulator__/state"),
+        url=f"{base}{api_path}",
+    )
+    return Planned(component, {name: {url_key: f"{base}{api_path}", **credentials}})
+
+
 def whmcs_emulator(context: DevContext) -> Planned | None:
     if not context.emulators:
         return None
     from emulators.whmcs.emulator import DEFAULT_SETTINGS
 
-    base = f"http://127.0.0.1:{context.ports.whmcs}"
-    component = Component(
-        "whmcs-emulator",
-        _emulator(context, "whmcs", context.ports.whmcs),
-        ready=http_check(f"{base}/__emulator__/state"),
-        url=f"{base}/includes/api.php",
-    )
-    return Planned(
-        component,
-        {
-            "whmcs": {
-                "api_url": f"{base}/includes/api.php",
-                "identifier": DEFAULT_SETTINGS["identifier"],
-                "secret": DEFAULT_SETTINGS["secret"],
-            }
-        },
+    return _http_emulator(
+        context,
+        "whmcs",
+        context.ports.whmcs,
+        "/includes/api.php",
+        "api_url",
+        identifier=DEFAULT_SETTINGS["identifier"],
+        secret=DEFAULT_SETTINGS["secret"],
     )
 
 
@@ -134,22 +140,14 @@ def freebit_emulator(context: DevContext) -> Planned | None:
         return None
     from emulators.freebit.emulator import DEFAULT_SETTINGS
 
-    base = f"http://127.0.0.1:{context.ports.freebit}"
-    component = Component(
-        "freebit-emulator",
-        _emulator(context, "freebit", context.ports.freebit),
-        ready=http_check(f"{base}/__emulator__/state"),
-        url=f"{base}/emptool/api/",
-    )
-    return Planned(
-        component,
-        {
-            "freebit": {
-                "base_url": f"{base}/emptool/api/",
-                "oem_id": DEFAULT_SETTINGS["oem_id"],
-                "oem_key": DEFAULT_SETTINGS["oem_key"],
-            }
-        },
+    return _http_emulator(
+        context,
+        "freebit",
+        context.ports.freebit,
+        "/emptool/api/",
+        "base_url",
+        oem_id=DEFAULT_SETTINGS["oem_id"],
+        oem_key=DEFAULT_SETTINGS["oem_key"],
     )
 
 
