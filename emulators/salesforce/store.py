@@ -5,6 +5,11 @@ performs create, update and delete inside a `Transaction`: the validation of DES
 (required fields, restricted picklists, lookups, the pricebook rules of orders), derived fields
 (auto-numbers, list and total prices), cascades, and the list of changes that the REST layer turns
 into change events once the transaction commits. A failed transaction is undone record by record.
+An update lists as changed only the fields whose stored value differs (a field set to its current
+value is not changed), plus LastModifiedDate; an update that changes nothing still counts as a
+save and yields an UPDATE listing only LastModifiedDate (and LastModifiedById when another user
+saves); protocols.md is silent on this. Derived values (TotalPrice, TotalAmount) follow their
+inputs without being listed.
 It knows nothing of HTTP or of events.
 """
 

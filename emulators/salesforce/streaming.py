@@ -16,6 +16,12 @@ unchanged against it:
 - a client must come back within `idle_reconnect_ms` after an empty connect reply and within
   `event_reconnect_ms` after one that carried events, or its session (and subscriptions) go.
 
+Where protocols.md is silent, these choices were made (after what Salesforce is seen to send):
+a request without a bearer token gets `401::Request requires authentication` (the handshake's
+`failureReason` then says so); a message published by the client gets `403::Publish denied`;
+a replay id newer than the newest event is refused like one outside retention; any API version
+from 23.0 on is served; the `BAYEUX_BROWSER` cookie is set when missing but never required.
+
 `drop_sessions()` ends every session at once (the control API's sessions/drop),
 `GET /__emulator__/streaming/sessions` lists the live sessions, and
 `control_extra_routes(bus)` adds control routes that inject gap, overflow and arbitrary change
