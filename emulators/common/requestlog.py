@@ -3,6 +3,11 @@
 `RequestLogMiddleware` records every HTTP request outside `/__emulator__/*` (including ones an
 injected fault answered) as a `RequestRecord`; `GET /__emulator__/requests?path=…&action=…` lists
 them and `DELETE /__emulator__/requests` clears the log. Only the newest `maxlen` are kept.
+
+A request is recorded when it finishes, but only into the log it started in: one still in
+flight when the log is cleared (a slow call whose client already timed out, say) would otherwise
+land in the next test's count. A client that disconnects before its request body arrived is
+recorded with status 499 (nginx's "client closed request") instead of raising in the server.
 """
 
 from __future__ import annotations
@@ -12,9 +17,12 @@ from collections import deque
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from emulators.common.asgi import is_control_path, resolve_action
+
+_CLIENT_CLOSED_REQUEST = 499
 
 
 @dataclass(frozen=True)
@@ -35,9 +43,12 @@ class RequestLog:
 
     def __init__(self, maxlen: int = 2000) -> None:
         self._records: deque[RequestRecord] = deque(maxlen=maxlen)
+        self.generation = 0
 
-    def record(self, record: RequestRecord) -> None:
-        self._records.append(record)
+    def record(self, record: RequestRecord, *, generation: int | None = None) -> None:
+        """Append `record`, unless it began under an earlier `generation` (before a clear)."""
+        if generation is None or generation == self.generation:
+            self._records.append(record)
 
     def entries(self, *, path: str | None = None, action: str | None = None) -> list[RequestRecord]:
         """Records whose path starts with `path` and whose action equals `action`, when given."""
@@ -49,6 +60,7 @@ class RequestLog:
 
     def clear(self) -> None:
         self._records.clear()
+        self.generation += 1
 
 
 class RequestLogMiddleware:
@@ -62,7 +74,7 @@ class RequestLogMiddleware:
         if scope["type"] != "http" or is_control_path(scope):
             await self.app(scope, receive, send)
             return
-        action, receive = await resolve_action(scope, receive)
+        generation = self.log.generation
         started = time.monotonic()
         status = 500
 
@@ -72,8 +84,12 @@ class RequestLogMiddleware:
                 status = message["status"]
             await send(message)
 
+        action: str | None = None
         try:
+            action, receive = await resolve_action(scope, receive)
             await self.app(scope, receive, send_and_note)
+        except ClientDisconnect:
+            status = _CLIENT_CLOSED_REQUEST
         finally:
             self.log.record(
                 RequestRecord(
@@ -83,5 +99,6 @@ class RequestLogMiddleware:
                     status=status,
                     time=time.time(),
                     duration_ms=round((time.monotonic() - started) * 1000, 3),
-                )
+                ),
+                generation=generation,
             )
