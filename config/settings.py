@@ -60,15 +60,26 @@ class Settings(BaseSettings):
     # Salesforce
     sf_token_url: str | None = None
     sf_instance_url: str | None = None
-    sf_auth_flow: Literal["password", "client_credentials", "jwt"] = "password"
+    # JWT bearer is the default: Salesforce is retiring the username-password flow and blocks it
+    # by default in orgs created since Summer '23, so `password` is an explicit opt-in.
+    sf_auth_flow: Literal["password", "client_credentials", "jwt"] = "jwt"
     sf_client_id: str | None = None
     sf_client_secret: SecretStr | None = None
     sf_username: str | None = None
     sf_password: SecretStr | None = None
+    # The connected app's signing key: a PEM file, or the PEM itself (e.g. from a secret store).
     sf_jwt_key_file: Path | None = None
+    sf_jwt_private_key: SecretStr | None = None
     sf_api_version: str = "60.0"
     sf_ca_file: Path | None = None
     sf_trigger_status: str = "Activated"
+    # Sent as `Sforce-Call-Options: client=…` on every write, so change events can name us.
+    sf_client_name: str = Field(default="order-fulfillment", pattern=r"^[A-Za-z0-9_.\-]{1,40}$")
+    # One overall deadline per REST call, token refresh and repeat included.
+    sf_request_timeout_seconds: float = Field(default=30.0, gt=0)
+    # Threads for the blocking REST library; unset = the worker's activity concurrency, so no
+    # activity waits for a thread while holding its slot.
+    sf_pool_size: int | None = Field(default=None, ge=1, le=256)
 
     # WHMCS
     whmcs_api_url: str | None = None
@@ -88,6 +99,7 @@ class Settings(BaseSettings):
     api_service_token: SecretStr | None = None
     api_ops_token: SecretStr | None = None
     worker_metrics_port: int = Field(default=9101, ge=0, le=65535)
+    worker_max_concurrent_activities: int = Field(default=20, ge=1, le=1000)
     listener_metrics_port: int = Field(default=9102, ge=0, le=65535)
 
     # Logging: "auto" is readable on a terminal and JSON everywhere else.
@@ -135,6 +147,10 @@ class Settings(BaseSettings):
         if value is not None and not value.is_file():
             raise ValueError(f"no such file: {value}")
         return value
+
+    @property
+    def sf_rest_pool_size(self) -> int:
+        return self.sf_pool_size or self.worker_max_concurrent_activities
 
     def secrets(self) -> list[str]:
         """The secret values in force, so that logging can redact them wherever they appear."""
@@ -196,9 +212,15 @@ def _check_salesforce_flow(settings: Settings) -> None:
     needed = {
         "password": ("sf_client_id", "sf_client_secret", "sf_username", "sf_password"),
         "client_credentials": ("sf_client_id", "sf_client_secret"),
-        "jwt": ("sf_client_id", "sf_username", "sf_jwt_key_file"),
+        "jwt": ("sf_client_id", "sf_username"),
     }[settings.sf_auth_flow]
     missing = [name for name in needed if _is_missing(getattr(settings, name))]
+    if (
+        settings.sf_auth_flow == "jwt"
+        and settings.sf_jwt_key_file is None
+        and _is_missing(settings.sf_jwt_private_key)
+    ):
+        missing.append("sf_jwt_key_file")
     if missing:
         names = ", ".join(env_name(name) for name in missing)
         raise SettingsError(

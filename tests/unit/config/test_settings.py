@@ -21,7 +21,8 @@ ENV_NAMES = [
     "SF_PASSWORD", "SF_API_VERSION", "SF_CA_FILE", "SF_TRIGGER_STATUS", "SF_AUTH_FLOW",
     "WHMCS_API_URL", "WHMCS_IDENTIFIER", "WHMCS_SECRET", "WHMCS_ACCESS_KEY", "FREEBIT_BASE_URL",
     "FREEBIT_OEM_ID", "FREEBIT_OEM_KEY", "API_SERVICE_TOKEN", "API_OPS_TOKEN",
-    "WHMCS_WEBHOOK_SECRET", "SERVICES_CACHE_SAFETY_TTL_SECONDS",
+    "WHMCS_WEBHOOK_SECRET", "SERVICES_CACHE_SAFETY_TTL_SECONDS", "SF_JWT_KEY_FILE",
+    "SF_JWT_PRIVATE_KEY", "SF_CLIENT_NAME", "SF_POOL_SIZE", "WORKER_MAX_CONCURRENT_ACTIVITIES",
 ]  # fmt: skip
 
 
@@ -59,6 +60,8 @@ def test_every_design_setting_is_read_from_its_environment_variable(
         "FREEBIT_BASE_URL": "https://fb.example/emptool/api/", "FREEBIT_OEM_ID": "oem",
         "FREEBIT_OEM_KEY": "okey", "API_SERVICE_TOKEN": "stoken", "API_OPS_TOKEN": "otoken",
         "WHMCS_WEBHOOK_SECRET": "hook", "SERVICES_CACHE_SAFETY_TTL_SECONDS": "60",
+        "SF_AUTH_FLOW": "jwt", "SF_JWT_PRIVATE_KEY": "-----BEGIN PRIVATE KEY-----x",
+        "SF_CLIENT_NAME": "fulfil-prod", "SF_POOL_SIZE": "12",
     }  # fmt: skip
     for name, value in values.items():
         monkeypatch.setenv(name, value)
@@ -120,6 +123,30 @@ def test_salesforce_flow_needs_its_own_credentials(monkeypatch: pytest.MonkeyPat
         load_settings(require=["sf_token_url", "sf_client_id"])
     monkeypatch.setenv("SF_CLIENT_SECRET", "s3cret")
     assert load_settings(require=["sf_token_url", "sf_client_id"]).sf_client_id == "cid"
+
+
+def test_jwt_is_the_default_flow_and_needs_a_signing_key(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("SF_TOKEN_URL", "https://login.example/services/oauth2/token")
+    monkeypatch.setenv("SF_CLIENT_ID", "cid")
+    monkeypatch.setenv("SF_USERNAME", "integration@example.com")
+    assert load_settings().sf_auth_flow == "jwt"
+    with pytest.raises(SettingsError, match="SF_JWT_KEY_FILE must be set for SF_AUTH_FLOW=jwt"):
+        load_settings(require=["sf_token_url", "sf_client_id"])
+    key = tmp_path / "server.key"
+    key.write_text("-----BEGIN PRIVATE KEY-----")
+    monkeypatch.setenv("SF_JWT_KEY_FILE", str(key))
+    assert load_settings(require=["sf_token_url"]).sf_jwt_key_file == key
+
+
+def test_rest_pool_follows_the_activity_concurrency_unless_set(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("WORKER_MAX_CONCURRENT_ACTIVITIES", "40")
+    assert load_settings().sf_rest_pool_size == 40
+    monkeypatch.setenv("SF_POOL_SIZE", "8")
+    assert load_settings().sf_rest_pool_size == 8
 
 
 def test_process_stops_at_start_with_one_line_naming_the_setting(tmp_path: Path) -> None:
