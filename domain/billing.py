@@ -1,0 +1,75 @@
+"""The WHMCS order the engine creates for a Salesforce order, and what WHMCS made of it."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+# The product custom field that marks each WHMCS service with the Salesforce order item it was
+# made for: the one durable marker WHMCS keeps, so an earlier AddOrder can be found after a
+# lost reply (protocols.md: WHMCS has no idempotency key).
+ORDER_ITEM_MARKER_FIELD = "Salesforce Order Item ID"
+
+
+class PayMethodType(StrEnum):
+    """`GetPayMethods` types. Gateway-stored cards (Stripe and the like) are `RemoteCreditCard`."""
+
+    CREDIT_CARD = "CreditCard"
+    REMOTE_CREDIT_CARD = "RemoteCreditCard"
+    BANK_ACCOUNT = "BankAccount"
+    REMOTE_BANK_ACCOUNT = "RemoteBankAccount"
+
+
+class PayMethod(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    id: int
+    # Text, not `PayMethodType`: a type WHMCS adds later is still a payment method.
+    type: str
+    description: str = ""
+    gateway_name: str = ""
+
+
+class BillingOrderStatus(StrEnum):
+    PENDING = "Pending"
+    ACTIVE = "Active"
+    CANCELLED = "Cancelled"
+    FRAUD = "Fraud"
+    OTHER = "Other"
+
+
+class BillingLine(BaseModel):
+    """One WHMCS product line, marked with the Salesforce order item it bills."""
+
+    model_config = ConfigDict(frozen=True)
+
+    sf_order_item_id: str
+    whmcs_product_id: int = Field(gt=0)
+    billing_cycle: str
+    quantity: int = Field(default=1, ge=1)
+    price_override: Decimal | None = None
+
+
+class BillingOrder(BaseModel):
+    """What `create_billing_order` asks WHMCS for."""
+
+    model_config = ConfigDict(frozen=True)
+
+    sf_order_id: str
+    whmcs_client_id: int = Field(gt=0)
+    payment_method: str = Field(min_length=1)
+    lines: tuple[BillingLine, ...] = Field(min_length=1)
+
+
+class BillingOrderResult(BaseModel):
+    """The WHMCS order made for a Salesforce order: ids, and each item's service."""
+
+    model_config = ConfigDict(frozen=True)
+
+    whmcs_order_id: int
+    whmcs_invoice_id: int | None = None
+    status: BillingOrderStatus = BillingOrderStatus.PENDING
+    # Salesforce order item id -> WHMCS service id.
+    service_ids: dict[str, int] = Field(default_factory=dict)

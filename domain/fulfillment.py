@@ -1,0 +1,102 @@
+"""The fulfillment workflow's vocabulary: its input, steps, progress and result.
+
+The input holds the order id and where the trigger came from, never customer data (Temporal
+keeps workflow inputs in history); customer data enters history only through activity results,
+which the payload codec encrypts.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from domain.errors import Failure
+from domain.order import SF_ID_PATTERN
+from domain.sim import SimActivation
+
+WORKFLOW_ID_PREFIX = "order-fulfillment-"
+
+
+def workflow_id(sf_order_id: str) -> str:
+    """`order-fulfillment-<order id>`: one id per order, so a duplicate start is refused."""
+    return f"{WORKFLOW_ID_PREFIX}{sf_order_id}"
+
+
+class Step(StrEnum):
+    """The workflow's steps, in the order they run (DESIGN.md)."""
+
+    LOAD_ORDER = "load_order"
+    MARK_ACTIVATING = "mark_activating"
+    RESOLVE_BILLING_CLIENT = "resolve_billing_client"
+    VALIDATE_PAYMENT_METHOD = "validate_payment_method"
+    CREATE_BILLING_ORDER = "create_billing_order"
+    PROVISION_SIMS = "provision_sims"
+    ACCEPT_BILLING_ORDER = "accept_billing_order"
+    WRITE_BACK_SUCCESS = "write_back_success"
+    INVALIDATE_CACHES = "invalidate_caches"
+
+
+class FulfillmentStatus(StrEnum):
+    """The read model's status (lower case in Postgres, the API and search attributes)."""
+
+    PENDING = "pending"
+    ACTIVATING = "activating"
+    ACTIVATED = "activated"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class TriggerSource(StrEnum):
+    CDC = "cdc"
+    RECONCILIATION = "reconciliation"
+    OPERATOR = "operator"
+
+
+class Trigger(BaseModel):
+    """Where a fulfillment's start came from, for the audit trail and the UI."""
+
+    model_config = ConfigDict(frozen=True)
+
+    source: TriggerSource
+    channel: str | None = None
+    replay_id: int | None = None
+    commit_timestamp: datetime | None = None
+    transaction_key: str | None = None
+
+
+class FulfillmentInput(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    sf_order_id: str = Field(pattern=SF_ID_PATTERN)
+    trigger: Trigger
+
+
+class FulfillmentProgress(BaseModel):
+    """What the `progress` query answers and the read model stores."""
+
+    sf_order_id: str
+    status: FulfillmentStatus = FulfillmentStatus.PENDING
+    step: Step | None = None
+    steps_done: list[Step] = Field(default_factory=list)
+    attempt: int = 1
+    last_error: Failure | None = None
+    whmcs_client_id: int | None = None
+    whmcs_order_id: int | None = None
+    whmcs_invoice_id: int | None = None
+    whmcs_service_ids: dict[str, int] = Field(default_factory=dict)
+    sims: list[SimActivation] = Field(default_factory=list)
+
+
+class FulfillmentResult(BaseModel):
+    """How a fulfillment ended; `not_undone` lists what cancelling could not reverse."""
+
+    model_config = ConfigDict(frozen=True)
+
+    sf_order_id: str
+    status: FulfillmentStatus
+    error: Failure | None = None
+    whmcs_order_id: int | None = None
+    whmcs_service_ids: dict[str, int] = Field(default_factory=dict)
+    not_undone: tuple[str, ...] = ()
