@@ -2,18 +2,23 @@
 
 Every server the dev stack and the test fixtures start goes through `ChildProcess`, so there is one
 place that knows how to stop a process tree without leaving orphans (graceful signal to the group,
-then SIGKILL after a grace period) and how to explain a child that never became ready.
+then SIGKILL after a grace period; the kernel's parent-death signal when the starter itself dies,
+even by SIGKILL), how to tell that a listening port belongs to the child and not to a stranger
+left over from an earlier run, and how to explain a child that never became ready. Linux only:
+it reads /proc.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import socket
 import subprocess
+import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
@@ -23,12 +28,34 @@ class ServiceError(RuntimeError):
     """A child process could not be started or did not become ready."""
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that was free a moment ago (the kernel's choice for port 0)."""
+_handed_out: set[int] = set()
+_handed_out_lock = threading.Lock()
+
+
+def _kernel_free_port(host: str) -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def free_port(host: str = "127.0.0.1", *, avoid: Collection[int] = ()) -> int:
+    """A TCP port that was free a moment ago, never handed out before by this process, not in
+    `avoid`.
+
+    The kernel's choice for port 0 is forgotten as soon as the probing socket closes, so it
+    repeats (a few times in a few hundred picks): two components would be given the same port
+    and the second would find it taken by the first. Ports handed out are remembered for the life
+    of the process instead of being held open, because a held socket would itself make the
+    port look taken to the child meant to bind it.
+    """
+    with _handed_out_lock:
+        for _ in range(1000):
+            port = _kernel_free_port(host)
+            if port not in _handed_out and port not in avoid:
+                _handed_out.add(port)
+                return port
+    raise ServiceError(f"no free TCP port on {host} after 1000 tries")
 
 
 def port_accepts(host: str, port: int, timeout: float = 0.5) -> bool:
@@ -106,10 +133,10 @@ def signal_group(pgid: int, sig: int) -> bool:
     return True
 
 
-def group_alive(pgid: int) -> bool:
-    """True while any member of the process group exists (zombies excepted)."""
-    proc = Path("/proc")
-    for entry in proc.iterdir():
+def group_members(pgid: int) -> list[int]:
+    """The pids of the live members of a process group (zombies excepted)."""
+    members: list[int] = []
+    for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
@@ -118,8 +145,61 @@ def group_alive(pgid: int) -> bool:
             continue
         fields = stat[stat.rindex(")") + 2 :].split()
         if fields[0] != "Z" and int(fields[2]) == pgid:
-            return True
-    return False
+            members.append(int(entry.name))
+    return members
+
+
+def group_alive(pgid: int) -> bool:
+    """True while any member of the process group exists (zombies excepted)."""
+    return bool(group_members(pgid))
+
+
+_TCP_LISTEN = "0A"
+
+
+def listening_inodes(port: int) -> set[int]:
+    """The inodes of the TCP sockets listening on `port` (any address, IPv4 or IPv6)."""
+    inodes: set[int] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            # sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode …
+            fields = row.split()
+            if len(fields) < 10 or fields[3] != _TCP_LISTEN:
+                continue
+            if int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(int(fields[9]))
+    return inodes
+
+
+def _socket_inodes(pid: int) -> set[int]:
+    found: set[int] = set()
+    try:
+        descriptors = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return found
+    for descriptor in descriptors:
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{descriptor}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            found.add(int(target[len("socket:[") : -1]))
+    return found
+
+
+def group_listens_on(pgid: int, port: int) -> bool:
+    """True when a member of the process group holds a socket listening on `port`.
+
+    Answers "is the server on this port the one we started?" without its cooperation: a stale
+    server from an earlier run answers its health check just as well, but the listening socket
+    (matched by inode in /proc/net/tcp and /proc/<pid>/fd) is held by some other process.
+    """
+    wanted = listening_inodes(port)
+    return bool(wanted) and any(_socket_inodes(pid) & wanted for pid in group_members(pgid))
 
 
 def stop_group(
@@ -158,10 +238,32 @@ _watchers: list[Callable[[], None]] = []
 _SHUTDOWN_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 
-def _unblock_shutdown_signals() -> None:
-    # Runs in the child between fork and exec: the mask held over the fork would be inherited
-    # and make the child deaf to SIGTERM/SIGINT.
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, _SHUTDOWN_SIGNALS)
+_PR_SET_PDEATHSIG = 1
+try:
+    _prctl: Callable[..., int] | None = ctypes.CDLL(None, use_errno=True).prctl
+except (OSError, AttributeError):  # not Linux: children outlive a killed starter
+    _prctl = None
+
+
+def _child_setup(death_signal: int | None, parent: int) -> Callable[[], None]:
+    """What the child runs between fork and exec."""
+
+    def setup() -> None:
+        # The mask held over the fork would be inherited and make the child deaf to
+        # SIGTERM/SIGINT.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _SHUTDOWN_SIGNALS)
+        if death_signal is None or _prctl is None:
+            return
+        # The kernel sends `death_signal` when the starter dies, however it dies (kill -9
+        # included), so no server outlives a crashed launcher or test run. Set after the switch
+        # to another user (subprocess runs preexec_fn after setuid; a later credential change
+        # would clear it) and survives exec of a binary that is not set-uid.
+        _prctl(_PR_SET_PDEATHSIG, death_signal, 0, 0, 0)
+        if os.getppid() != parent:
+            # The starter died between fork and prctl: the signal will never come.
+            os._exit(1)
+
+    return setup
 
 
 def live_children() -> list[ChildProcess]:
@@ -205,6 +307,11 @@ class ChildProcess:
         self.log_file = log_file
         self.stop_signal = stop_signal
         self.stop_grace = stop_grace
+        # Linux ties the parent-death signal to the thread that forked, not to the process: a
+        # child started from a short-lived thread would be killed when that thread ends. Such
+        # children go without it (the launcher and the fixtures start from the main thread).
+        on_main_thread = threading.current_thread() is threading.main_thread()
+        death_signal = stop_signal if on_main_thread else None
         log_file.parent.mkdir(parents=True, exist_ok=True)
         self._log: IO[bytes] = log_file.open("ab")
         # Ctrl-C or SIGTERM between the fork and the registration below would leave a child no one
@@ -222,7 +329,7 @@ class ChildProcess:
                 # A session of its own: the terminal's Ctrl-C does not reach it directly (the
                 # launcher decides the order of shutdown) and the group can be killed as one.
                 start_new_session=True,
-                preexec_fn=_unblock_shutdown_signals,
+                preexec_fn=_child_setup(death_signal, os.getpid()),
             )
         except OSError as exc:
             self._log.close()
@@ -244,6 +351,10 @@ class ChildProcess:
 
     def running(self) -> bool:
         return self.popen.poll() is None
+
+    def listens_on(self, port: int) -> bool:
+        """True when this child (or a process of its group) holds the listening socket."""
+        return group_listens_on(self.pid, port)
 
     def failure(self, reason: str) -> ServiceError:
         """An error naming the child, why it failed, its exit status and the tail of its log."""

@@ -1,0 +1,126 @@
+"""Child processes: ports handed out once, a listener told apart from a stranger, no orphans."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from devstack.process import ChildProcess, free_port, group_alive, process_cmdline
+
+
+def gone(pid: int) -> bool:
+    return process_cmdline(pid) is None and not group_alive(pid)
+
+
+def wait_until(condition: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.fixture
+def stranger() -> Iterator[int]:
+    """A port on which some other process (here: the test itself) listens."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield sock.getsockname()[1]
+
+
+def listener(port: int) -> tuple[str, ...]:
+    code = textwrap.dedent(
+        f"""
+        import socket, time
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", {port}))
+        sock.listen()
+        print("listening", flush=True)
+        time.sleep(60)
+        """
+    )
+    return (sys.executable, "-c", code)
+
+
+def test_free_port_never_hands_out_the_same_port_twice() -> None:
+    # The kernel's choice for port 0 repeats within a few hundred picks; a second component
+    # given the same port would find it taken by the first.
+    ports = [free_port() for _ in range(1000)]
+    assert len(set(ports)) == len(ports)
+
+
+def test_free_port_avoids_the_ports_chosen_by_hand() -> None:
+    chosen = {free_port() for _ in range(50)}
+    assert not chosen & {free_port(avoid=chosen) for _ in range(200)}
+
+
+def test_listens_on_tells_our_child_from_a_stranger_on_another_port(
+    tmp_path: Path, stranger: int
+) -> None:
+    port = free_port()
+    log = tmp_path / "listener.log"
+    with ChildProcess("listener", listener(port), log_file=log) as child:
+        child.wait_ready(lambda: "listening" in log.read_text(), timeout=10, what="listening")
+        assert child.listens_on(port)
+        assert not child.listens_on(stranger), "a port another process holds is not ours"
+        assert not child.listens_on(free_port()), "nobody listens there"
+
+
+def test_listens_on_sees_a_socket_held_by_a_grandchild(tmp_path: Path) -> None:
+    # Servers that fork (postgres, a supervisor of workers) hold the socket lower in the group.
+    port = free_port()
+    log = tmp_path / "parent.log"
+    code = (
+        "import subprocess, sys, time\n"
+        f"subprocess.Popen([sys.executable, '-c', {listener(port)[2]!r}])\n"
+        "time.sleep(60)\n"
+    )
+    with ChildProcess("parent", (sys.executable, "-c", code), log_file=log) as child:
+        child.wait_ready(lambda: "listening" in log.read_text(), timeout=10, what="listening")
+        assert child.listens_on(port)
+
+
+LAUNCHER = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    from devstack.process import ChildProcess
+
+    log = Path(sys.argv[1])
+    graceful = ChildProcess("sleeper", [sys.executable, "-c", "import time; time.sleep(120)"],
+                            log_file=log)
+    print(graceful.pid, flush=True)
+    time.sleep(120)
+    """
+)
+
+
+def test_a_child_dies_with_its_launcher_even_after_sigkill(tmp_path: Path) -> None:
+    repo = Path(__file__).resolve().parents[3]
+    launcher = subprocess.Popen(
+        [sys.executable, "-c", LAUNCHER, str(tmp_path / "child.log")],
+        cwd=repo,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert launcher.stdout is not None
+    child = int(launcher.stdout.readline())
+    try:
+        assert not gone(child)
+        launcher.send_signal(signal.SIGKILL)
+        launcher.wait(timeout=10)
+        assert wait_until(lambda: gone(child), timeout=5), "the child outlived its launcher"
+    finally:
+        if not gone(child):
+            os.killpg(child, signal.SIGKILL)
