@@ -85,6 +85,7 @@ def salesforce_emulator(context: DevContext) -> Planned | None:
     component = Component(
         "salesforce-emulator",
         _emulator(context, "salesforce", port, "--certs-dir", str(certs)),
+        ports=(port,),
         ready=http_check(f"{base}/__emulator__/state", ca_file=ca_file),
         url=base,
     )
@@ -113,6 +114,7 @@ def _http_emulator(
     component = Component(
         f"{name}-emulator",
         _emulator(context, name, port),
+        ports=(port,),
         ready=http_check(f"{base}/__emulator__/state"),
         url=f"{base}{api_path}",
     )

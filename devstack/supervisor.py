@@ -61,13 +61,16 @@ class Unit(Protocol):
 class Component:
     """A child process of the stack, described rather than coded.
 
-    `env` is added to the launcher's own environment; `ready` is polled after the start (None: the
-    child counts as ready once started); `url` is what the launcher prints for it.
+    `env` is added to the launcher's own environment; `ports` are the TCP ports it listens on
+    (checked free before the stack starts, and ready only once the child itself holds them);
+    `ready` is polled after the start (None: the child counts as ready once started and
+    listening); `url` is what the launcher prints for it.
     """
 
     name: str
     argv: tuple[str, ...]
     env: Mapping[str, str] = field(default_factory=dict)
+    ports: tuple[int, ...] = ()
     ready: Check | None = None
     restartable: bool = True
     ready_timeout: float = 60.0
@@ -82,8 +85,11 @@ class Component:
             env={**os.environ, **self.env},
             stop_grace=self.stop_grace,
         )
+        check = self.ready or (lambda: True)
+        # Ownership first: a stale server from an earlier run on the same port answers `ready`
+        # just as well, while our child is still failing to bind.
         process.wait_ready(
-            self.ready or (lambda: True),
+            lambda: all(process.listens_on(port) for port in self.ports) and check(),
             timeout=self.ready_timeout,
             what=self.url or "started",
         )

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import http.server
 import os
 import signal
+import threading
 from pathlib import Path
 
 import asyncpg
+import httpx
 import pytest
 import redis
 from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
 from temporalio.client import Client
 
+from devstack.components import DevContext, Ports, whmcs_emulator
 from devstack.process import ServiceError, group_alive
 from devstack.services import (
     SEARCH_ATTRIBUTES,
@@ -116,3 +120,60 @@ async def test_temporal_registers_search_attributes_and_restarts_on_its_database
     finally:
         again.stop()
     assert not group_alive(again.pid)
+
+
+async def _durability(url: str) -> dict[str, str]:
+    conn = await asyncpg.connect(url)
+    try:
+        names = ("fsync", "synchronous_commit", "full_page_writes")
+        return {name: await conn.fetchval(f"SHOW {name}") for name in names}
+    finally:
+        await conn.close()
+
+
+async def test_postgres_is_durable_unless_asked_to_be_fast(tmp_path: Path) -> None:
+    # The dev stack promises that work in flight survives a restart, the machine's included.
+    data = tmp_path / "pg"
+    with start_postgres(data) as durable:
+        assert await _durability(durable.url) == {
+            "fsync": "on",
+            "synchronous_commit": "on",
+            "full_page_writes": "on",
+        }
+    with start_postgres(data, durable=False) as fast:
+        assert await _durability(fast.url) == {
+            "fsync": "off",
+            "synchronous_commit": "off",
+            "full_page_writes": "off",
+        }
+
+
+class _Stranger(http.server.BaseHTTPRequestHandler):
+    """A stale server from an earlier run: it answers every health check."""
+
+    def do_GET(self) -> None:
+        body = b"{}"
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_an_emulator_is_not_ready_while_a_stranger_answers_on_its_port(tmp_path: Path) -> None:
+    stranger = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Stranger)
+    port = stranger.server_address[1]
+    threading.Thread(target=stranger.serve_forever, daemon=True).start()
+    try:
+        context = DevContext(dev_dir=tmp_path, ports=Ports(whmcs=port), stack={})
+        planned = whmcs_emulator(context)
+        assert planned is not None
+        assert httpx.get(f"http://127.0.0.1:{port}/__emulator__/state").status_code == 200
+        with pytest.raises(ServiceError, match="whmcs-emulator exited before it was ready"):
+            planned.component.launch(tmp_path / "logs")
+    finally:
+        stranger.shutdown()
+        stranger.server_close()
