@@ -6,6 +6,8 @@
 Middleware order, outermost first: request log (so injected failures are counted too), faults,
 change tracking (calls `emulator.changed()` after every non-GET request, which makes the state
 file save). The state file is loaded here, before the first request, and flushed at shutdown.
+`app.state.on_server_shutdown` lists what `server.py` calls as a stop begins (the release of
+replies held by a "hang" fault).
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ def create_emulator_app(
         lifespan=lifespan,
     )
     app.state.emulator = emulator
+    app.state.on_server_shutdown = [emulator.faults.release_held_replies]
     return app
 
 

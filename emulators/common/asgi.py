@@ -3,6 +3,8 @@
 Form APIs such as WHMCS name their operation in an `action` field of the body, so a middleware that
 wants to match or log by action must read the body first and then replay it to the app. The action
 is cached in the ASGI scope under `ACTION_KEY`, so several middlewares read the body only once.
+A request whose reply a fault withheld carries the status the emulator answered under
+`APPLIED_STATUS_KEY` and the fault's mode under `LOST_REPLY_KEY`, for the request log.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from urllib.parse import parse_qs
 from starlette.types import Message, Receive, Scope
 
 ACTION_KEY = "emulator.action"
+APPLIED_STATUS_KEY = "emulator.applied_status"
+LOST_REPLY_KEY = "emulator.lost_reply"
 CONTROL_PREFIX = "/__emulator__/"
 
 # A form body larger than this is not parsed for its action; real API calls are far smaller.

@@ -3,14 +3,23 @@
     GET    /__emulator__/state          whole state as JSON
     PUT    /__emulator__/state          replace the state with one taken from GET
     POST   /__emulator__/reset          {} or {"seed": n}: back to empty, faults and request log
-                                        cleared, settings back to their start values
+                                        cleared (held replies dropped), settings back to their
+                                        start values
     POST   /__emulator__/seed           {"dataset": "demo"} or emulator-specific {"records": …};
                                         returns what was created (ids)
     GET    /__emulator__/config         behaviour settings; POST changes some of them
-    POST   /__emulator__/faults         add a rule (see `faults.py`); GET lists, DELETE clears
+    POST   /__emulator__/faults         add a rule (see `faults.py`); GET lists, DELETE clears:
+                                        {"kind": "fail", "count"|"rate", "status", "body"}
+                                        {"kind": "latency", "ms"}
+                                        {"kind": "lose_reply", "mode": "status"|"reset"|"hang",
+                                         "count"|"rate", "status", "body" (status), "ms" (hang)}
+                                        each optionally matching "path" (prefix), "action",
+                                        "method"
     POST   /__emulator__/tokens/expire  expire every token / session / auth key
     POST   /__emulator__/sessions/drop  drop every streaming session (no-op where none)
-    GET    /__emulator__/requests       the request log (?path=&action= filter); DELETE clears
+    GET    /__emulator__/requests       the request log (?path=&action= filter; a record's
+                                        `lost_reply` names the fault that withheld its reply);
+                                        DELETE clears
 
 `control_routes(emulator)` returns these as Starlette routes; a bad payload answers 400
 `{"error": "…"}`.

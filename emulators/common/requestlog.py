@@ -8,6 +8,10 @@ A request is recorded when it finishes, but only into the log it started in: one
 flight when the log is cleared (a slow call whose client already timed out, say) would otherwise
 land in the next test's count. A client that disconnects before its request body arrived is
 recorded with status 499 (nginx's "client closed request") instead of raising in the server.
+
+A request applied under a "lose_reply" fault is recorded with the status the emulator answered
+it with (what took effect), not what reached the client, and `lost_reply` naming the fault's
+mode ("status", "reset" or "hang"); every other record has `lost_reply` null.
 """
 
 from __future__ import annotations
@@ -20,7 +24,12 @@ from typing import Any
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from emulators.common.asgi import is_control_path, resolve_action
+from emulators.common.asgi import (
+    APPLIED_STATUS_KEY,
+    LOST_REPLY_KEY,
+    is_control_path,
+    resolve_action,
+)
 
 _CLIENT_CLOSED_REQUEST = 499
 
@@ -33,6 +42,7 @@ class RequestRecord:
     status: int
     time: float
     duration_ms: float
+    lost_reply: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -96,9 +106,10 @@ class RequestLogMiddleware:
                     method=scope["method"],
                     path=scope["path"],
                     action=action,
-                    status=status,
+                    status=scope.get(APPLIED_STATUS_KEY, status),
                     time=time.time(),
                     duration_ms=round((time.monotonic() - started) * 1000, 3),
+                    lost_reply=scope.get(LOST_REPLY_KEY),
                 ),
                 generation=generation,
             )

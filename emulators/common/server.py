@@ -6,6 +6,10 @@
     serve(app, host="127.0.0.1", port=8702)      # until SIGINT/SIGTERM, then a clean shutdown
 
 Both pass `ssl_certfile`/`ssl_keyfile` to uvicorn for TLS (`base_url` is then https://).
+
+When shutdown begins, before uvicorn waits for requests in flight, every callable listed in the
+app's `app.state.on_server_shutdown` is called: the emulator app shell registers the release of
+replies a "hang" fault is holding there, so a held request never delays a stop.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Generator
+from collections.abc import Callable, Generator, Iterable
 from types import TracebackType
 
 import uvicorn
@@ -39,6 +43,13 @@ class _Server(uvicorn.Server):
         finally:
             for sig, handler in original.items():
                 signal.signal(sig, handler)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        state = getattr(self.config.app, "state", None)
+        hooks: Iterable[Callable[[], object]] = getattr(state, "on_server_shutdown", ())
+        for hook in hooks:
+            hook()
+        await super().shutdown(sockets=sockets)
 
 
 def _config(
