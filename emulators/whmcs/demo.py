@@ -4,10 +4,11 @@ Seeded by `POST /__emulator__/seed {"dataset": "demo"}` into an empty emulator (
 `fulfillment emulate whmcs --demo`); the ids below are then exactly as listed.
 
 Clients (`clientid`, Salesforce `Account.WH_Account__c`):
-    1  Taro Yamada       Active, one CreditCard pay method (stripe, card ending 4242)
+    1  Taro Yamada       Active, one RemoteCreditCard pay method (a card Stripe holds, ending
+                         4242: the common production case)
     2  Hanako Suzuki     Active, one BankAccount pay method (banktransfer)
     3  Ichiro Tanaka     Active, no pay method (the "missing payment method" case)
-    4  Closed Kabushiki  Closed (AddOrder refuses it), one CreditCard pay method
+    4  Closed Kabushiki  Closed (AddOrder refuses it), one locally stored CreditCard
 
 Products (`pid`, Salesforce `Product2.WHMCS_Product_Id__c`), prices in JPY per month:
     1  SIM Data 3GB         group 1 Mobile    990
@@ -82,7 +83,7 @@ CLIENTS: Final[list[dict[str, Any]]] = [
 PAY_METHODS: Final[list[dict[str, Any]]] = [
     {
         "clientid": 1,
-        "type": "CreditCard",
+        "type": "RemoteCreditCard",
         "gateway": "stripe",
         "last_four": "4242",
         "expiry": "1230",

@@ -9,6 +9,17 @@ cancels order, services and an unpaid invoice.
 
 Boolean parameters (`noinvoice`, `stats`, …) are read with PHP's truthiness: any value but ""
 and "0" is true, so a client that means false must leave the parameter out.
+
+Reply id types follow each action's documentation, which differ: AddOrder's `orderid` and
+`invoiceid` (and `serviceids`) and GetClientsProducts' ids are strings; GetOrders' and
+GetInvoices' ids and counts are integers. A client must compare ids as integers.
+Actions that act on one client (GetPayMethods, AddPayMethod, DeletePayMethod, AddOrder) answer
+`Client ID Is Required` when `clientid` is missing or empty.
+
+Paging (GetOrders, GetClientsProducts, GetInvoices): `limitstart` (default 0) and `limitnum`
+(default 25) select the page, `totalresults` counts every match. The `ignore_limitstart` setting
+(default false) makes them answer the first page whatever `limitstart` says, with
+`startnumber` 0, as a misbehaving upstream or proxy might: a client's paging loop must still end.
 """
 
 from __future__ import annotations
@@ -34,9 +45,16 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "currency": "JPY",
     # Custom fields every product made by AddProduct gets, as an administrator would define them.
     "product_custom_fields": [demo.ORDER_ITEM_FIELD_NAME],
+    # True: paged lists answer their first page whatever `limitstart` asks for.
+    "ignore_limitstart": False,
 }
 
 PAY_METHOD_TYPES = ("CreditCard", "RemoteCreditCard", "BankAccount", "RemoteBankAccount")
+# GetPayMethods' `type` filter names a family; the gateway-stored ("Remote") kind belongs to it.
+PAY_METHOD_FILTERS = {
+    "CreditCard": ("CreditCard", "RemoteCreditCard"),
+    "BankAccount": ("BankAccount", "RemoteBankAccount"),
+}
 BILLING_CYCLES = (
     "free",
     "onetime",
@@ -159,7 +177,8 @@ class WhmcsEmulator(ConfigurableEmulator):
         ]
         created["clients"] = [self._add_client(c) for c in records.get("clients", [])]
         created["paymethods"] = [
-            self._add_pay_method_record(dict(p)) for p in records.get("paymethods", [])
+            self._add_pay_method_record(_checked_pay_method(p, self.data["clients"]))
+            for p in records.get("paymethods", [])
         ]
         return {kind: ids for kind, ids in created.items() if ids}
 
@@ -278,6 +297,12 @@ class WhmcsEmulator(ConfigurableEmulator):
             raise WhmcsError(message)
         return client
 
+    def _required_client(self, p: Params, message: str = "Client Not Found") -> dict[str, Any]:
+        """The client named by `clientid`, which the action cannot do without."""
+        if not p.get("clientid").strip():
+            raise WhmcsError("Client ID Is Required")
+        return self._client(p.get("clientid"), message)
+
     # -- Clients -----------------------------------------------------------------------------
 
     def get_clients_details(self, p: Params) -> dict[str, Any]:
@@ -335,19 +360,29 @@ class WhmcsEmulator(ConfigurableEmulator):
     # -- Pay methods and gateways ------------------------------------------------------------
 
     def get_pay_methods(self, p: Params) -> dict[str, Any]:
-        client = self._client(p.get("clientid"))
+        """A client's stored pay methods, each with its `type` as WHMCS reports it.
+
+        Cards and bank accounts a gateway (Stripe, …) holds are `RemoteCreditCard` and
+        `RemoteBankAccount`; locally stored ones `CreditCard` and `BankAccount`. The `type` filter
+        accepts only the two families: `CreditCard` lists local and remote cards alike,
+        `BankAccount` local and remote bank accounts, as WHMCS groups them.
+        """
+        client = self._required_client(p)
         wanted = p.get("type")
+        if wanted and wanted not in PAY_METHOD_FILTERS:
+            raise WhmcsError("Invalid Pay Method Type. Should be 'BankAccount' or 'CreditCard'")
+        kinds = PAY_METHOD_FILTERS.get(wanted, PAY_METHOD_TYPES)
         methods = [
             {key: value for key, value in m.items() if key != "clientid"}
             for m in self.data["paymethods"].values()
-            if m["clientid"] == client["id"] and (not wanted or m["type"] == wanted)
+            if m["clientid"] == client["id"] and m["type"] in kinds
         ]
         if p.get("paymethodid"):
             methods = [m for m in methods if str(m["id"]) == p.get("paymethodid")]
         return {"clientid": client["id"], "paymethods": methods}
 
     def add_pay_method(self, p: Params) -> dict[str, Any]:
-        client = self._client(p.get("clientid"))
+        client = self._required_client(p)
         kind = p.get("type", "CreditCard")
         if kind not in PAY_METHOD_TYPES:
             raise WhmcsError(
@@ -373,7 +408,7 @@ class WhmcsEmulator(ConfigurableEmulator):
         return {"clientid": client["id"], "paymethodid": pay_method_id}
 
     def delete_pay_method(self, p: Params) -> dict[str, Any]:
-        client = self._client(p.get("clientid"))
+        client = self._required_client(p)
         method = self.data["paymethods"].get(p.get("paymethodid"))
         if method is None or method["clientid"] != client["id"]:
             raise WhmcsError("Invalid Pay Method ID")
@@ -463,7 +498,7 @@ class WhmcsEmulator(ConfigurableEmulator):
     # -- Orders ------------------------------------------------------------------------------
 
     def add_order(self, p: Params) -> dict[str, Any]:
-        client = self._client(p.get("clientid"), "Client ID Not Found")
+        client = self._required_client(p, "Client ID Not Found")
         if client["status"] == "Closed":
             raise WhmcsError("Unable to add order when client status is Closed")
         gateway = p.get("paymentmethod")
@@ -518,11 +553,12 @@ class WhmcsEmulator(ConfigurableEmulator):
             "serviceids": service_ids,
         }
         return {
-            "orderid": order_id,
+            "orderid": str(order_id),
             "serviceids": ",".join(str(s) for s in service_ids),
             "addonids": "",
             "domainids": "",
-            "invoiceid": invoice_id,
+            # "0" when `noinvoice` kept WHMCS from raising one.
+            "invoiceid": str(invoice_id),
         }
 
     def _order_items(self, p: Params) -> list[tuple[dict[str, Any], str, str, dict[str, str]]]:
@@ -614,9 +650,9 @@ class WhmcsEmulator(ConfigurableEmulator):
             and (not p.get("status") or o["status"] == p.get("status"))
         ]
         orders.sort(key=lambda o: -int(o["id"]))
-        start, page = _page(p, orders)
+        start, page = self._page(p, orders)
         return {
-            "totalresults": str(len(orders)),
+            "totalresults": len(orders),
             "startnumber": start,
             "numreturned": len(page),
             "orders": {"order": [self._order_view(o) for o in page]},
@@ -631,7 +667,7 @@ class WhmcsEmulator(ConfigurableEmulator):
             lineitems.append(
                 {
                     "type": "product",
-                    "relid": str(service_id),
+                    "relid": service_id,
                     "producttype": "Other",
                     "product": service["name"],
                     "domain": "",
@@ -641,15 +677,15 @@ class WhmcsEmulator(ConfigurableEmulator):
                 }
             )
         return {
-            "id": str(order["id"]),
-            "ordernum": order["ordernum"],
-            "userid": str(order["userid"]),
-            "contactid": "0",
+            "id": order["id"],
+            "ordernum": int(order["ordernum"]),
+            "userid": order["userid"],
+            "contactid": 0,
             "date": order["date"],
             "amount": order["amount"],
             "paymentmethod": order["paymentmethod"],
             "paymentmethodname": gateway_names.get(order["paymentmethod"], ""),
-            "invoiceid": str(order["invoiceid"]),
+            "invoiceid": order["invoiceid"],
             "status": order["status"],
             "paymentstatus": invoice["status"] if invoice else "",
             "ipaddress": order["ipaddress"],
@@ -661,6 +697,7 @@ class WhmcsEmulator(ConfigurableEmulator):
     # -- Services ----------------------------------------------------------------------------
 
     def get_clients_products(self, p: Params) -> dict[str, Any]:
+        # `clientid` is optional here: without it WHMCS lists every client's services.
         if p.get("clientid"):
             self._client(p.get("clientid"))
         services = [
@@ -670,7 +707,7 @@ class WhmcsEmulator(ConfigurableEmulator):
             and (not p.get("serviceid") or str(s["id"]) == p.get("serviceid"))
             and (not p.get("pid") or str(s["pid"]) == p.get("pid"))
         ]
-        start, page = _page(p, services)
+        start, page = self._page(p, services)
         return {
             "clientid": p.get("clientid") or None,
             "serviceid": p.get("serviceid") or None,
@@ -687,10 +724,10 @@ class WhmcsEmulator(ConfigurableEmulator):
         names = {str(f["id"]): f["name"] for f in product["customfields"]}
         gateway_names = {g["module"]: g["displayname"] for g in self.gateways}
         return {
-            "id": service["id"],
-            "clientid": service["clientid"],
-            "orderid": service["orderid"],
-            "pid": service["pid"],
+            "id": str(service["id"]),
+            "clientid": str(service["clientid"]),
+            "orderid": str(service["orderid"]),
+            "pid": str(service["pid"]),
             "regdate": service["regdate"],
             "name": service["name"],
             "translated_name": service["name"],
@@ -707,7 +744,7 @@ class WhmcsEmulator(ConfigurableEmulator):
             "customfields": {
                 "customfield": [
                     {
-                        "id": int(field_id),
+                        "id": str(field_id),
                         "name": names.get(field_id, ""),
                         "translated_name": names.get(field_id, ""),
                         "value": value,
@@ -748,9 +785,9 @@ class WhmcsEmulator(ConfigurableEmulator):
             if (not p.get("userid") or str(i["userid"]) == p.get("userid"))
             and (not p.get("status") or i["status"] == p.get("status"))
         ]
-        start, page = _page(p, invoices)
+        start, page = self._page(p, invoices)
         return {
-            "totalresults": str(len(invoices)),
+            "totalresults": len(invoices),
             "startnumber": start,
             "numreturned": len(page),
             "invoices": {"invoice": [self._invoice_view(i) for i in page]},
@@ -759,8 +796,8 @@ class WhmcsEmulator(ConfigurableEmulator):
     def _invoice_view(self, invoice: dict[str, Any]) -> dict[str, Any]:
         client = self.data["clients"].get(str(invoice["userid"]), {})
         return {
-            "id": str(invoice["id"]),
-            "userid": str(invoice["userid"]),
+            "id": invoice["id"],
+            "userid": invoice["userid"],
             "firstname": client.get("firstname", ""),
             "lastname": client.get("lastname", ""),
             "companyname": client.get("companyname", ""),
@@ -779,6 +816,13 @@ class WhmcsEmulator(ConfigurableEmulator):
             "currencycode": self.config["currency"],
         }
 
+    # -- Paging ------------------------------------------------------------------------------
+
+    def _page(self, p: Params, records: list[dict[str, Any]]) -> tuple[int, list[dict[str, Any]]]:
+        start = 0 if self.config["ignore_limitstart"] else _digits(p, "limitstart", 0)
+        limit = _digits(p, "limitnum", 25)
+        return start, records[start : start + limit]
+
     # -- Authentication ----------------------------------------------------------------------
 
     def credentials_valid(self, identifier: str, secret: str) -> bool:
@@ -790,6 +834,15 @@ class WhmcsEmulator(ConfigurableEmulator):
         return secret in (expected, md5)
 
 
+def _checked_pay_method(spec: Any, clients: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """A seeded pay method: `{"clientid", "type", "gateway", "last_four", "expiry", …}`."""
+    if not isinstance(spec, dict) or str(spec.get("clientid")) not in clients:
+        raise ValueError("each pay method needs the 'clientid' of a seeded client")
+    if spec.get("type") not in PAY_METHOD_TYPES:
+        raise ValueError(f"pay method 'type' must be one of {', '.join(PAY_METHOD_TYPES)}")
+    return dict(spec)
+
+
 def _at(values: list[str], index: int) -> str:
     return values[index].strip() if index < len(values) else ""
 
@@ -798,7 +851,6 @@ def _has_key(decoded: Any, key: str) -> bool:
     return isinstance(decoded, dict) and any(str(k) == key for k in decoded)
 
 
-def _page(p: Params, records: list[dict[str, Any]]) -> tuple[int, list[dict[str, Any]]]:
-    start = int(p.get("limitstart")) if p.get("limitstart").isdigit() else 0
-    limit = int(p.get("limitnum")) if p.get("limitnum").isdigit() else 25
-    return start, records[start : start + limit]
+def _digits(p: Params, name: str, default: int) -> int:
+    value = p.get(name).strip()
+    return int(value) if value.isascii() and value.isdigit() else default

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import time
 
+import httpx
+import pytest
+
 from tests.fixtures.whmcs_emulator import WhmcsEmulatorHandle
-from tests.integration.emulators._whmcs import call, raw_call
+from tests.integration.emulators._whmcs import call, custom_fields, raw_call
 
 DB_ERROR = {"result": "error", "message": "Database Error"}
 
@@ -24,7 +27,7 @@ def test_fail_next_add_order_with_a_whmcs_error_body_then_succeed(
     )
     assert call(whmcs_emulator, "GetPaymentMethods")["result"] == "success"
     assert add_order(whmcs_emulator) == DB_ERROR
-    assert call(whmcs_emulator, "GetOrders")["totalresults"] == "0"
+    assert call(whmcs_emulator, "GetOrders")["totalresults"] == 0
     assert add_order(whmcs_emulator)["result"] == "success"
 
 
@@ -109,5 +112,72 @@ def test_state_put_back_restores_orders(whmcs_emulator: WhmcsEmulatorHandle) -> 
     put = whmcs_emulator.http.put(f"{whmcs_emulator.control_url}/state", json=saved)
     assert put.json() == {"ok": True}
     [order] = call(whmcs_emulator, "GetOrders")["orders"]["order"]
-    assert (order["id"], order["status"]) == ("1", "Pending")
-    assert add_order(whmcs_emulator)["orderid"] == 2, "counters are restored too"
+    assert (order["id"], order["status"]) == (1, "Pending")
+    assert add_order(whmcs_emulator)["orderid"] == "2", "counters are restored too"
+
+
+def lose_next_reply(whmcs: WhmcsEmulatorHandle, action: str, **spec: object) -> None:
+    reply = whmcs.http.post(
+        f"{whmcs.control_url}/faults",
+        json={"kind": "lose_reply", "count": 1, "action": action, **spec},
+    )
+    assert reply.status_code == 201, reply.text
+
+
+def test_add_order_whose_reply_is_lost_is_there_on_the_next_read(
+    whmcs_emulator: WhmcsEmulatorHandle,
+) -> None:
+    whmcs_emulator.seed_demo()
+    lose_next_reply(whmcs_emulator, "AddOrder", mode="reset")
+    with pytest.raises(httpx.RemoteProtocolError):
+        raw_call(
+            whmcs_emulator,
+            "AddOrder",
+            {
+                "clientid": 1,
+                "paymentmethod": "stripe",
+                "pid[0]": 1,
+                "customfields[0]": custom_fields({1: "802000000000001AAA"}),
+            },
+        )
+    [service] = call(whmcs_emulator, "GetClientsProducts", clientid=1)["products"]["product"]
+    marker = {f["name"]: f["value"] for f in service["customfields"]["customfield"]}
+    assert marker["Salesforce Order Item ID"] == "802000000000001AAA"
+    [order] = call(whmcs_emulator, "GetOrders", userid=1)["orders"]["order"]
+    assert (order["id"], order["status"]) == (int(service["orderid"]), "Pending")
+
+
+def test_accept_order_whose_reply_is_lost_has_activated_the_order(
+    whmcs_emulator: WhmcsEmulatorHandle,
+) -> None:
+    whmcs_emulator.seed_demo()
+    order_id = add_order(whmcs_emulator)["orderid"]
+    lose_next_reply(whmcs_emulator, "AcceptOrder", status=502)
+    assert raw_call(whmcs_emulator, "AcceptOrder", orderid=order_id).status_code == 502
+    assert call(whmcs_emulator, "GetOrders", id=order_id)["orders"]["order"][0]["status"] == (
+        "Active"
+    )
+    # The repeat a client might send is refused: only a read tells "already done" apart.
+    assert call(whmcs_emulator, "AcceptOrder", orderid=order_id)["message"] == (
+        "Order ID not found or Status not Pending"
+    )
+
+
+def test_cancel_order_whose_reply_hangs_has_cancelled_the_order(
+    whmcs_emulator: WhmcsEmulatorHandle,
+) -> None:
+    whmcs_emulator.seed_demo()
+    order_id = add_order(whmcs_emulator)["orderid"]
+    lose_next_reply(whmcs_emulator, "CancelOrder", mode="hang")
+    form = {
+        "action": "CancelOrder",
+        "identifier": whmcs_emulator.identifier,
+        "secret": whmcs_emulator.secret,
+        "responsetype": "json",
+        "orderid": order_id,
+    }
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(whmcs_emulator.api_url, data=form, timeout=0.3)
+    assert call(whmcs_emulator, "GetOrders", id=order_id)["orders"]["order"][0]["status"] == (
+        "Cancelled"
+    )
