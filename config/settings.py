@@ -10,14 +10,49 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Literal
-from urllib.parse import urlsplit
+from typing import Any, Literal
+from urllib.parse import parse_qs, unquote, unquote_plus, urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_serializer, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _HOST_PORT = re.compile(r"^[A-Za-z0-9.\-\[\]:]+:\d{1,5}$")
 _API_VERSION = re.compile(r"^\d{2,3}\.\d$")
+
+
+# A password inside a connection URL: `scheme://user:password@host` (redis writes
+# `rediss://:password@host`), or a `password=` query parameter, the only place a unix-socket URL
+# can carry one. The password part runs to the last "@" before the path, as urlsplit reads it, so
+# a hand-written unencoded "@" in a password does not leave its tail showing.
+_URL_USERINFO_PASSWORD = re.compile(
+    r"(?P<head>\b[A-Za-z][A-Za-z0-9+.\-]*://[^/?#@\s:]*:)(?P<password>[^/?#\s]+)(?=@)"
+)
+_URL_QUERY_PASSWORD = re.compile(
+    r"(?P<head>[?&](?:ssl)?pass(?:word|wd)?=)(?P<password>[^&#\s]+)", re.IGNORECASE
+)
+_URL_FIELDS = frozenset({"database_url", "redis_url"})
+_HIDDEN = "***"
+
+
+def redact_url(url: str) -> str:
+    """`url` with every password in it replaced by `***`; the rest stays exactly as written.
+
+    Works on any text, so a message that quotes a connection URL can be passed whole.
+    """
+    url = _URL_USERINFO_PASSWORD.sub(lambda m: m["head"] + _HIDDEN, url)
+    return _URL_QUERY_PASSWORD.sub(lambda m: m["head"] + _HIDDEN, url)
+
+
+def url_passwords(url: str | None) -> list[str]:
+    """The passwords inside `url`, as written and percent-decoded (an error may quote either)."""
+    if not url:
+        return []
+    found: list[str] = []
+    for match in _URL_USERINFO_PASSWORD.finditer(url):
+        found += [match["password"], unquote(match["password"])]
+    for match in _URL_QUERY_PASSWORD.finditer(url):
+        found += [match["password"], unquote_plus(match["password"])]
+    return list(dict.fromkeys(found))
 
 
 class SettingsError(Exception):
@@ -51,7 +86,8 @@ class Settings(BaseSettings):
     temporal_namespace: str = "default"
     temporal_task_queue: str = "order-fulfillment"
 
-    # Storage
+    # Storage. Plain strings, because the clients connect with them as they are; their
+    # passwords are hidden from repr and dumps below and handed to the log redactor by secrets().
     database_url: str | None = None
     redis_url: str | None = None
     cache_key_prefix: str = "portal:"
@@ -116,6 +152,13 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _postgres_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            parts = urlsplit(value)
+            # libpq's socket form, `postgresql:///db?host=/run/postgresql`, has its host in the
+            # query; asyncpg accepts it.
+            socket = not parts.netloc and parse_qs(parts.query).get("host")
+            if parts.scheme in ("postgres", "postgresql") and socket:
+                return value
         return _check_url(value, ("postgres", "postgresql"))
 
     @field_validator("redis_url")
@@ -148,6 +191,17 @@ class Settings(BaseSettings):
             raise ValueError(f"no such file: {value}")
         return value
 
+    @field_serializer("database_url", "redis_url")
+    def _dump_url_without_password(self, value: str | None) -> str | None:
+        return None if value is None else redact_url(value)
+
+    def __repr_args__(self) -> Iterable[tuple[str | None, Any]]:
+        # repr() and str() of the settings end up in tracebacks and debug output.
+        for name, value in super().__repr_args__():
+            if name in _URL_FIELDS and isinstance(value, str):
+                value = redact_url(value)
+            yield name, value
+
     @property
     def sf_rest_pool_size(self) -> int:
         return self.sf_pool_size or self.worker_max_concurrent_activities
@@ -159,6 +213,7 @@ class Settings(BaseSettings):
             value = getattr(self, name)
             if isinstance(value, SecretStr) and value.get_secret_value():
                 values.append(value.get_secret_value())
+        values += url_passwords(self.database_url) + url_passwords(self.redis_url)
         return values
 
 

@@ -1,4 +1,5 @@
-"""What the WHMCS and Freebit clients log, through the real logging setup, carries no secret.
+"""What the WHMCS and Freebit clients log, through the real logging setup, carries no secret
+and no whole phone number.
 
 Logging is configured as a process does it but without naming any secret value to the redactor,
 so a value the clients themselves put into a log line (or into an exception that gets logged)
@@ -66,7 +67,7 @@ async def test_whmcs_client_logs_no_credentials(
         assert secret not in text
 
 
-async def test_freebit_client_logs_no_oem_key_or_auth_key(
+async def test_freebit_client_logs_no_oem_key_auth_key_or_whole_phone_number(
     freebit_emulator: FreebitEmulatorHandle, log_output: io.StringIO
 ) -> None:
     with seeded_control(freebit_emulator.control_url) as control:
@@ -95,3 +96,5 @@ async def test_freebit_client_logs_no_oem_key_or_auth_key(
     assert len(issued) == 2
     for secret in (freebit_emulator.oem_key, "wrong-oem-key", *issued):
         assert secret not in text
+    # The line's phone number is personal data: only its last four digits are logged.
+    assert "09012345678" not in text and "*******5678" in text
