@@ -7,24 +7,42 @@ codes below are this emulator's own, stable so tests and clients can rely on the
     200  malformed request (no `json` field, not JSON)        statusCode 400
     201  authOem refused: wrong oemId / oemKey                statusCode 401
     202  authKey unknown or expired (re-authenticate)          statusCode 401
-    210  missing or invalid parameter                          statusCode 400
+    210  missing or invalid parameter (the message names it)   statusCode 400
     211  account not found                                     statusCode 404
     212  account already registered                            statusCode 409
     220  unknown planCode / optionCode                         statusCode 400
     230  invalid EID (32 digits)                               statusCode 400
     400-356  eSIM addKind not allowed                          statusCode 400
 
-Activation (`master/addAcnt/`, `mvno/esim/addAcnt/`) is asynchronous: the request is accepted
-with the line in state "processing"; once `activation_delay` seconds have passed on the
-emulator's clock it reads "active", or "failed" when its EID / account is configured to fail.
-Transitions are computed whenever state is read, so no background task runs.
+212 is our assumption: Freebit's code for registering a line that exists is not published.
+It is kept apart from every refusal of the request itself so that a client repeating a
+registration whose reply it lost can recognise "already done" (and confirm it by a read).
+
+Registration (`master/addAcnt/` physical SIM, `mvno/esim/addAcnt/` eSIM) requirements, from a
+third-party translation of the spec (see protocols.md):
+- `createType` is required on both (any non-empty string: its values are not public);
+- `addKind` is N (new number), M (number ported in) or R (re-issue of an existing line's SIM);
+- a number port-in (addKind M, or any request carrying an `mnp` object) needs in `mnp`:
+  `reserveNumber`, `reserveExpireDate` (YYYYMMDD), `lastnameKanji`, `firstnameKanji`,
+  `lastnameZenKana`, `firstnameZenKana`, `gender` (M, F or C) and `birthday` (YYYYMMDD);
+  a missing or malformed one is refused with 210 naming it, on both operations;
+- eSIM only: with `aladinOperated` "10" (the request comes from the ALADIN sales system) only
+  addKind N is allowed, else 400-356; `aladinOperated` is "10" or "20" when sent; `simKind` is
+  required.
+
+Activation is asynchronous: the request is accepted with the line in state "processing"; once
+`activation_delay` seconds have passed on the emulator's clock it reads "active", or "failed"
+when its EID / account is configured to fail. Transitions are computed whenever state is read,
+so no background task runs. A line seeded with any other `state` (e.g. "suspended") keeps it and
+is reported verbatim: states beyond these three exist at Freebit but are not documented, so a
+client must not take an unknown one for "still processing".
 
 Choices where protocols.md is silent: `status.statusCode` mirrors HTTP semantics (401 for any
 auth refusal, so a client knows to call authOem again); `resultCode` and `statusCode` are sent as
 strings; account detail (`master/getAcnt/`, `requestDatas[{kind, account}]`) answers
 `responseDatas[{kind, account, state, simType, eid, planCode, planName, failReason,
-talkOptions, pendingPlan}]` in request order, with `state` one of "processing", "active",
-"failed"; an accepted activation answers `{account, processNo}`.
+talkOptions, pendingPlan}]` for the first entry of `requestDatas` only (as Freebit does; the
+others are ignored); an accepted activation answers `{account, processNo}`.
 """
 
 from __future__ import annotations
@@ -55,6 +73,20 @@ DEFAULT_SETTINGS: dict[str, Any] = {
 _ACCOUNT = re.compile(r"^[0-9]{11,14}$")
 _EID = re.compile(r"^[0-9]{32}$")
 _DATE = re.compile(r"^[0-9]{8}$")
+ADD_KINDS = ("N", "M", "R")
+MNP_FIELDS = (
+    "reserveNumber",
+    "reserveExpireDate",
+    "lastnameKanji",
+    "firstnameKanji",
+    "lastnameZenKana",
+    "firstnameZenKana",
+    "gender",
+    "birthday",
+)
+_MNP_DATES = ("reserveExpireDate", "birthday")
+_GENDERS = ("M", "F", "C")
+ALADIN_ON, ALADIN_OFF = "10", "20"
 
 
 class FreebitError(Exception):
@@ -183,10 +215,20 @@ class FreebitEmulator(ConfigurableEmulator):
 
     def add_account(self, request: dict[str, Any]) -> dict[str, Any]:
         account = _account(request)
+        _create_type(request)
+        add_kind = request.get("addKind", "N")
+        if add_kind not in ADD_KINDS:
+            raise FreebitError("210", "addKind must be N, M or R", "400")
+        _aladin_operated(request)
+        existing = self.accounts.get(account)
+        if add_kind == "R" and existing is None:
+            raise FreebitError("211", "account not found", "404")
+        if add_kind == "R" and existing is not None and existing["simType"] != "physical":
+            raise FreebitError("210", "addKind R re-issues a physical SIM line only", "400")
+        self._check_new_line(account, add_kind)
+        _mnp(request, add_kind)
         plan = self._plan(request)
-        if account in self.accounts:
-            raise FreebitError("212", "account already registered", "409")
-        self.accounts[account] = self._activation(account, "physical", plan, "", "N")
+        self.accounts[account] = self._activation(account, "physical", plan, "", add_kind)
         return {"account": account, "processNo": self._process_no()}
 
     def add_esim_account(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -194,24 +236,29 @@ class FreebitEmulator(ConfigurableEmulator):
         eid = str(request.get("eid", ""))
         if not _EID.match(eid):
             raise FreebitError("230", "invalid EID", "400")
+        _create_type(request)
         add_kind = request.get("addKind")
-        if add_kind not in ("N", "M", "R"):
+        if add_kind not in ADD_KINDS:
             raise FreebitError("400-356", "addKind not allowed", "400")
+        if _aladin_operated(request) == ALADIN_ON and add_kind != "N":
+            raise FreebitError(
+                "400-356", "addKind not allowed: only N when aladinOperated is 10", "400"
+            )
         existing = self.accounts.get(account)
         # N (new) and M (number port-in) make a new line; R (reissue) re-provisions an existing one.
         if add_kind == "R" and (existing is None or existing["simType"] != "esim"):
             raise FreebitError("400-356", "addKind not allowed", "400")
-        if add_kind != "R" and existing is not None:
-            raise FreebitError("212", "account already registered", "409")
-        if add_kind == "M":
-            mnp = request.get("mnp")
-            if not isinstance(mnp, dict) or not str(mnp.get("reserveNumber", "")).strip():
-                raise FreebitError("210", "mnp.reserveNumber is required for addKind M", "400")
+        self._check_new_line(account, add_kind)
+        _mnp(request, add_kind)
         if request.get("simKind") in (None, ""):
             raise FreebitError("210", "simKind is required", "400")
         plan = self._plan(request)
         self.accounts[account] = self._activation(account, "esim", plan, eid, add_kind)
         return {"account": account, "processNo": self._process_no()}
+
+    def _check_new_line(self, account: str, add_kind: str) -> None:
+        if add_kind != "R" and account in self.accounts:
+            raise FreebitError("212", "account already registered", "409")
 
     def _activation(
         self, account: str, sim_type: str, plan: str, eid: str, add_kind: str
@@ -274,26 +321,24 @@ class FreebitEmulator(ConfigurableEmulator):
         wanted = request.get("requestDatas")
         if not isinstance(wanted, list) or not wanted:
             raise FreebitError("210", "requestDatas is required", "400")
-        details = []
-        for item in wanted:
-            if not isinstance(item, dict):
-                raise FreebitError("210", "requestDatas items must be objects", "400")
-            record = self._line(str(item.get("account", "")))
-            details.append(
-                {
-                    "kind": item.get("kind", "MVNO"),
-                    "account": record["account"],
-                    "state": record["state"],
-                    "simType": record["simType"],
-                    "eid": record["eid"],
-                    "planCode": record["planCode"],
-                    "planName": self.config["plans"].get(record["planCode"], ""),
-                    "failReason": record["failReason"],
-                    "talkOptions": list(record["talkOptions"]),
-                    "pendingPlan": record["pendingPlan"],
-                }
-            )
-        return {"responseDatas": details}
+        # Freebit answers the first requested account only; the rest of the list is ignored.
+        item = wanted[0]
+        if not isinstance(item, dict):
+            raise FreebitError("210", "requestDatas items must be objects", "400")
+        record = self._line(str(item.get("account", "")))
+        detail = {
+            "kind": item.get("kind", "MVNO"),
+            "account": record["account"],
+            "state": record["state"],
+            "simType": record["simType"],
+            "eid": record["eid"],
+            "planCode": record["planCode"],
+            "planName": self.config["plans"].get(record["planCode"], ""),
+            "failReason": record["failReason"],
+            "talkOptions": list(record["talkOptions"]),
+            "pendingPlan": record["pendingPlan"],
+        }
+        return {"responseDatas": [detail]}
 
     def get_traffic_info(self, request: dict[str, Any]) -> dict[str, Any]:
         record = self._line(_account(request))
@@ -342,6 +387,39 @@ def _account(request: dict[str, Any]) -> str:
     if not _ACCOUNT.match(account):
         raise FreebitError("210", "account must be 11 to 14 digits", "400")
     return account
+
+
+def _create_type(request: dict[str, Any]) -> str:
+    create_type = request.get("createType")
+    if not isinstance(create_type, str) or not create_type.strip():
+        raise FreebitError("210", "createType is required", "400")
+    return create_type
+
+
+def _aladin_operated(request: dict[str, Any]) -> str:
+    flag = request.get("aladinOperated", ALADIN_OFF)
+    if flag not in (ALADIN_ON, ALADIN_OFF):
+        raise FreebitError("210", "aladinOperated must be 10 or 20", "400")
+    return str(flag)
+
+
+def _mnp(request: dict[str, Any], add_kind: str) -> dict[str, str] | None:
+    """The port-in block, checked: every person field present, dates and gender well formed."""
+    mnp = request.get("mnp")
+    if mnp is None and add_kind != "M":
+        return None
+    if not isinstance(mnp, dict):
+        raise FreebitError("210", "mnp is required for addKind M", "400")
+    missing = [name for name in MNP_FIELDS if not str(mnp.get(name) or "").strip()]
+    if missing:
+        names = ", ".join(f"mnp.{name}" for name in missing)
+        raise FreebitError("210", f"missing MNP fields: {names}", "400")
+    for name in _MNP_DATES:
+        if not _DATE.match(str(mnp[name])):
+            raise FreebitError("210", f"mnp.{name} must be YYYYMMDD", "400")
+    if mnp["gender"] not in _GENDERS:
+        raise FreebitError("210", "mnp.gender must be M, F or C", "400")
+    return {name: str(mnp[name]) for name in MNP_FIELDS}
 
 
 def _jst_date(now: float) -> str:

@@ -7,11 +7,12 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from emulators.common.server import ThreadedServer
 from emulators.freebit.app import create_app
 from tests.fixtures.freebit_emulator import FreebitEmulatorHandle
-from tests.integration.emulators._freebit import EID, auth_key, call
+from tests.integration.emulators._freebit import EID, auth_key, call, line_state, wait_for_state
 
 
 def test_fail_next_activation_with_a_server_error(freebit_emulator: FreebitEmulatorHandle) -> None:
@@ -22,7 +23,9 @@ def test_fail_next_activation_with_a_server_error(freebit_emulator: FreebitEmula
     )
     url = f"{freebit_emulator.api_url}master/addAcnt/"
     request = {
-        "json": json.dumps({"authKey": key, "account": "08012340009", "planCode": "PASI_3G"})
+        "json": json.dumps(
+            {"authKey": key, "account": "08012340009", "planCode": "PASI_3G", "createType": "new"}
+        )
     }
     assert freebit_emulator.http.post(url, data=request).status_code == 502
     assert freebit_emulator.http.post(url, data=request).json()["resultCode"] == "100"
@@ -40,7 +43,12 @@ def test_fail_next_call_with_a_freebit_refusal_body(
     first = call(freebit_emulator, "master/addAcnt", authKey=key, account="08012340010")
     assert first == busy
     accepted = call(
-        freebit_emulator, "master/addAcnt", authKey=key, account="08012340010", planCode="PASI_3G"
+        freebit_emulator,
+        "master/addAcnt",
+        authKey=key,
+        account="08012340010",
+        planCode="PASI_3G",
+        createType="new",
     )
     assert accepted["resultCode"] == "100", "the refused call changed nothing"
 
@@ -108,6 +116,7 @@ def test_restart_from_state_file_keeps_lines_and_finishes_pending_activation(
             "eid": EID,
             "simKind": "E2",
             "addKind": "N",
+            "createType": "new",
             "planCode": "PASI_3G",
         }
         accepted = httpx.post(f"{api}mvno/esim/addAcnt/", data={"json": json.dumps(request)})
@@ -148,3 +157,47 @@ def test_config_changes_are_checked(freebit_emulator: FreebitEmulatorHandle) -> 
     )
     freebit_emulator.http.post(f"{freebit_emulator.control_url}/reset")
     assert freebit_emulator.http.get(url).json()["activation_delay"] == 0.2, "start value again"
+
+
+def lose_next_reply(handle: FreebitEmulatorHandle, operation: str, **spec: object) -> None:
+    reply = handle.http.post(
+        f"{handle.control_url}/faults",
+        json={"kind": "lose_reply", "count": 1, "path": f"/emptool/api/{operation}/", **spec},
+    )
+    assert reply.status_code == 201, reply.text
+
+
+def registration(key: str, operation: str, account: str) -> dict[str, str]:
+    request = {"authKey": key, "account": account, "planCode": "PASI_3G", "createType": "new"}
+    if operation == "mvno/esim/addAcnt":
+        request |= {"eid": EID, "simKind": "E", "addKind": "N"}
+    return {"json": json.dumps(request)}
+
+
+@pytest.mark.parametrize("operation", ["mvno/esim/addAcnt", "master/addAcnt"])
+def test_a_registration_whose_reply_was_reset_made_the_line_and_a_repeat_says_so(
+    freebit_emulator: FreebitEmulatorHandle, operation: str
+) -> None:
+    key = auth_key(freebit_emulator)
+    lose_next_reply(freebit_emulator, operation, mode="reset")
+    form = registration(key, operation, "08012340020")
+    with pytest.raises(httpx.RemoteProtocolError):
+        freebit_emulator.http.post(f"{freebit_emulator.api_url}{operation}/", data=form)
+    detail = line_state(freebit_emulator, key, "08012340020")
+    assert detail["state"] == "processing"
+    repeat = freebit_emulator.http.post(f"{freebit_emulator.api_url}{operation}/", data=form)
+    assert repeat.json()["status"] == {"message": "account already registered", "statusCode": "409"}
+
+
+def test_an_activation_whose_reply_hangs_past_the_client_timeout_still_activates(
+    freebit_emulator: FreebitEmulatorHandle,
+) -> None:
+    key = auth_key(freebit_emulator)
+    lose_next_reply(freebit_emulator, "mvno/esim/addAcnt", mode="hang")
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(
+            f"{freebit_emulator.api_url}mvno/esim/addAcnt/",
+            data=registration(key, "mvno/esim/addAcnt", "08012340021"),
+            timeout=0.3,
+        )
+    assert wait_for_state(freebit_emulator, key, "08012340021")["state"] == "active"
