@@ -7,20 +7,27 @@ unchanged against it:
   `replay` extension; the first connect of a session answers at once with the advice
   (`interval` 0, `timeout`, `reconnect: retry`), later ones are held until events arrive or the
   advice timeout passes; events ride in the same array as the connect reply;
-- subscribe takes `ext.replay` {channel: -1 | -2 | replayId}; a replay id outside retention gives
-  `400::The replayId {N} you provided was invalid…`, an unknown channel
-  `400::The channel you requested to subscribe to does not exist {…}`;
+- subscribe takes `ext.replay` {channel: -1 | -2 | replayId}, a replay id of that channel (each
+  channel numbers its own events); a replay id outside retention gives
+  `400::The replayId {N} you provided was invalid.  Please provide…` (two spaces, as sent), an
+  unknown channel `400::The channel you requested to subscribe to does not exist {…}`;
 - a bad bearer token gives `401::Authentication invalid` (advice `reconnect: none`) on connect and
   `403::Handshake denied` on handshake; an unknown, dropped or expired client gets
-  `403::Unknown client` with advice `reconnect: handshake`;
+  `403::Unknown client` with advice `reconnect: handshake` and no `clientId`;
+- the handshake binds the session to the `BAYEUX_BROWSER` cookie (the one the request carried,
+  else a new one set on the reply); every later message must carry that cookie, or its client is
+  unknown (`403::Unknown client`);
+- `/cometd/<version>` below 37.0 is refused;
 - a client must come back within `idle_reconnect_ms` after an empty connect reply and within
   `event_reconnect_ms` after one that carried events, or its session (and subscriptions) go.
 
 Where protocols.md is silent, these choices were made (after what Salesforce is seen to send):
 a request without a bearer token gets `401::Request requires authentication` (the handshake's
 `failureReason` then says so); a message published by the client gets `403::Publish denied`;
-a replay id newer than the newest event is refused like one outside retention; any API version
-from 23.0 on is served; the `BAYEUX_BROWSER` cookie is set when missing but never required.
+a replay id newer than the channel's newest event is refused like one outside retention; a
+version below 37.0 gets `400::Unsupported API version…` on every message of the request; a
+request without the cookie gets a new one set on its reply (so a client that lost it can
+handshake again), whatever the messages it carried.
 
 `drop_sessions()` ends every session at once (the control API's sessions/drop),
 `GET /__emulator__/streaming/sessions` lists the live sessions, and
@@ -62,7 +69,7 @@ ALL_EVENTS = -2
 COOKIE_NAME = "BAYEUX_BROWSER"
 
 _VERSION_RE = re.compile(r"^\d+\.\d+$")
-_MIN_VERSION = 23.0
+_MIN_VERSION = 37.0
 _CLIENT_ID_ALPHABET = string.digits + string.ascii_lowercase
 _RETRY = {"reconnect": "retry", "interval": 0}
 _HANDSHAKE_AGAIN = {"reconnect": "handshake", "interval": 0}
@@ -71,7 +78,7 @@ _GIVE_UP = {"reconnect": "none", "interval": 0}
 
 def _replay_invalid(value: object) -> str:
     return (
-        f"400::The replayId {{{value}}} you provided was invalid. Please provide a valid ID, "
+        f"400::The replayId {{{value}}} you provided was invalid.  Please provide a valid ID, "
         "-2 to replay all events, or -1 to replay only new events."
     )
 
@@ -80,6 +87,8 @@ def _replay_invalid(value: object) -> str:
 class _Session:
     client_id: str
     deadline: float
+    # The BAYEUX_BROWSER cookie the handshake bound the session to.
+    browser: str
     # channel -> replay id of the newest event queued for it (or deliberately skipped): an event
     # at or below it has been handled, which makes delivery idempotent.
     subscriptions: dict[str, int] = field(default_factory=dict)
@@ -175,6 +184,7 @@ class StreamingServer:
             return JSONResponse([{"successful": False, "error": "400::Invalid JSON"}], 400)
         messages = body if isinstance(body, list) else [body]
         token = _bearer_token(request)
+        browser = request.cookies.get(COOKIE_NAME) or _random_id(self._rng, 26)
         self._expire_sessions()
 
         version_error = _version_error(request.path_params["version"])
@@ -189,22 +199,22 @@ class StreamingServer:
                 # Held last: a batch may carry re-subscriptions whose replays the connect returns.
                 connect = message
             else:
-                replies.append(self._handle(message, token))
+                replies.append(self._handle(message, token, browser))
         if connect is not None:
-            replies.extend(await self._connect(connect, token))
+            replies.extend(await self._connect(connect, token, browser))
 
         response = JSONResponse(replies)
         if COOKIE_NAME not in request.cookies:
             response.set_cookie(
                 COOKIE_NAME,
-                _random_id(self._rng, 26),
+                browser,
                 path="/",
                 secure=request.url.scheme == "https",
                 httponly=True,
             )
         return response
 
-    def _handle(self, message: Message, token: str | None) -> Message:
+    def _handle(self, message: Message, token: str | None, browser: str) -> Message:
         channel = message["channel"]
         auth_error = self._auth_error(token)
         if channel == HANDSHAKE:
@@ -215,12 +225,12 @@ class StreamingServer:
                     advice={"reconnect": "none"},
                     ext={"sfdc": {"failureReason": auth_error}},
                 )
-            return self._handshake(message)
+            return self._handshake(message, browser)
         if auth_error is not None:
             return _failure(message, auth_error)
-        session = self._sessions.get(str(message.get("clientId")))
+        session = self._session_of(message, browser)
         if channel in (SUBSCRIBE, UNSUBSCRIBE, DISCONNECT) and session is None:
-            return _failure(message, "403::Unknown client", advice=_HANDSHAKE_AGAIN)
+            return _unknown_client(message)
         if channel == SUBSCRIBE and session is not None:
             return self._subscribe(message, session)
         if channel == UNSUBSCRIBE and session is not None:
@@ -231,12 +241,21 @@ class StreamingServer:
         # Salesforce publishes through its REST and SOAP APIs only, never through CometD.
         return _failure(message, "403::Publish denied")
 
-    def _handshake(self, message: Message) -> Message:
+    def _session_of(self, message: Message, browser: str) -> _Session | None:
+        """The session `message` names, if the request came from the browser it is bound to."""
+        session = self._sessions.get(str(message.get("clientId")))
+        if session is None or session.browser != browser:
+            return None
+        return session
+
+    def _handshake(self, message: Message, browser: str) -> Message:
         if len(self._sessions) >= self._max_sessions:
             self._evict_one()
         client_id = _random_id(self._rng, 27)
         self._sessions[client_id] = _Session(
-            client_id=client_id, deadline=self._clock() + self.idle_reconnect_ms / 1000
+            client_id=client_id,
+            deadline=self._clock() + self.idle_reconnect_ms / 1000,
+            browser=browser,
         )
         reply = {
             "channel": HANDSHAKE,
@@ -266,10 +285,10 @@ class StreamingServer:
         option = _requested_replay(message, channel)
         events: list[StreamEvent]
         if option == NEW_EVENTS:
-            events, latest = [], self.bus.latest_replay_id
+            events, latest = [], self.bus.latest_replay_id(channel)
         elif option == ALL_EVENTS:
             events, latest = self.bus.snapshot(channel, None)
-        elif _is_replay_id(option) and self.bus.is_valid_resume_point(option):
+        elif _is_replay_id(option) and self.bus.is_valid_resume_point(channel, option):
             events, latest = self.bus.snapshot(channel, option)
         else:
             return _failure(message, _replay_invalid(option), session=session)
@@ -285,13 +304,13 @@ class StreamingServer:
         session.subscriptions.pop(str(channel), None)
         return _success(message, session=session, subscription=channel)
 
-    async def _connect(self, message: Message, token: str | None) -> list[Message]:
+    async def _connect(self, message: Message, token: str | None, browser: str) -> list[Message]:
         auth_error = self._auth_error(token)
         if auth_error is not None:
             return [_failure(message, auth_error, advice=_GIVE_UP)]
-        session = self._sessions.get(str(message.get("clientId")))
+        session = self._session_of(message, browser)
         if session is None:
-            return [_failure(message, "403::Unknown client", advice=_HANDSHAKE_AGAIN)]
+            return [_unknown_client(message)]
         connection_type = message.get("connectionType")
         if connection_type != LONG_POLLING:
             return [
@@ -308,7 +327,7 @@ class StreamingServer:
                 # A newer connect of the same client took over; this one closes empty.
                 return [_success(message, session=session)]
             if session.ended:
-                return [_failure(message, "403::Unknown client", advice=_HANDSHAKE_AGAIN)]
+                return [_unknown_client(message)]
             # The token is checked again on the way out: a session whose token was revoked while
             # it waited learns so now, and its queued events wait for the re-authenticated retry.
             auth_error = self._auth_error(token)
@@ -382,11 +401,11 @@ class StreamingServer:
         self._expire_sessions()
         for session in list(self._sessions.values()):
             queued = False
-            for channel in event.channels:
+            for channel, replay_id in event.replay_ids.items():
                 handled = session.subscriptions.get(channel)
-                if handled is None or event.replay_id <= handled:
+                if handled is None or replay_id <= handled:
                     continue
-                session.subscriptions[channel] = event.replay_id
+                session.subscriptions[channel] = replay_id
                 self._enqueue(session, event.message(channel))
                 queued = True
             if queued:
@@ -411,21 +430,30 @@ def control_extra_routes(bus: EventBus) -> list[BaseRoute]:
                                              "transactionKey", "sequenceNumber"} (last four
                                              optional)
         POST /__emulator__/events/platform  {"name", "fields", "createdById"}
-        GET  /__emulator__/events           retained events, oldest first (?channel= filters)
+        GET  /__emulator__/events           retained events, oldest first, and each channel's
+                                            latest replay id (?channel= filters, and adds that
+                                            channel's `latestReplayId`)
 
-    Each POST answers 201 with the new event's `replayId` (and `eventUuid` for a platform event).
+    Each POST answers 201 with the new event's `replayId` on its own channel (the object's
+    `/data/<Entity>ChangeEvent`, or `/event/<Name>__e`), `replayIds` by channel, and `eventUuid`
+    for a platform event. GET lists each event's `replayIds` by channel and its `data` (whose
+    `event` carries no replay id: that is the channel's), and `latestReplayIds` by channel.
     """
 
+    def published(event: StreamEvent) -> Message:
+        return {"replayId": event.replay_id(event.channels[0]), "replayIds": dict(event.replay_ids)}
+
     async def gap(body: Message) -> Message:
-        replay_id = bus.inject_gap(
-            entity=_text(body, "entity"),
-            change_type=_text(body, "changeType"),
-            record_ids=_texts(body, "recordIds"),
+        return published(
+            bus.inject_gap(
+                entity=_text(body, "entity"),
+                change_type=_text(body, "changeType"),
+                record_ids=_texts(body, "recordIds"),
+            )
         )
-        return {"replayId": replay_id}
 
     async def overflow(body: Message) -> Message:
-        return {"replayId": bus.inject_overflow(entity=_text(body, "entity"))}
+        return published(bus.inject_overflow(entity=_text(body, "entity")))
 
     async def change(body: Message) -> Message:
         fields = body.get("fields", {})
@@ -434,7 +462,7 @@ def control_extra_routes(bus: EventBus) -> list[BaseRoute]:
         sequence_number = body.get("sequenceNumber", 1)
         if not isinstance(sequence_number, int):
             raise ValueError("'sequenceNumber' must be an integer")
-        replay_id = bus.publish_change(
+        event = bus.publish_change(
             entity=_text(body, "entity"),
             change_type=_text(body, "changeType"),
             record_ids=_texts(body, "recordIds"),
@@ -445,28 +473,29 @@ def control_extra_routes(bus: EventBus) -> list[BaseRoute]:
             transaction_key=_text(body, "transactionKey", default=bus.new_transaction_key()),
             sequence_number=sequence_number,
         )
-        return {"replayId": replay_id}
+        return published(event)
 
     async def platform(body: Message) -> Message:
         fields = body.get("fields", {})
         if not isinstance(fields, dict):
             raise ValueError("'fields' must be an object")
-        event_uuid = bus.publish_platform_event(
+        event = bus.publish_platform_event(
             name=_text(body, "name"),
             fields=fields,
             created_by=_text(body, "createdById", default="005000000000002AAA"),
         )
-        return {"eventUuid": event_uuid, "replayId": bus.latest_replay_id}
+        return {"eventUuid": event.data["payload"]["EventUuid"], **published(event)}
 
     async def list_events(request: Request) -> Response:
         channel = request.query_params.get("channel")
-        events = [e for e in bus.events() if channel is None or channel in e.channels]
-        return JSONResponse(
-            {
-                "latestReplayId": bus.latest_replay_id,
-                "events": [event.to_state() for event in events],
-            }
-        )
+        events = [e for e in bus.events() if channel is None or channel in e.replay_ids]
+        reply: Message = {
+            "latestReplayIds": bus.latest_replay_ids(),
+            "events": [event.to_state() for event in events],
+        }
+        if channel is not None:
+            reply["latestReplayId"] = bus.latest_replay_id(channel)
+        return JSONResponse(reply)
 
     def post(path: str, handler: Callable[[Message], Awaitable[Message]]) -> Route:
         async def endpoint(request: Request) -> Response:
@@ -512,6 +541,19 @@ def _success(
         reply["advice"] = advice
     if subscription is not None:
         reply["subscription"] = subscription
+    return _with_id(reply, message)
+
+
+def _unknown_client(message: Message) -> Message:
+    """`403::Unknown client`: no `clientId` in the reply, the one asked about does not exist."""
+    reply: Message = {
+        "channel": message["channel"],
+        "successful": False,
+        "error": "403::Unknown client",
+        "advice": dict(_HANDSHAKE_AGAIN),
+    }
+    if "subscription" in message:
+        reply["subscription"] = message["subscription"]
     return _with_id(reply, message)
 
 
@@ -563,7 +605,7 @@ def _version_error(version: str) -> str | None:
     if _VERSION_RE.match(version) and float(version) >= _MIN_VERSION:
         return None
     return (
-        "400::Unsupported API version. Only API versions '23.0' and above are supported. "
+        "400::Unsupported API version. Only API versions '37.0' and above are supported. "
         "URI format: '/cometd/60.0'"
     )
 

@@ -20,6 +20,7 @@ from starlette.applications import Starlette
 from emulators.common.server import ThreadedServer
 from emulators.salesforce.events import EventBus
 from emulators.salesforce.streaming import StreamingServer, control_extra_routes
+from tests.fixtures.salesforce_emulator import by_name
 from tests.fixtures.salesforce_streaming import OpenClient, TokenSetAuthenticator
 
 ORDER_CHANNEL = "/data/OrderChangeEvent"
@@ -87,7 +88,8 @@ def streaming_app() -> Iterator[StreamingApp]:
     )
     app = Starlette(routes=[*server.routes, *control_extra_routes(bus)])
     with ThreadedServer(app) as running:
-        yield StreamingApp(running.base_url, tokens, session_clock, bus_clock)
+        # By name: aiohttp keeps no cookie from an IP address, and the session cookie is required.
+        yield StreamingApp(by_name(running.base_url), tokens, session_clock, bus_clock)
 
 
 def replay_id_of(message: dict[str, Any]) -> int:
@@ -151,7 +153,7 @@ async def test_a_replay_id_whose_successors_left_retention_is_refused_with_the_r
     assert refused.value.error_code == 400
     assert refused.value.response is not None
     assert refused.value.response["error"] == (
-        f"400::The replayId {{{first}}} you provided was invalid. Please provide a valid ID, "
+        f"400::The replayId {{{first}}} you provided was invalid.  Please provide a valid ID, "
         "-2 to replay all events, or -1 to replay only new events."
     )
     # With a fallback the library subscribes again asking for everything retained.

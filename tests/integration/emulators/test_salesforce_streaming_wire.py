@@ -10,71 +10,27 @@ from __future__ import annotations
 
 from typing import Any
 
-import requests
-
 from tests.fixtures.salesforce_emulator import SalesforceEmulatorHandle
 
 ORDERS = "/data/OrderChangeEvent"
+ALL_CHANGES = "/data/ChangeEvents"
+PRODUCTS = "/data/Product2ChangeEvent"
+UNKNOWN_CLIENT_ADVICE = {"reconnect": "handshake", "interval": 0}
 
 
-class Bayeux:
-    """Posts Bayeux message batches to `/cometd/60.0` with a bearer token and a cookie jar."""
+def replay_ids(events: list[dict[str, Any]]) -> list[int]:
+    return [int(e["data"]["event"]["replayId"]) for e in events]
 
-    def __init__(self, h: SalesforceEmulatorHandle, token: str) -> None:
-        self.http: requests.Session = h.http()
-        self.url = f"{h.instance_url}/cometd/60.0"
-        self.token = token
-        self.client_id = ""
-        self._next_id = 0
 
-    def post(self, *messages: dict[str, Any]) -> list[dict[str, Any]]:
-        batch = []
-        for message in messages:
-            self._next_id += 1
-            batch.append({"id": str(self._next_id), **message})
-        reply = self.http.post(
-            self.url, json=batch, headers={"Authorization": f"Bearer {self.token}"}, timeout=10
-        )
-        assert reply.status_code == 200
-        body: list[dict[str, Any]] = reply.json()
-        return body
-
-    def handshake(self) -> dict[str, Any]:
-        (reply,) = self.post(
-            {
-                "channel": "/meta/handshake",
-                "version": "1.0",
-                "supportedConnectionTypes": ["long-polling"],
-            }
-        )
-        self.client_id = str(reply.get("clientId", ""))
-        return reply
-
-    def connect(self) -> list[dict[str, Any]]:
-        return self.post(
-            {
-                "channel": "/meta/connect",
-                "clientId": self.client_id,
-                "connectionType": "long-polling",
-            }
-        )
-
-    def subscribe(self, channel: str, replay: int | None = None) -> dict[str, Any]:
-        message: dict[str, Any] = {
-            "channel": "/meta/subscribe",
-            "clientId": self.client_id,
-            "subscription": channel,
-        }
-        if replay is not None:
-            message["ext"] = {"replay": {channel: replay}}
-        (reply,) = self.post(message)
-        return reply
+def record_ids(event: dict[str, Any]) -> list[str]:
+    ids: list[str] = event["data"]["payload"]["ChangeEventHeader"]["recordIds"]
+    return ids
 
 
 def test_handshake_offers_only_long_polling_and_the_replay_extension(
     sf_emulator: SalesforceEmulatorHandle,
 ) -> None:
-    bayeux = Bayeux(sf_emulator, sf_emulator.login())
+    bayeux = sf_emulator.bayeux()
     reply = bayeux.handshake()
 
     assert reply["successful"] is True and reply["channel"] == "/meta/handshake"
@@ -92,7 +48,7 @@ def test_first_connect_answers_at_once_with_the_advice_and_events_ride_along(
     sf: Any = sf_emulator.client()
     for order_id in ids["orders"].values():
         sf.Order.update(order_id, {"Description": "reviewed"})
-    bayeux = Bayeux(sf_emulator, sf_emulator.login())
+    bayeux = sf_emulator.bayeux()
     bayeux.handshake()
     subscribed = bayeux.subscribe(ORDERS, replay=-2)
     assert subscribed["successful"] is True and subscribed["subscription"] == ORDERS
@@ -111,7 +67,7 @@ def test_first_connect_answers_at_once_with_the_advice_and_events_ride_along(
 def test_a_rejected_token_gets_401_on_connect_and_handshake_denied_with_a_reason(
     sf_emulator: SalesforceEmulatorHandle,
 ) -> None:
-    good = Bayeux(sf_emulator, sf_emulator.login())
+    good = sf_emulator.bayeux()
     good.handshake()
     good.token = "00Dnot-a-token"
 
@@ -128,29 +84,33 @@ def test_a_rejected_token_gets_401_on_connect_and_handshake_denied_with_a_reason
 def test_an_unknown_client_is_told_to_handshake_again_at_once(
     sf_emulator: SalesforceEmulatorHandle,
 ) -> None:
-    bayeux = Bayeux(sf_emulator, sf_emulator.login())
+    bayeux = sf_emulator.bayeux()
     bayeux.handshake()
     sf_emulator.control("POST", "sessions/drop")
 
     (connect,) = bayeux.connect()
     assert connect["successful"] is False and connect["error"] == "403::Unknown client"
-    assert connect["advice"] == {"reconnect": "handshake", "interval": 0}
+    assert connect["advice"] == UNKNOWN_CLIENT_ADVICE
+    # Salesforce names no client in this reply: the one asked about does not exist.
+    assert "clientId" not in connect
     subscribe = bayeux.subscribe(ORDERS)
     assert subscribe["error"] == "403::Unknown client"
-    assert subscribe["advice"] == {"reconnect": "handshake", "interval": 0}
+    assert subscribe["advice"] == UNKNOWN_CLIENT_ADVICE
+    assert "clientId" not in subscribe
 
 
 def test_a_replay_id_outside_retention_gets_the_exact_400_text(
     sf_emulator: SalesforceEmulatorHandle,
 ) -> None:
-    bayeux = Bayeux(sf_emulator, sf_emulator.login())
+    bayeux = sf_emulator.bayeux()
     bayeux.handshake()
 
     reply = bayeux.subscribe(ORDERS, replay=82)
 
     assert reply["successful"] is False and reply["subscription"] == ORDERS
+    # Two spaces after "invalid.", as Salesforce sends it.
     assert reply["error"] == (
-        "400::The replayId {82} you provided was invalid. Please provide a valid ID, -2 to "
+        "400::The replayId {82} you provided was invalid.  Please provide a valid ID, -2 to "
         "replay all events, or -1 to replay only new events."
     )
 
@@ -162,10 +122,10 @@ def test_replay_minus_one_skips_retained_events_and_minus_two_replays_them(
     sf: Any = sf_emulator.client()
     for order_id in ids["orders"].values():
         sf.Order.update(order_id, {"Description": "reviewed"})
-    fresh = Bayeux(sf_emulator, sf_emulator.login())
+    fresh = sf_emulator.bayeux()
     fresh.handshake()
     fresh.subscribe(ORDERS, replay=-1)
-    everything = Bayeux(sf_emulator, sf_emulator.login())
+    everything = sf_emulator.bayeux()
     everything.handshake()
     everything.subscribe(ORDERS, replay=-2)
 
@@ -174,7 +134,7 @@ def test_replay_minus_one_skips_retained_events_and_minus_two_replays_them(
     assert replayed
     first = replayed[0]["data"]["event"]["replayId"]
 
-    resumed = Bayeux(sf_emulator, sf_emulator.login())
+    resumed = sf_emulator.bayeux()
     resumed.handshake()
     resumed.subscribe(ORDERS, replay=first)
     after = [r["data"]["event"]["replayId"] for r in resumed.connect() if r["channel"] == ORDERS]
@@ -188,7 +148,7 @@ def test_a_write_back_that_repeats_the_status_lists_only_the_fields_it_changed(
     sf: Any = sf_emulator.client()
     order_id = ids["orders"]["internet"]
     sf.Order.update(order_id, {"Status": "Activated"})
-    bayeux = Bayeux(sf_emulator, sf_emulator.login())
+    bayeux = sf_emulator.bayeux()
     bayeux.handshake()
     bayeux.subscribe(ORDERS, replay=-1)
     bayeux.connect()
@@ -217,3 +177,79 @@ def test_a_write_back_that_repeats_the_status_lists_only_the_fields_it_changed(
     assert payload["Activation_Status__c"] == "Activated"
     assert payload["Activation_Last_Attempt_At__c"] == "2025-01-15T10:00:00.000Z"
     assert set(payload) - {"ChangeEventHeader"} == set(header["changedFields"])
+
+
+def test_after_the_handshake_a_call_without_the_session_cookie_is_an_unknown_client(
+    sf_emulator: SalesforceEmulatorHandle,
+) -> None:
+    bayeux = sf_emulator.bayeux()
+    bayeux.handshake()
+    assert bayeux.subscribe(ORDERS)["successful"] is True
+    bayeux.http.cookies.clear()
+
+    (connect,) = bayeux.connect()
+
+    assert connect["successful"] is False and connect["error"] == "403::Unknown client"
+    assert connect["advice"] == UNKNOWN_CLIENT_ADVICE and "clientId" not in connect
+    # The refusal sets a fresh cookie; a new handshake under it works again.
+    assert "BAYEUX_BROWSER" in bayeux.http.cookies
+    assert bayeux.handshake()["successful"] is True
+    connected = bayeux.connect()
+    assert [r["successful"] for r in connected] == [True]
+
+
+def test_a_session_cookie_of_another_browser_does_not_open_the_session(
+    sf_emulator: SalesforceEmulatorHandle,
+) -> None:
+    first, second = sf_emulator.bayeux(), sf_emulator.bayeux()
+    first.handshake()
+    second.handshake()
+    assert first.http.cookies["BAYEUX_BROWSER"] != second.http.cookies["BAYEUX_BROWSER"]
+    second.client_id = first.client_id
+
+    (connect,) = second.connect()
+
+    assert connect["error"] == "403::Unknown client" and "clientId" not in connect
+
+
+def test_the_streaming_api_below_version_37_is_refused(
+    sf_emulator: SalesforceEmulatorHandle,
+) -> None:
+    old = sf_emulator.bayeux(version="36.0")
+    refused = old.handshake()
+    assert refused["successful"] is False and "clientId" not in refused
+    assert refused["error"].startswith("400::")
+    assert "37.0" in refused["error"]
+
+    oldest_served = sf_emulator.bayeux(version="37.0")
+    assert oldest_served.handshake()["successful"] is True
+
+
+def test_replay_ids_are_numbered_per_channel(sf_emulator: SalesforceEmulatorHandle) -> None:
+    ids = sf_emulator.seed_demo()
+    sf: Any = sf_emulator.client()
+    sf.Order.update(ids["orders"]["esim"], {"Description": "first"})
+    sf.Product2.update(ids["products"]["VPN-BASIC"], {"Description": "only on all changes"})
+    sf.Order.update(ids["orders"]["internet"], {"Description": "second"})
+
+    orders = sf_emulator.bayeux().retained(ORDERS)
+    everything = sf_emulator.bayeux().retained(ALL_CHANGES)
+    products = sf_emulator.bayeux().retained(PRODUCTS)
+
+    assert [record_ids(e) for e in orders] == [[ids["orders"]["esim"]], [ids["orders"]["internet"]]]
+    assert len(everything) == 3 and len(products) == 1
+    # Each channel numbers its own events: the same change has one id per channel it is on.
+    assert replay_ids(orders) != replay_ids([everything[0], everything[2]])
+    assert replay_ids(products) != replay_ids([everything[1]])
+    for channel_ids in (replay_ids(orders), replay_ids(everything)):
+        assert channel_ids == sorted(set(channel_ids))
+    retained = sf_emulator.control("GET", f"events?channel={ORDERS}")
+    assert retained["latestReplayId"] == replay_ids(orders)[-1]
+    assert [e["replayIds"][ORDERS] for e in retained["events"]] == replay_ids(orders)
+    assert retained["latestReplayIds"][ALL_CHANGES] == replay_ids(everything)[-1]
+    # A resume point is read on its own channel.
+    resumed = sf_emulator.bayeux()
+    resumed.handshake()
+    resumed.subscribe(ORDERS, replay=replay_ids(orders)[0])
+    after = [m for m in resumed.connect() if m["channel"] == ORDERS]
+    assert [record_ids(e) for e in after] == [[ids["orders"]["internet"]]]

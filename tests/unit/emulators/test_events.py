@@ -1,4 +1,5 @@
-"""The Salesforce emulator's event bus: envelopes, replay ids, retention and persistence."""
+"""The Salesforce emulator's event bus: envelopes, replay ids per channel, retention and
+persistence."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from emulators.salesforce.events import ALL_CHANGE_EVENTS, EventBus, StreamEvent
 
 ORDER_ID = "801000000000001AAA"
 USER_ID = "005000000000009AAA"
+ORDERS = "/data/OrderChangeEvent"
 
 
 class FakeClock:
@@ -24,6 +26,7 @@ class FakeClock:
 
 
 def publish_order_change(bus: EventBus, change_type: str = "CREATE", **overrides: Any) -> int:
+    """Publish an Order change (or of `entity`); return its replay id on the object's channel."""
     arguments: dict[str, Any] = {
         "entity": "Order",
         "change_type": change_type,
@@ -36,7 +39,8 @@ def publish_order_change(bus: EventBus, change_type: str = "CREATE", **overrides
         "sequence_number": 1,
     }
     arguments.update(overrides)
-    return bus.publish_change(**arguments)
+    event = bus.publish_change(**arguments)
+    return event.replay_id(event.channels[0])
 
 
 def payload_of(event: StreamEvent) -> dict[str, Any]:
@@ -51,18 +55,20 @@ def test_change_event_has_the_real_envelope_on_the_object_channel_and_change_eve
     replay_id = publish_order_change(bus)
 
     [event] = bus.events()
-    assert event.channels == ("/data/OrderChangeEvent", ALL_CHANGE_EVENTS)
-    assert event.message("/data/ChangeEvents")["channel"] == "/data/ChangeEvents"
-    assert event.data["event"] == {"replayId": replay_id}
+    assert event.channels == (ORDERS, ALL_CHANGE_EVENTS)
+    on_all = event.message(ALL_CHANGE_EVENTS)
+    assert on_all["channel"] == ALL_CHANGE_EVENTS
+    assert on_all["data"]["event"] == {"replayId": event.replay_id(ALL_CHANGE_EVENTS)}
+    assert event.message(ORDERS)["data"]["event"] == {"replayId": replay_id}
+    assert on_all["data"]["payload"] == event.message(ORDERS)["data"]["payload"]
     assert isinstance(event.data["schema"], str) and len(event.data["schema"]) == 22
     header = payload_of(event)["ChangeEventHeader"]
+    # No nulledFields/diffFields: those are Pub/Sub API only, never on the CometD wire.
     assert header == {
         "entityName": "Order",
         "recordIds": [ORDER_ID],
         "changeType": "CREATE",
         "changedFields": [],
-        "nulledFields": [],
-        "diffFields": [],
         "changeOrigin": "com/salesforce/api/rest/60.0;client=tests",
         "transactionKey": "txn-1",
         "sequenceNumber": 1,
@@ -93,7 +99,7 @@ def test_bodies_follow_the_change_type() -> None:
         "Description",
         "LastModifiedDate",
     ]
-    assert update["ChangeEventHeader"]["nulledFields"] == ["Description"]
+    assert "nulledFields" not in update["ChangeEventHeader"]
     assert list(delete) == ["ChangeEventHeader"]
     assert delete["ChangeEventHeader"]["changedFields"] == []
     assert undelete["Status"] == "Draft" and undelete["ChangeEventHeader"]["changedFields"] == []
@@ -133,21 +139,27 @@ def test_replay_ids_increase_with_gaps_and_depend_only_on_the_seed() -> None:
 def test_platform_event_carries_created_date_user_and_uuid() -> None:
     bus = EventBus(clock=FakeClock(1_700_000_000.5), rng=random.Random(5))
 
-    event_uuid = bus.publish_platform_event(
+    published = bus.publish_platform_event(
         name="Account_Eligibility_Update__e",
         fields={"Account_Id__c": "001000000000001AAA"},
         created_by=USER_ID,
     )
 
     [event] = bus.events()
-    assert event.channels == ("/event/Account_Eligibility_Update__e",)
+    channel = "/event/Account_Eligibility_Update__e"
+    assert event == published and event.channels == (channel,)
+    event_uuid = payload_of(event)["EventUuid"]
     assert payload_of(event) == {
         "Account_Id__c": "001000000000001AAA",
         "CreatedDate": "2023-11-14T22:13:20.500Z",
         "CreatedById": USER_ID,
         "EventUuid": event_uuid,
     }
-    assert event.data["event"] == {"EventUuid": event_uuid, "replayId": bus.latest_replay_id}
+    assert len(event_uuid) == 36
+    assert event.message(channel)["data"]["event"] == {
+        "EventUuid": event_uuid,
+        "replayId": bus.latest_replay_id(channel),
+    }
 
 
 def test_gap_events_carry_only_the_header_and_overflow_no_record_ids() -> None:
@@ -174,50 +186,50 @@ def test_gap_injection_refuses_a_non_gap_change_type(change_type: str) -> None:
 def test_events_older_than_retention_are_forgotten_and_resuming_before_them_is_refused() -> None:
     clock = FakeClock()
     bus = EventBus(retention_seconds=3600, clock=clock, rng=random.Random(9))
-    start = bus.latest_replay_id
+    start = bus.latest_replay_id(ORDERS)
     old = publish_order_change(bus, transaction_key="old")
     clock.now += 1800
     recent = publish_order_change(bus, transaction_key="recent")
-    assert bus.is_valid_resume_point(start)
+    assert bus.is_valid_resume_point(ORDERS, start)
 
     clock.now += 1801
 
-    assert [e.replay_id for e in bus.events()] == [recent]
-    assert not bus.is_valid_resume_point(start)
-    assert bus.is_valid_resume_point(old)
-    assert bus.is_valid_resume_point(recent)
-    assert not bus.is_valid_resume_point(recent + 1)
+    assert [e.replay_id(ORDERS) for e in bus.events()] == [recent]
+    assert not bus.is_valid_resume_point(ORDERS, start)
+    assert bus.is_valid_resume_point(ORDERS, old)
+    assert bus.is_valid_resume_point(ORDERS, recent)
+    assert not bus.is_valid_resume_point(ORDERS, recent + 1)
 
 
 def test_the_log_keeps_at_most_max_events() -> None:
     bus = EventBus(max_events=3, rng=random.Random(10))
     ids = [publish_order_change(bus, transaction_key=str(i)) for i in range(5)]
 
-    assert [e.replay_id for e in bus.events()] == ids[2:]
-    assert not bus.is_valid_resume_point(ids[0])
-    assert bus.is_valid_resume_point(ids[1])
+    assert [e.replay_id(ORDERS) for e in bus.events()] == ids[2:]
+    assert not bus.is_valid_resume_point(ORDERS, ids[0])
+    assert bus.is_valid_resume_point(ORDERS, ids[1])
 
 
 def test_snapshot_returns_events_of_one_channel_after_a_replay_id() -> None:
     bus = EventBus(rng=random.Random(11))
-    first = publish_order_change(bus, transaction_key="1")
+    publish_order_change(bus, transaction_key="1")
     bus.publish_platform_event(name="Account_Eligibility_Update__e", fields={}, created_by=USER_ID)
-    third = publish_order_change(bus, entity="OrderItem", transaction_key="3")
+    publish_order_change(bus, entity="OrderItem", transaction_key="3")
+    first, _, third = bus.events()
 
     everything, latest = bus.snapshot(ALL_CHANGE_EVENTS, None)
-    after_first, _ = bus.snapshot(ALL_CHANGE_EVENTS, first)
-    orders, _ = bus.snapshot("/data/OrderChangeEvent", None)
+    after_first, _ = bus.snapshot(ALL_CHANGE_EVENTS, first.replay_id(ALL_CHANGE_EVENTS))
+    orders, latest_order = bus.snapshot(ORDERS, None)
 
-    assert [e.replay_id for e in everything] == [first, third]
-    assert [e.replay_id for e in after_first] == [third]
-    assert [e.replay_id for e in orders] == [first]
-    assert latest == third
+    assert everything == [first, third] and after_first == [third] and orders == [first]
+    assert latest == third.replay_id(ALL_CHANGE_EVENTS)
+    assert latest_order == first.replay_id(ORDERS)
 
 
 def test_listeners_hear_each_event_in_order() -> None:
     bus = EventBus(rng=random.Random(12))
     heard: list[int] = []
-    bus.add_listener(lambda event: heard.append(event.replay_id))
+    bus.add_listener(lambda event: heard.append(event.replay_id(ORDERS)))
 
     ids = [publish_order_change(bus, transaction_key=str(i)) for i in range(3)]
 
@@ -234,10 +246,10 @@ def test_state_survives_a_round_trip_through_json_and_numbering_goes_on() -> Non
     restored.load_state(state)
     later = publish_order_change(restored, transaction_key="later")
 
-    assert [e.replay_id for e in restored.events()][:3] == ids
-    assert restored.events()[0].data == bus.events()[0].data
+    assert [e.replay_id(ORDERS) for e in restored.events()][:3] == ids
+    assert restored.events()[0] == bus.events()[0]
     assert later > ids[-1]
-    assert restored.is_valid_resume_point(ids[0])
+    assert restored.is_valid_resume_point(ORDERS, ids[0])
 
 
 def test_reset_forgets_events_and_refuses_old_resume_points() -> None:
@@ -247,7 +259,7 @@ def test_reset_forgets_events_and_refuses_old_resume_points() -> None:
     bus.reset()
 
     assert bus.events() == []
-    assert not bus.is_valid_resume_point(ids[0])
+    assert not bus.is_valid_resume_point(ORDERS, ids[0])
     assert publish_order_change(bus, transaction_key="after") > ids[-1]
 
 
@@ -259,3 +271,87 @@ def test_reset_with_a_seed_restarts_numbering_deterministically() -> None:
     bus.reset(seed=42)
 
     assert publish_order_change(bus) == first
+
+
+def test_each_channel_numbers_its_own_events() -> None:
+    bus = EventBus(rng=random.Random(16))
+    order = bus.publish_change(
+        entity="Order",
+        change_type="DELETE",
+        record_ids=[ORDER_ID],
+        fields={},
+        changed_fields=[],
+        commit_user=USER_ID,
+        change_origin="",
+        transaction_key="t",
+        sequence_number=1,
+    )
+    products = [
+        bus.publish_change(
+            entity="Product2",
+            change_type="DELETE",
+            record_ids=["01t000000000001AAA"],
+            fields={},
+            changed_fields=[],
+            commit_user=USER_ID,
+            change_origin="",
+            transaction_key=f"p{i}",
+            sequence_number=1,
+        )
+        for i in range(3)
+    ]
+
+    assert order.replay_id(ORDERS) != order.replay_id(ALL_CHANGE_EVENTS)
+    assert bus.latest_replay_id(ORDERS) == order.replay_id(ORDERS)
+    assert bus.latest_replay_id(ALL_CHANGE_EVENTS) == products[-1].replay_id(ALL_CHANGE_EVENTS)
+    # A resume point is checked against its own channel's numbering.
+    assert not bus.is_valid_resume_point(ORDERS, bus.latest_replay_id(ORDERS) + 1)
+    assert bus.is_valid_resume_point(
+        "/data/Product2ChangeEvent", products[0].replay_id("/data/Product2ChangeEvent")
+    )
+
+
+def test_a_create_drops_empty_components_of_a_nested_compound_field() -> None:
+    bus = EventBus(rng=random.Random(17))
+    publish_order_change(
+        bus,
+        fields={
+            "Status": "Draft",
+            "BillingAddress": {"Street": "1-2-3", "City": None},
+            "ShippingAddress": {"Street": None},
+        },
+    )
+    publish_order_change(
+        bus,
+        "UPDATE",
+        fields={"BillingAddress": {"City": None}},
+        changed_fields=["BillingAddress.City"],
+    )
+
+    create, update = (payload_of(e) for e in bus.events())
+    assert create["BillingAddress"] == {"Street": "1-2-3"} and "ShippingAddress" not in create
+    assert update["BillingAddress"] == {"City": None}
+
+
+def test_a_state_file_from_before_per_channel_replay_ids_still_loads() -> None:
+    old_state = {
+        "lastReplayId": 5_000_010,
+        "floor": 5_000_000,
+        "commitNumber": 42,
+        "events": [
+            {
+                "replayId": 5_000_010,
+                "channels": [ORDERS, ALL_CHANGE_EVENTS],
+                "data": {"schema": "s", "payload": {}, "event": {"replayId": 5_000_010}},
+                "publishedAt": 1_700_000_000.0,
+            }
+        ],
+    }
+    bus = EventBus(clock=FakeClock(), rng=random.Random(18))
+
+    bus.load_state(old_state)
+
+    [event] = bus.events()
+    assert event.message(ORDERS)["data"]["event"] == {"replayId": 5_000_010}
+    assert bus.is_valid_resume_point(ALL_CHANGE_EVENTS, 5_000_000)
+    assert publish_order_change(bus, transaction_key="new") > 5_000_010
