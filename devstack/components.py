@@ -1,11 +1,14 @@
 """The processes `fulfillment dev` runs after Temporal, Postgres and Redis — the extension point.
 
 `COMPONENTS` is an ordered list of factories. Each gets a `DevContext` (the state directory, the
-ports, the stack so far) and returns a `Planned` — the `Component` to start and the part of
-`.dev/stack.json` it provides — or None when it has nothing to run. Components start in list
-order, so one that needs another's URL or credentials comes after it and reads them from
-`context.stack`; `context.env()` is the engine's environment for that stack. A process added by
-a later issue (worker, listener, API) is one more factory appended here.
+ports, the stack planned so far) and returns a `Planned` — the `Component` to start, with the
+ports it listens on, and the part of `.dev/stack.json` it provides — or None when it has nothing
+to run. Every factory is called before anything starts (so that every port is checked first):
+a factory plans, it never starts or waits for anything. Components start in list order, so one
+that needs another's URL or credentials comes after it and reads them from `context.stack`;
+`context.env()` is the engine's environment for that stack. A process added by a later issue
+(worker, listener, API) is one more factory appended here, its ports (`context.ports.api`, a
+metrics port) listed in its `Component.ports`.
 
 The dev launcher is one of the two places (with the test fixtures) allowed to know both the
 engine and the emulators: the emulators' default credentials are read from their modules.
@@ -13,14 +16,21 @@ engine and the emulators: the emulators' default credentials are read from their
 
 from __future__ import annotations
 
+import ssl
 import sys
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
+import httpx
+import jwt
+
+from devstack.process import ServiceError
 from devstack.stack_file import stack_env
-from devstack.supervisor import Component, http_check
+from devstack.supervisor import Check, Component, http_check
 
 SF_API_VERSION = "60.0"
 
@@ -73,20 +83,67 @@ def _emulator(context: DevContext, name: str, port: int, *extra: str) -> tuple[s
     )
 
 
+def jwt_grant_check(
+    token_url: str, *, client_id: str, username: str, key_file: Path, ca_file: Path
+) -> Check:
+    """Ready when the token endpoint grants a JWT bearer assertion signed with `key_file`.
+
+    Proves what the engine will need (the emulator trusts the key that stack.json hands out);
+    a refusal is final, so it fails the start at once with the emulator's reason instead of
+    polling until the timeout.
+    """
+    from emulators.salesforce.auth import JWT_GRANT
+
+    parts = urlsplit(token_url)
+
+    def check() -> bool:
+        claims = {
+            "iss": client_id,
+            "sub": username,
+            "aud": f"{parts.scheme}://{parts.netloc}",
+            "exp": int(time.time()) + 180,
+        }
+        assertion = jwt.encode(claims, key_file.read_text(encoding="utf-8"), algorithm="RS256")
+        try:
+            verify = ssl.create_default_context(cafile=ca_file)
+            with httpx.Client(trust_env=False, timeout=2.0, verify=verify) as http:
+                reply = http.post(token_url, data={"grant_type": JWT_GRANT, "assertion": assertion})
+        except (httpx.HTTPError, OSError):
+            return False
+        if reply.status_code == 400:
+            raise ServiceError(
+                f"the Salesforce emulator refuses the dev stack's JWT key {key_file}: {reply.text}"
+            )
+        return reply.status_code == 200
+
+    return check
+
+
 def salesforce_emulator(context: DevContext) -> Planned | None:
     if not context.emulators:
         return None
     from emulators.salesforce import auth
+    from emulators.salesforce.tls import ensure_certs
 
     port = context.ports.salesforce
-    certs = context.dev_dir / "certs"
+    certs_dir = context.dev_dir / "certs"
+    # Made here rather than by the emulator, so the key's path is known before it starts; the
+    # emulator trusts `jwt-public.pem` of its --certs-dir (as the test fixture's does), and the
+    # pair is kept under .dev/ so tokens and the engine's settings survive restarts.
+    certs = ensure_certs(certs_dir)
     base = f"https://127.0.0.1:{port}"
-    ca_file = certs / "ca.pem"
+    token_url = f"{base}/services/oauth2/token"
     component = Component(
         "salesforce-emulator",
-        _emulator(context, "salesforce", port, "--certs-dir", str(certs)),
+        _emulator(context, "salesforce", port, "--certs-dir", str(certs_dir)),
         ports=(port,),
-        ready=http_check(f"{base}/__emulator__/state", ca_file=ca_file),
+        ready=jwt_grant_check(
+            token_url,
+            client_id=auth.DEFAULT_CLIENT_ID,
+            username=auth.DEFAULT_USERNAME,
+            key_file=certs.jwt_private_key,
+            ca_file=certs.ca,
+        ),
         url=base,
     )
     return Planned(
@@ -94,12 +151,15 @@ def salesforce_emulator(context: DevContext) -> Planned | None:
         {
             "salesforce": {
                 "instance_url": base,
-                "token_url": f"{base}/services/oauth2/token",
+                "token_url": token_url,
+                "auth_flow": "jwt",
                 "client_id": auth.DEFAULT_CLIENT_ID,
-                "client_secret": auth.DEFAULT_CLIENT_SECRET,
                 "username": auth.DEFAULT_USERNAME,
+                "jwt_key_file": str(certs.jwt_private_key),
+                # For trying the other flows by hand; the engine uses JWT bearer.
+                "client_secret": auth.DEFAULT_CLIENT_SECRET,
                 "password": auth.DEFAULT_PASSWORD,
-                "ca_file": str(ca_file),
+                "ca_file": str(certs.ca),
                 "api_version": SF_API_VERSION,
             }
         },

@@ -1,12 +1,16 @@
 """`fulfillment dev`: the whole stack on one machine, supervised, described in `.dev/stack.json`.
 
     fulfillment dev [--fresh] [--dir .dev] [--no-emulators] [--free-ports] [--<name>-port N]
+                    [--no-fsync]
 
 Order: Temporal, Postgres (unless DATABASE_URL), Redis (unless REDIS_URL), migrations, then the
 components of `devstack.components.COMPONENTS` (emulators now; worker, listener and API as they
-are added there). Every child runs in its own process group with its output in
-`.dev/logs/<name>.log`; Ctrl-C or SIGTERM stops them all, the last started first. A launcher that
-was killed leaves `.dev/pids.json` behind, and the next one stops what it left running.
+are added there). The whole stack is planned first and every port it will listen on is checked
+free before anything starts, so a taken port stops the launcher with one line instead of leaving
+half a stack. Every child runs in its own process group with its output in
+`.dev/logs/<name>.log` and dies with the launcher (the kernel's parent-death signal, so even after
+`kill -9`); Ctrl-C or SIGTERM stops them all, the last started first. A launcher that was killed
+leaves `.dev/pids.json` behind, and the next one stops whatever it left still running.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import fields, replace
+from dataclasses import dataclass, field, fields, replace
 from functools import partial
 from pathlib import Path
 from types import FrameType
@@ -28,7 +32,14 @@ from urllib.parse import urlsplit, urlunsplit
 
 from devstack.components import COMPONENTS, DevContext, Ports
 from devstack.leftovers import AlreadyRunning, LauncherLock, record_children, stop_leftovers
-from devstack.process import ChildProcess, ServiceError, free_port, live_children, watch_children
+from devstack.process import (
+    ChildProcess,
+    ServiceError,
+    free_port,
+    live_children,
+    port_is_free,
+    watch_children,
+)
 from devstack.services import start_postgres, start_redis, start_temporal
 from devstack.stack_file import Stack, dev_secrets, merge, write_stack
 from devstack.supervisor import ServiceUnit, Supervisor
@@ -66,6 +77,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--free-ports", action="store_true", help="pick free ports for everything not set"
     )
+    parser.add_argument(
+        "--no-fsync",
+        action="store_true",
+        help="run the embedded Postgres without fsync: faster, but a crash of the machine may "
+        "lose or corrupt .dev/postgres",
+    )
     for item in fields(Ports):
         flag = item.name.replace("_", "-")
         parser.add_argument(f"--{flag}-port", dest=f"port_{item.name}", type=int, metavar="N")
@@ -73,7 +90,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _ports(args: argparse.Namespace, environ: Mapping[str, str]) -> Ports:
-    """Flags win over DEV_<NAME>_PORT, which wins over the defaults; 0 becomes a free port."""
+    """Flags win over DEV_<NAME>_PORT, which wins over the defaults; 0 becomes a free port
+    (never one chosen by hand for another part, never the same one twice)."""
     chosen: dict[str, int] = {}
     for item in fields(Ports):
         value: int | None = getattr(args, f"port_{item.name}")
@@ -82,8 +100,36 @@ def _ports(args: argparse.Namespace, environ: Mapping[str, str]) -> Ports:
         if value is None and args.free_ports:
             value = 0
         if value is not None:
-            chosen[item.name] = value or free_port()
+            chosen[item.name] = value
+    by_hand = {value for value in chosen.values() if value}
+    for name, value in chosen.items():
+        if not value:
+            chosen[name] = free_port(avoid=by_hand)
     return replace(Ports(), **chosen)
+
+
+def _how_to_move(ports: Ports, port: int) -> str:
+    names = [item.name for item in fields(Ports) if getattr(ports, item.name) == port]
+    flags = [f"--{name.replace('_', '-')}-port N, DEV_{name.upper()}_PORT=N" for name in names]
+    return f" ({' or '.join(flags)} or --free-ports)" if flags else ""
+
+
+def check_ports(claims: list[tuple[str, int]], ports: Ports, host: str = "127.0.0.1") -> None:
+    """Raise, naming the part and the port, when two parts want one port or one is taken."""
+    owner: dict[int, str] = {}
+    for name, port in claims:
+        if port in owner:
+            raise ServiceError(
+                f"{owner[port]} and {name} both want port {host}:{port}; give one of them "
+                f"another port{_how_to_move(ports, port)}"
+            )
+        owner[port] = name
+    for name, port in claims:
+        if not port_is_free(host, port):
+            raise ServiceError(
+                f"{name}: port {host}:{port} is already in use; choose another port"
+                f"{_how_to_move(ports, port)}"
+            )
 
 
 def _timed(label: str, action: Callable[[], T], done: Callable[[T], str] | None = None) -> T:
@@ -117,13 +163,15 @@ async def _prepare_database(server_url: str) -> tuple[str, list[str]]:
     finally:
         await admin.close()
     url = _with_database(server_url, DEV_DATABASE)
-    return url, await apply_migrations(url)
+    return url, await apply_migrations(url, create_portal_tables=True)
 
 
 def _migrate(url: str) -> list[str]:
     from migrations.runner import apply_migrations
 
-    return asyncio.run(apply_migrations(url))
+    # A dev database: no portal runs against it to create the portal's `id_mappings` (an
+    # existing table is checked, never replaced).
+    return asyncio.run(apply_migrations(url, create_portal_tables=True))
 
 
 def _wipe(dev_dir: Path, keep: Path) -> None:
@@ -136,8 +184,21 @@ def _wipe(dev_dir: Path, keep: Path) -> None:
             entry.unlink()
 
 
+@dataclass(frozen=True)
+class _Step:
+    """One part of the planned stack: what it listens on, how to start it, what it adds to
+    stack.json once started."""
+
+    name: str
+    ports: tuple[int, ...]
+    run: Callable[[], object]
+    stack: Stack = field(default_factory=dict)
+    # (name, address) printed once the stack is up.
+    shown: tuple[str, str] | None = None
+
+
 class Launcher:
-    """One run of the dev stack: start, watch, stop."""
+    """One run of the dev stack: plan, check the ports, start, watch, stop."""
 
     def __init__(self, args: argparse.Namespace, environ: Mapping[str, str]) -> None:
         self.args = args
@@ -145,109 +206,171 @@ class Launcher:
         self.dev_dir: Path = args.dir.expanduser().resolve()
         self.ports = _ports(args, environ)
         self.supervisor = Supervisor(self.dev_dir / "logs", say=_say)
+        # What has been started so far: stack.json never names a part that is not up.
         self.stack: Stack = {}
         self.urls: list[tuple[str, str]] = []
 
-    def _service(self, name: str, start: Callable[[Path], ChildProcess]) -> None:
-        _timed(f"starting {name}", lambda: self.supervisor.start(ServiceUnit(name, start)))
-
-    def start(self) -> None:
-        dev = self.dev_dir
-        ports = self.ports
-        namespace = self.environ.get("TEMPORAL_NAMESPACE", "default")
-        self._service(
-            "Temporal",
-            lambda log: (
-                start_temporal(
-                    port=ports.temporal,
-                    ui_port=ports.temporal_ui,
-                    db_file=dev / "temporal.db",
-                    namespace=namespace,
-                    log_file=log,
-                ).process
-            ),
+    def _server(
+        self,
+        name: str,
+        ports: tuple[int, ...],
+        start: Callable[[Path], ChildProcess],
+        stack: Stack | None = None,
+        shown: str | None = None,
+    ) -> _Step:
+        unit = ServiceUnit(name, start)
+        return _Step(
+            name,
+            ports,
+            partial(_timed, f"starting {name}", partial(self.supervisor.start, unit)),
+            stack or {},
+            (name, shown) if shown else None,
         )
-        temporal_address = f"127.0.0.1:{ports.temporal}"
-        ui_url = f"http://127.0.0.1:{ports.temporal_ui}"
-        self.stack["temporal"] = {
-            "address": temporal_address,
-            "ui_url": ui_url,
-            "namespace": namespace,
-            "task_queue": self.environ.get("TEMPORAL_TASK_QUEUE", TASK_QUEUE_DEFAULT),
-        }
-        self.urls.append(("Temporal", f"{temporal_address}  (UI {ui_url})"))
 
-        if external_database := self.environ.get("DATABASE_URL"):
-            database_url = external_database
-            _timed(
-                "applying migrations (DATABASE_URL)",
-                lambda: _migrate(external_database),
-                lambda done: f"{len(done)} applied",
-            )
-        else:
-            self._service(
-                "Postgres",
-                lambda log: (
-                    start_postgres(dev / "postgres", port=ports.postgres, log_file=log).process
-                ),
-            )
-            server_url = f"postgresql://postgres@127.0.0.1:{ports.postgres}/postgres"
-            database_url, _ = _timed(
-                "applying migrations",
-                lambda: asyncio.run(_prepare_database(server_url)),
-                lambda result: f"{len(result[1])} applied",
-            )
-        self.stack["database_url"] = database_url
-        self.urls.append(("Postgres", database_url))
-
-        if not (redis_url := self.environ.get("REDIS_URL")):
-            self._service(
-                "Redis",
-                lambda log: (
-                    start_redis(port=ports.redis, data_dir=dev / "redis", log_file=log).process
-                ),
-            )
-            redis_url = f"redis://127.0.0.1:{ports.redis}/0"
-        self.stack["redis_url"] = redis_url
-        self.urls.append(("Redis", redis_url))
-
-        secrets = dev_secrets(dev)
-        merge(
-            self.stack,
-            {
-                "api": {
-                    "service_token": secrets["api_service_token"],
-                    "ops_token": secrets["api_ops_token"],
-                },
-                "whmcs": {"webhook_secret": secrets["whmcs_webhook_secret"]},
-            },
+    def plan(self) -> list[_Step]:
+        """Every part of the stack in start order. Starts nothing: planning a component only
+        decides its argv, ports and stack.json section (and may create files it will need)."""
+        steps = [self._temporal(), *self._postgres(), self._redis(), self._secrets()]
+        planned_stack: Stack = {}
+        for step in steps:
+            merge(planned_stack, step.stack)
+        context = DevContext(
+            dev_dir=self.dev_dir,
+            ports=self.ports,
+            stack=planned_stack,
+            emulators=not self.args.no_emulators,
         )
-        self._start_components()
-        path = write_stack(dev, self.stack)
-        _say(f"\nThe stack is up. Everything is described in {path}:")
-        width = max(len(name) for name, _ in self.urls)
-        for name, url in self.urls:
-            _say(f"  {name.ljust(width)}  {url}")
-        _say(f"Logs: {dev / 'logs'}/<name>.log — Ctrl-C stops everything.")
-
-    def _start_components(self) -> None:
         for factory in COMPONENTS:
-            context = DevContext(
-                dev_dir=self.dev_dir,
-                ports=self.ports,
-                stack=self.stack,
-                emulators=not self.args.no_emulators,
-            )
+            # Each factory sees the stack planned so far (the DevContext holds it by reference).
             planned = factory(context)
             if planned is None:
                 continue
             component = planned.component
-            _timed(f"starting {component.name}", partial(self.supervisor.start, component))
-            merge(self.stack, planned.stack)
-            if component.url:
-                self.urls.append((component.name, component.url))
-            # Written after each component, so a later one's failure still leaves a usable file.
+            merge(planned_stack, planned.stack)
+            steps.append(
+                _Step(
+                    component.name,
+                    component.ports,
+                    partial(
+                        _timed,
+                        f"starting {component.name}",
+                        partial(self.supervisor.start, component),
+                    ),
+                    dict(planned.stack),
+                    (component.name, component.url) if component.url else None,
+                )
+            )
+        return steps
+
+    def _temporal(self) -> _Step:
+        ports, namespace = self.ports, self.environ.get("TEMPORAL_NAMESPACE", "default")
+        address = f"127.0.0.1:{ports.temporal}"
+        ui_url = f"http://127.0.0.1:{ports.temporal_ui}"
+        db_file = self.dev_dir / "temporal.db"
+        return self._server(
+            "Temporal",
+            (ports.temporal, ports.temporal_ui),
+            lambda log: (
+                start_temporal(
+                    port=ports.temporal,
+                    ui_port=ports.temporal_ui,
+                    db_file=db_file,
+                    namespace=namespace,
+                    log_file=log,
+                ).process
+            ),
+            {
+                "temporal": {
+                    "address": address,
+                    "ui_url": ui_url,
+                    "namespace": namespace,
+                    "task_queue": self.environ.get("TEMPORAL_TASK_QUEUE", TASK_QUEUE_DEFAULT),
+                }
+            },
+            f"{address}  (UI {ui_url})",
+        )
+
+    def _postgres(self) -> list[_Step]:
+        if external := self.environ.get("DATABASE_URL"):
+            migrate = partial(
+                _timed,
+                "applying migrations (DATABASE_URL)",
+                partial(_migrate, external),
+                lambda done: f"{len(done)} applied",
+            )
+            return [
+                _Step("Postgres", (), migrate, {"database_url": external}, ("Postgres", external))
+            ]
+        port, data_dir, durable = (
+            self.ports.postgres,
+            self.dev_dir / "postgres",
+            not self.args.no_fsync,
+        )
+        server_url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
+        database_url = _with_database(server_url, DEV_DATABASE)
+        prepare = partial(
+            _timed,
+            "applying migrations",
+            lambda: asyncio.run(_prepare_database(server_url)),
+            lambda result: f"{len(result[1])} applied",
+        )
+        return [
+            self._server(
+                "Postgres",
+                (port,),
+                lambda log: (
+                    start_postgres(data_dir, port=port, log_file=log, durable=durable).process
+                ),
+            ),
+            _Step(
+                "migrations",
+                (),
+                prepare,
+                {"database_url": database_url},
+                ("Postgres", database_url),
+            ),
+        ]
+
+    def _redis(self) -> _Step:
+        if external := self.environ.get("REDIS_URL"):
+            return _Step("Redis", (), lambda: None, {"redis_url": external}, ("Redis", external))
+        port, data_dir = self.ports.redis, self.dev_dir / "redis"
+        url = f"redis://127.0.0.1:{port}/0"
+        return self._server(
+            "Redis",
+            (port,),
+            lambda log: start_redis(port=port, data_dir=data_dir, log_file=log).process,
+            {"redis_url": url},
+            url,
+        )
+
+    def _secrets(self) -> _Step:
+        secrets = dev_secrets(self.dev_dir)
+        section = {
+            "api": {
+                "service_token": secrets["api_service_token"],
+                "ops_token": secrets["api_ops_token"],
+            },
+            "whmcs": {"webhook_secret": secrets["whmcs_webhook_secret"]},
+        }
+        return _Step("secrets", (), lambda: None, section)
+
+    def start(self) -> None:
+        steps = self.plan()
+        check_ports([(step.name, port) for step in steps for port in step.ports], self.ports)
+        for step in steps:
+            step.run()
+            merge(self.stack, step.stack)
+            if step.shown:
+                self.urls.append(step.shown)
+            # Written after each part, so a later one's failure still leaves a usable file.
             write_stack(self.dev_dir, self.stack)
+        path = write_stack(self.dev_dir, self.stack)
+        _say(f"\nThe stack is up. Everything is described in {path}:")
+        width = max(len(name) for name, _ in self.urls)
+        for name, url in self.urls:
+            _say(f"  {name.ljust(width)}  {url}")
+        _say(f"Logs: {self.dev_dir / 'logs'}/<name>.log — Ctrl-C stops everything.")
 
     def watch(self) -> None:
         while True:

@@ -1,9 +1,11 @@
 """`.dev/stack.json`: where everything of the dev stack is and how to log in, plus the dev secrets.
 
-The stack is a JSON-shaped dict with the keys of DESIGN.md ("`.dev/stack.json` keys"); `stack_env`
-turns it into the environment variables the engine's processes read (config/settings.py), which
-the launcher also writes to `.dev/stack.env` for a shell (`set -a; . .dev/stack.env`). Dev tokens
-and secrets are generated once and kept in `.dev/secrets.json`, so they survive restarts.
+The stack is a JSON-shaped dict with the keys of DESIGN.md ("`.dev/stack.json` keys", plus
+`salesforce.auth_flow` and `salesforce.jwt_key_file`: the engine signs in with JWT bearer);
+`stack_env` turns it into the environment variables the engine's processes read
+(config/settings.py), which the launcher also writes to `.dev/stack.env` for a shell
+(`set -a; . .dev/stack.env`). Dev tokens and secrets are generated once and kept in
+`.dev/secrets.json`, so they survive restarts.
 """
 
 from __future__ import annotations
@@ -30,10 +32,12 @@ ENV_FROM_STACK: tuple[tuple[str, str], ...] = (
     ("WHMCS_WEBHOOK_SECRET", "whmcs.webhook_secret"),
     ("SF_INSTANCE_URL", "salesforce.instance_url"),
     ("SF_TOKEN_URL", "salesforce.token_url"),
+    ("SF_AUTH_FLOW", "salesforce.auth_flow"),
     ("SF_CLIENT_ID", "salesforce.client_id"),
     ("SF_CLIENT_SECRET", "salesforce.client_secret"),
     ("SF_USERNAME", "salesforce.username"),
     ("SF_PASSWORD", "salesforce.password"),
+    ("SF_JWT_KEY_FILE", "salesforce.jwt_key_file"),
     ("SF_CA_FILE", "salesforce.ca_file"),
     ("SF_API_VERSION", "salesforce.api_version"),
     ("WHMCS_API_URL", "whmcs.api_url"),

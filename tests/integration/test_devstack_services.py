@@ -15,7 +15,13 @@ import redis
 from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
 from temporalio.client import Client
 
-from devstack.components import DevContext, Ports, whmcs_emulator
+from devstack.components import (
+    DevContext,
+    Ports,
+    jwt_grant_check,
+    salesforce_emulator,
+    whmcs_emulator,
+)
 from devstack.process import ServiceError, group_alive
 from devstack.services import (
     SEARCH_ATTRIBUTES,
@@ -26,6 +32,8 @@ from devstack.services import (
     temporal_binary,
     temporal_test_server_binary,
 )
+from emulators.common.server import ThreadedServer
+from emulators.salesforce.app import create_app as create_salesforce_app
 
 
 def _kill_hard(pid: int) -> None:
@@ -177,3 +185,37 @@ def test_an_emulator_is_not_ready_while_a_stranger_answers_on_its_port(tmp_path:
     finally:
         stranger.shutdown()
         stranger.server_close()
+
+
+def test_salesforce_readiness_fails_at_once_when_the_emulator_refuses_the_dev_key(
+    tmp_path: Path,
+) -> None:
+    sf = salesforce_emulator(DevContext(dev_dir=tmp_path / "dev", ports=Ports(), stack={}))
+    assert sf is not None
+    section = sf.stack["salesforce"]
+    # An emulator that trusts some other key pair (another checkout's .dev/certs, say).
+    app = create_salesforce_app(certs_dir=tmp_path / "other-certs")
+    with ThreadedServer(
+        app, ssl_certfile=app.state.ssl_certfile, ssl_keyfile=app.state.ssl_keyfile
+    ) as server:
+        check = jwt_grant_check(
+            f"{server.base_url}/services/oauth2/token",
+            client_id=section["client_id"],
+            username=section["username"],
+            key_file=Path(section["jwt_key_file"]),
+            ca_file=Path(app.state.ca_file),
+        )
+        with pytest.raises(ServiceError, match="refuses the dev stack's JWT key"):
+            check()
+    trusting = create_salesforce_app(certs_dir=tmp_path / "dev" / "certs")
+    with ThreadedServer(
+        trusting, ssl_certfile=trusting.state.ssl_certfile, ssl_keyfile=trusting.state.ssl_keyfile
+    ) as server:
+        check = jwt_grant_check(
+            f"{server.base_url}/services/oauth2/token",
+            client_id=section["client_id"],
+            username=section["username"],
+            key_file=Path(section["jwt_key_file"]),
+            ca_file=Path(section["ca_file"]),
+        )
+        assert check() is True
