@@ -82,7 +82,7 @@ def test_whmcs_restarted_from_its_state_file_keeps_its_data(tmp_path: Path) -> N
         assert added["result"] == "success"
     with emulate(*args, stop=signal.SIGINT) as url:
         orders = whmcs_call(url, "GetOrders")
-        assert orders["totalresults"] == "1"
+        assert orders["totalresults"] == 1
         details = whmcs_call(url, "GetClientsDetails", clientid=4)
         assert details["result"] == "success"
         assert whmcs_call(url, "GetClientsDetails", clientid=5)["result"] == "error", (
