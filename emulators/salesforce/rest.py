@@ -4,8 +4,12 @@
 body) for an authenticated session and returns the status, body and headers Salesforce would
 send; the Starlette endpoint and the composite resource both use it, so a composite subrequest
 behaves exactly like the same call made alone. Each top-level call is one transaction: its record
-changes publish change events (one transaction key, numbered in order) only once it commits.
-Platform events posted as `sobjects/<Name>__e` are published on the event bus.
+changes publish change events (`cdc.transaction_events`: one per record, merged across records
+with the same change; one transaction key, numbered in order) only once it commits. Their
+`changeOrigin` is `com/salesforce/api/rest/<version>`, with `;client=<name>` only when the call
+sent `Sforce-Call-Options: client=<name>`. Platform events posted as `sobjects/<Name>__e` are
+published on the event bus. A record read carries the flat address fields and, as Salesforce's
+does, the compound `BillingAddress` (null when every component is empty).
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from emulators.salesforce import ids, schema, soql
+from emulators.salesforce import cdc, ids, schema, soql
 from emulators.salesforce.auth import Session, SessionStore
 from emulators.salesforce.errors import ApiError, invalid_session, not_found
 from emulators.salesforce.events import EventBus
@@ -164,25 +168,22 @@ class RestApi:
         return response
 
     def publish(self, tx: Transaction, request: ApiRequest) -> None:
-        if not tx.changes and not tx.platform_events:
-            return
+        events = cdc.transaction_events(
+            tx.changes, lambda record_id: self.store.get(record_id, include_deleted=True)
+        )
         origin = f"com/salesforce/api/rest/{request.version}"
-        client = _call_option_client(request.headers) or request.session.client_id
+        # Only a client the call named itself: the connected app is not the client.
+        client = _call_option_client(request.headers)
         if client:
             origin += f";client={client}"
-        key = self.bus.new_transaction_key()
-        sequence = 0
-        for change in tx.changes:
-            sobject = schema.get_object(change.entity)
-            if sobject is None or not sobject.change_events:
-                continue
-            sequence += 1
+        key = self.bus.new_transaction_key() if events else ""
+        for sequence, event in enumerate(events, start=1):
             self.bus.publish_change(
-                entity=change.entity,
-                change_type=change.change_type,
-                record_ids=[change.record_id],
-                fields=_event_fields(sobject, change.fields),
-                changed_fields=change.changed_fields,
+                entity=event.entity,
+                change_type=event.change_type,
+                record_ids=event.record_ids,
+                fields=event.fields,
+                changed_fields=event.changed_fields,
                 commit_user=tx.user_id,
                 change_origin=origin,
                 transaction_key=key,
@@ -397,10 +398,18 @@ class RestApi:
             }
         }
         if wanted is None:
-            out.update({spec.name: record.get(spec.name) for spec in sobject.fields})
+            for field_spec in sobject.fields:
+                out[field_spec.name] = record.get(field_spec.name)
+                member = sobject.compound_of(field_spec.name)
+                if member is not None and field_spec.name == member[0].field_names[-1]:
+                    out[member[0].name] = _rest_compound(member[0], record)
             return out
         for name in (n.strip() for n in wanted.split(",") if n.strip()):
             spec = sobject.field(name)
+            compound = sobject.compound(name) if spec is None else None
+            if compound is not None:
+                out[compound.name] = _rest_compound(compound, record)
+                continue
             if spec is None:
                 raise ApiError(
                     400,
@@ -709,19 +718,14 @@ def _record_body(body: Any) -> dict[str, Any]:
     return body
 
 
-def _event_fields(sobject: SObject, fields: dict[str, Any]) -> dict[str, Any]:
-    """Field values as a change event carries them: date-times in `...000Z` form."""
-    out: dict[str, Any] = {}
-    for name, value in fields.items():
-        spec = sobject.field(name)
-        if spec is not None and spec.type is FieldType.DATETIME and isinstance(value, str):
-            moment = schema.parse_datetime(value)
-            if moment is not None:
-                value = moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + (
-                    f"{moment.microsecond // 1000:03d}Z"
-                )
-        out[name] = value
-    return out
+def _rest_compound(compound: schema.CompoundField, record: Record) -> dict[str, Any] | None:
+    """A compound address as REST reads give it: lower camel case keys, null when empty."""
+    if all(record.get(name) is None for name in compound.field_names):
+        return None
+    value: dict[str, Any] = {"geocodeAccuracy": None, "latitude": None, "longitude": None}
+    for part, name in compound.parts:
+        value[part[0].lower() + part[1:]] = record.get(name)
+    return dict(sorted(value.items()))
 
 
 def _describe(sobject: SObject, request: ApiRequest) -> dict[str, Any]:
@@ -752,6 +756,25 @@ def _describe(sobject: SObject, request: ApiRequest) -> dict[str, Any]:
                 "defaultValue": spec.default,
             }
             for spec in sobject.fields
+        ]
+        + [
+            {
+                "name": compound.name,
+                "label": compound.name,
+                "type": "address",
+                "length": 0,
+                "nillable": True,
+                "createable": False,
+                "updateable": False,
+                "externalId": False,
+                "idLookup": False,
+                "referenceTo": [],
+                "relationshipName": None,
+                "restrictedPicklist": False,
+                "picklistValues": [],
+                "defaultValue": None,
+            }
+            for compound in sobject.compounds
         ],
         "childRelationships": [
             {"childSObject": c.child_object, "field": c.field, "relationshipName": c.name}

@@ -66,6 +66,28 @@ class ChildRelationship:
 
 
 @dataclass(frozen=True)
+class CompoundField:
+    """A compound address over its component fields (`BillingAddress` over `BillingStreet`, …).
+
+    `parts` pairs each component's name as change events spell it (`Street`) with its field. REST
+    reads spell the components in lower camel case (`street`, `postalCode`) and add the geocode
+    components (null here: the org stores no geocodes).
+    """
+
+    name: str
+    parts: tuple[tuple[str, str], ...]
+
+    @property
+    def field_names(self) -> tuple[str, ...]:
+        return tuple(name for _, name in self.parts)
+
+
+def _address(prefix: str) -> CompoundField:
+    components = ("Street", "City", "State", "PostalCode", "Country")
+    return CompoundField(f"{prefix}Address", tuple((c, f"{prefix}{c}") for c in components))
+
+
+@dataclass(frozen=True)
 class SObject:
     name: str
     key_prefix: str
@@ -75,6 +97,7 @@ class SObject:
     platform_event: bool = False
     # Objects whose REST changes publish change data capture events.
     change_events: bool = False
+    compounds: tuple[CompoundField, ...] = ()
     _by_name: dict[str, Field] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -82,6 +105,18 @@ class SObject:
 
     def field(self, name: str) -> Field | None:
         return self._by_name.get(name.lower())
+
+    def compound(self, name: str) -> CompoundField | None:
+        lowered = name.lower()
+        return next((c for c in self.compounds if c.name.lower() == lowered), None)
+
+    def compound_of(self, field_name: str) -> tuple[CompoundField, str] | None:
+        """The compound field that `field_name` is a component of, and the component's name."""
+        for compound in self.compounds:
+            for part, name in compound.parts:
+                if name == field_name:
+                    return compound, part
+        return None
 
     def relationship(self, name: str) -> Field | None:
         lowered = name.lower()
@@ -253,7 +288,11 @@ PRICEBOOK_ENTRY = SObject(
     change_events=True,
 )
 
-ORDER_STATUSES = ("Draft", "Activated")
+ORDER_DRAFT = "Draft"
+ORDER_ACTIVATED = "Activated"
+# Salesforce groups Status values into the Draft and Activated categories; here each category
+# has one value of the same name.
+ORDER_STATUSES = (ORDER_DRAFT, ORDER_ACTIVATED)
 ACTIVATION_STATUSES = ("Pending", "Activating", "Activated", "Failed", "Cancelled")
 
 ORDER = SObject(
@@ -298,6 +337,7 @@ ORDER = SObject(
     ),
     children=(ChildRelationship("OrderItems", "OrderItem", "OrderId"),),
     change_events=True,
+    compounds=(_address("Billing"),),
 )
 
 ORDER_ITEM = SObject(

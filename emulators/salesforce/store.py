@@ -10,6 +10,10 @@ value is not changed), plus LastModifiedDate; an update that changes nothing sti
 save and yields an UPDATE listing only LastModifiedDate (and LastModifiedById when another user
 saves); protocols.md is silent on this. Derived values (TotalPrice, TotalAmount) follow their
 inputs without being listed.
+
+Every write of one transaction carries the same LastModifiedDate/SystemModstamp (the time of its
+first write), so that the same change to several records is the same change, as Salesforce
+merges it into one event (protocols.md says nothing of the timestamps themselves).
 It knows nothing of HTTP or of events.
 """
 
@@ -28,20 +32,20 @@ from emulators.salesforce.schema import Field, FieldType, SObject
 Record = dict[str, Any]
 
 STANDARD_PRICEBOOK_NAME = "Standard Price Book"
-# Fields Salesforce maintains itself; they never appear in a change event's changed fields list
-# except LastModifiedDate, which every update carries.
-_AUDIT_FIELDS = ("Id", "IsDeleted", "SystemModstamp")
 _AUTONUMBERS = {"Order": ("OrderNumber", 8, 100), "OrderItem": ("OrderItemNumber", 10, 1)}
 
 
 @dataclass
 class Change:
-    """One committed record change, in the terms a change event speaks."""
+    """One record operation of a transaction, in the terms a change event speaks.
+
+    The values are not kept here: a change event carries the committed ones, read once the
+    transaction is over.
+    """
 
     entity: str
     change_type: str  # CREATE, UPDATE or DELETE
     record_id: str
-    fields: dict[str, Any]
     changed_fields: list[str]
 
 
@@ -53,6 +57,8 @@ class Transaction:
     changes: list[Change] = field(default_factory=list)
     undo: list[tuple[str, str, Record | None]] = field(default_factory=list)
     platform_events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    # The audit timestamp of every write in the transaction, fixed at its first write.
+    timestamp: str | None = None
 
     def mark(self) -> tuple[int, int, int]:
         """A savepoint: `Store.rollback(tx, to=mark)` undoes only what came after it."""
@@ -137,7 +143,7 @@ class Store:
         self._check_references(sobject, values)
         record: Record = {spec.name: None for spec in sobject.fields}
         record.update(values)
-        now = self._now()
+        now = self._now(tx)
         record_id = self.ids.new(sobject.key_prefix)
         record.update(
             Id=record_id,
@@ -154,12 +160,7 @@ class Store:
         self._before_insert(sobject, record)
         self._put(tx, sobject, record, previous=None)
         self._after_write(tx, sobject, record)
-        fields = {
-            name: value
-            for name, value in record.items()
-            if name not in _AUDIT_FIELDS and value is not None
-        }
-        tx.changes.append(Change(sobject.name, "CREATE", record_id, fields, []))
+        tx.changes.append(Change(sobject.name, "CREATE", record_id, []))
         return record
 
     def update(
@@ -182,16 +183,15 @@ class Store:
         record = dict(current)
         changed = [name for name, value in values.items() if not _equal(current[name], value)]
         record.update(values)
-        now = self._now()
+        now = self._now(tx)
         record.update(LastModifiedDate=now, LastModifiedById=tx.user_id, SystemModstamp=now)
-        self._before_update(sobject, record, changed)
+        self._before_update(sobject, current, record, changed)
         self._put(tx, sobject, record, previous=current)
         self._after_write(tx, sobject, record)
         changed_fields = [*changed, "LastModifiedDate"]
         if "LastModifiedById" not in changed and current["LastModifiedById"] != tx.user_id:
             changed_fields.append("LastModifiedById")
-        fields = {name: record[name] for name in changed_fields}
-        tx.changes.append(Change(sobject.name, "UPDATE", record_id, fields, changed_fields))
+        tx.changes.append(Change(sobject.name, "UPDATE", record_id, changed_fields))
         return record
 
     def delete(self, tx: Transaction, sobject: SObject, record_id: str) -> None:
@@ -202,11 +202,11 @@ class Store:
             raise ApiError(404, "ENTITY_IS_DELETED", "entity is deleted", [])
         self._before_delete(tx, sobject, record)
         deleted = dict(record)
-        now = self._now()
+        now = self._now(tx)
         deleted.update(IsDeleted=True, LastModifiedDate=now, SystemModstamp=now)
         self._put(tx, sobject, deleted, previous=record)
         self._after_write(tx, sobject, deleted)
-        tx.changes.append(Change(sobject.name, "DELETE", record_id, {}, []))
+        tx.changes.append(Change(sobject.name, "DELETE", record_id, []))
 
     def insert_standard_pricebook(self, user_id: str) -> Record:
         """The one standard price book every org has; created at reset, never by the API."""
@@ -230,8 +230,10 @@ class Store:
 
     # ---- internals -------------------------------------------------------------------------
 
-    def _now(self) -> str:
-        return schema.format_datetime(datetime.fromtimestamp(self.clock(), UTC))
+    def _now(self, tx: Transaction) -> str:
+        if tx.timestamp is None:
+            tx.timestamp = schema.format_datetime(datetime.fromtimestamp(self.clock(), UTC))
+        return tx.timestamp
 
     def _put(
         self, tx: Transaction, sobject: SObject, record: Record, previous: Record | None
@@ -310,7 +312,9 @@ class Store:
         elif sobject is schema.PRICEBOOK_ENTRY:
             self._check_pricebook_entry(record)
 
-    def _before_update(self, sobject: SObject, record: Record, changed: list[str]) -> None:
+    def _before_update(
+        self, sobject: SObject, current: Record, record: Record, changed: list[str]
+    ) -> None:
         if sobject is schema.ORDER_ITEM:
             record["TotalPrice"] = _total_price(record)
         elif sobject is schema.PRICEBOOK2 and record["IsStandard"] and not record["IsActive"]:

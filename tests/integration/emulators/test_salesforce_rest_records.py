@@ -308,3 +308,32 @@ def test_platform_events_are_published_on_their_channel(sf_emulator):
     assert payload["CreatedById"].startswith("005")
     with pytest.raises(SalesforceMalformedRequest):
         sf.Account_Eligibility_Update__e.create({"Nope__c": "x"})
+
+
+def test_a_record_read_has_the_flat_address_fields_and_the_compound_address(sf_emulator):
+    ids = sf_emulator.seed_demo()
+    sf = sf_emulator.client()
+    order_id = ids["orders"]["esim"]
+
+    order = sf.Order.get(order_id)
+    only_address = sf.Order.get(order_id, params={"fields": "BillingAddress"})
+    sf.Order.update(ids["orders"]["internet"], {f"Billing{p}": None for p in ("Street", "City")})
+    sf.Order.update(
+        ids["orders"]["internet"],
+        {f"Billing{p}": None for p in ("State", "PostalCode", "Country")},
+    )
+
+    assert order["BillingStreet"] == "1-2-3 Shibuya" and order["BillingCity"] == "Shibuya-ku"
+    assert order["BillingAddress"] == {
+        "city": "Shibuya-ku",
+        "country": "Japan",
+        "geocodeAccuracy": None,
+        "latitude": None,
+        "longitude": None,
+        "postalCode": "150-0002",
+        "state": "Tokyo",
+        "street": "1-2-3 Shibuya",
+    }
+    assert set(only_address) == {"attributes", "BillingAddress"}
+    assert only_address["BillingAddress"] == order["BillingAddress"]
+    assert sf.Order.get(ids["orders"]["internet"])["BillingAddress"] is None

@@ -1,5 +1,5 @@
-"""The Salesforce emulator's event bus: envelopes, replay ids per channel, retention and
-persistence."""
+"""The Salesforce emulator's event bus (envelopes, replay ids per channel, retention, persistence)
+and how one transaction's record operations become its change events (`cdc`)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,12 @@ from typing import Any
 
 import pytest
 
+from emulators.salesforce.cdc import transaction_events
 from emulators.salesforce.events import ALL_CHANGE_EVENTS, EventBus, StreamEvent
+from emulators.salesforce.store import Change, Record
 
 ORDER_ID = "801000000000001AAA"
+OTHER_ORDER_ID = "801000000000002AAA"
 USER_ID = "005000000000009AAA"
 ORDERS = "/data/OrderChangeEvent"
 
@@ -355,3 +358,73 @@ def test_a_state_file_from_before_per_channel_replay_ids_still_loads() -> None:
     assert event.message(ORDERS)["data"]["event"] == {"replayId": 5_000_010}
     assert bus.is_valid_resume_point(ALL_CHANGE_EVENTS, 5_000_000)
     assert publish_order_change(bus, transaction_key="new") > 5_000_010
+
+
+# ---- one transaction's change events (cdc) ----------------------------------------------------
+
+STAMP = "2025-01-15T10:00:00.000+0000"
+
+
+def order_record(record_id: str, **values: Any) -> Record:
+    return {
+        "Id": record_id,
+        "IsDeleted": False,
+        "SystemModstamp": STAMP,
+        "LastModifiedDate": STAMP,
+        "Status": "Draft",
+        "BillingStreet": None,
+        "BillingCity": None,
+        **values,
+    }
+
+
+def test_a_record_updated_then_deleted_in_one_transaction_is_one_delete() -> None:
+    records = {ORDER_ID: order_record(ORDER_ID, IsDeleted=True)}
+    changes = [
+        Change("Order", "UPDATE", ORDER_ID, ["Status", "LastModifiedDate"]),
+        Change("Order", "DELETE", ORDER_ID, []),
+    ]
+
+    [event] = transaction_events(changes, records.get)
+
+    assert (event.change_type, event.record_ids, event.fields) == ("DELETE", [ORDER_ID], {})
+
+
+def test_a_record_created_and_deleted_in_one_transaction_leaves_no_event() -> None:
+    records = {ORDER_ID: order_record(ORDER_ID, IsDeleted=True)}
+    changes = [
+        Change("Order", "CREATE", ORDER_ID, []),
+        Change("Order", "DELETE", ORDER_ID, []),
+    ]
+
+    assert transaction_events(changes, records.get) == []
+
+
+def test_merged_updates_list_the_caller_s_fields_first_and_the_stamps_last() -> None:
+    records = {
+        ORDER_ID: order_record(ORDER_ID, Status="Activated", BillingCity="Minato-ku"),
+        OTHER_ORDER_ID: order_record(OTHER_ORDER_ID, Status="Activated", BillingCity="Minato-ku"),
+    }
+    changes = [
+        Change("Order", "UPDATE", ORDER_ID, ["BillingCity", "LastModifiedDate"]),
+        Change("Order", "UPDATE", OTHER_ORDER_ID, ["BillingCity", "LastModifiedDate"]),
+        Change("Order", "UPDATE", ORDER_ID, ["Status", "LastModifiedDate"]),
+        Change("Order", "UPDATE", OTHER_ORDER_ID, ["Status", "LastModifiedDate"]),
+    ]
+
+    [event] = transaction_events(changes, records.get)
+
+    assert event.record_ids == [ORDER_ID, OTHER_ORDER_ID]
+    assert event.changed_fields == ["BillingAddress.City", "Status", "LastModifiedDate"]
+    assert event.fields == {
+        "BillingAddress": {"City": "Minato-ku"},
+        "Status": "Activated",
+        "LastModifiedDate": "2025-01-15T10:00:00.000Z",
+    }
+
+
+def test_objects_without_change_data_capture_publish_nothing() -> None:
+    account_id = "001000000000001AAA"
+    changes = [Change("Account", "UPDATE", account_id, ["Name", "LastModifiedDate"])]
+
+    assert transaction_events(changes, {account_id: {"Id": account_id}}.get) == []
