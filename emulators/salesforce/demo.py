@@ -14,7 +14,8 @@ runs alone; keep the two in step.
               SIM-ACTIVATION (Onetime activation fee), FIBER-1G (Internet), VPN-BASIC (VPN),
               LEGACY-PHONE (no WHMCS_Product_Id__c: PRODUCT_NOT_MAPPED)
     orders    all Draft on the Portal price book: esim (eSIM with EID), physical_sim,
-              internet, no_payment_method, unmapped_product
+              internet, no_payment_method, unmapped_product. Salesforce inserts orders as
+              Draft only; activate one with an update that changes its Status alone.
 
 The activation fee has no WHMCS product of its own in the WHMCS demo, so no demo order uses it.
 """

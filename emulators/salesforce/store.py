@@ -14,6 +14,14 @@ inputs without being listed.
 Every write of one transaction carries the same LastModifiedDate/SystemModstamp (the time of its
 first write), so that the same change to several records is the same change, as Salesforce
 merges it into one event (protocols.md says nothing of the timestamps themselves).
+
+Order activation, as Salesforce's Object Reference states it: an Order is inserted with Status
+Draft only, the update that activates it (Draft to Activated) may change no other field, and an
+activated order cannot be deleted; it can be set back to Draft (the design re-activates orders),
+and its other fields stay writable once activated (the engine's write-backs). Salesforce's exact
+wording for these refusals is not in protocols.md: the codes are those Salesforce uses for record
+rules (FIELD_INTEGRITY_EXCEPTION naming the fields, DELETE_FAILED for a refused delete, like the
+other delete refusals here) and the messages are the emulator's own; rely on code and fields.
 It knows nothing of HTTP or of events.
 """
 
@@ -304,6 +312,13 @@ class Store:
 
     def _before_insert(self, sobject: SObject, record: Record) -> None:
         if sobject is schema.ORDER:
+            if record["Status"] != schema.ORDER_DRAFT:
+                raise dml_error(
+                    "FIELD_INTEGRITY_EXCEPTION",
+                    f"An order can only be created with Status {schema.ORDER_DRAFT}: create it "
+                    "as a draft, then activate it with an update of its Status.",
+                    ["Status"],
+                )
             record["OrderNumber"] = self._next_autonumber(sobject)
             record["TotalAmount"] = 0.0
         elif sobject is schema.ORDER_ITEM:
@@ -315,6 +330,15 @@ class Store:
     def _before_update(
         self, sobject: SObject, current: Record, record: Record, changed: list[str]
     ) -> None:
+        if sobject is schema.ORDER and _activates(current, record):
+            others = [name for name in changed if name != "Status"]
+            if others:
+                raise dml_error(
+                    "FIELD_INTEGRITY_EXCEPTION",
+                    "An order's Status is the only field an update that activates it can "
+                    f"change; update {', '.join(others)} separately.",
+                    others,
+                )
         if sobject is schema.ORDER_ITEM:
             record["TotalPrice"] = _total_price(record)
         elif sobject is schema.PRICEBOOK2 and record["IsStandard"] and not record["IsActive"]:
@@ -345,6 +369,13 @@ class Store:
                     f"is associated with the following orders.: {orders[0]['OrderNumber']}",
                 )
         elif sobject is schema.ORDER:
+            if record["Status"] == schema.ORDER_ACTIVATED:
+                raise dml_error(
+                    "DELETE_FAILED",
+                    f"Your attempt to delete order {record['OrderNumber']} could not be "
+                    "completed because it is activated. Set its Status back to "
+                    f"{schema.ORDER_DRAFT} first.",
+                )
             for item in self._order_items(record["Id"]):
                 self.delete(tx, schema.ORDER_ITEM, item["Id"])
         elif sobject is schema.PRODUCT2:
@@ -434,6 +465,12 @@ class Store:
             )
         record["ListPrice"] = entry["UnitPrice"]
         record["TotalPrice"] = _total_price(record)
+
+
+def _activates(current: Record, record: Record) -> bool:
+    return bool(
+        current["Status"] == schema.ORDER_DRAFT and record["Status"] == schema.ORDER_ACTIVATED
+    )
 
 
 def _total_price(item: Record) -> float:
