@@ -2,6 +2,7 @@
 FROM python:3.11-slim
 WORKDIR /app
 COPY pyproject.toml README.md ./
+COPY domain domain
 COPY workflows workflows
 COPY activities activities
 COPY workers workers

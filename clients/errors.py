@@ -1,77 +1,55 @@
 """The one error taxonomy every client maps its upstream failures to.
 
-Activities decide "retry" or "stop and park" from the exception's type alone:
+Activities decide what to do from the exception's type alone (the kinds are `domain.errors`'):
 
-- `TransientError`: the call may succeed if repeated (timeouts, connection errors, HTTP 5xx,
-  429 and Salesforce `REQUEST_LIMIT_EXCEEDED`, a session that stayed invalid after one refresh).
-  Temporal retries the activity; when the retry budget is spent the workflow parks with
-  `UPSTREAM_UNAVAILABLE`.
-- `BusinessError`: repeating the same call cannot help until someone changes data upstream. It
-  carries a stable `code` from DESIGN.md's table, the `system` that refused, and `detail` (the
-  upstream's own words or code, e.g. a WHMCS message or a Freebit resultCode).
-- `ConfigurationError` is a `BusinessError` with code `UPSTREAM_UNAVAILABLE`: the outside system
-  refused *us* (WHMCS "Authentication Failed" / "Invalid IP", a Salesforce token request with bad
-  credentials, a missing field permission). Retrying on a schedule would not fix credentials and
-  WHMCS locks out addresses that keep failing to authenticate, so it is not transient; it parks
-  the workflow at once, and an operator retries after fixing the configuration.
+- `TransientError`: a repeat may succeed, and repeating is safe: the request never reached the
+  upstream (connection refused, DNS, a refused session), or it was a read. Retried by Temporal;
+  `retry_after` (seconds) asks for a longer wait, e.g. after Salesforce's API limit.
+- `OutcomeUnknownError` (a `TransientError`): a *write* was sent but its reply was lost (read
+  timeout, connection reset, 5xx, an unparsable reply). The write may have taken effect: read
+  the current state before repeating anything.
+- `UnrecognisedError` (a `TransientError`): an error reply no table knows. Never taken for a
+  customer-visible code; counted by the alert metric so that someone adds it to the table.
+- `BusinessError`: a repeat cannot help until data changes at its source; carries the `code`.
+- `ConfigurationError`: the upstream refused *us* (credentials, allow-list, permissions, TLS).
+  Not a business error: every order in flight would park at once. It is retried on a long
+  backoff (`retry_after`) with an alert, and parks as `UPSTREAM_UNAVAILABLE` only when the retry
+  budget is spent. Clients also stop calling for a while after one (WHMCS locks out addresses
+  that keep failing to authenticate).
+
+A repeated write whose effect is already there is not an error: it returns
+`WriteOutcome.ALREADY_DONE`.
 
 Messages never contain secrets: clients build them from upstream error text and ids only.
 """
 
 from __future__ import annotations
 
-from enum import StrEnum
+from domain.errors import ErrorCode, ErrorKind, Failure, System
 
+__all__ = [
+    "BusinessError",
+    "ClientError",
+    "ConfigurationError",
+    "ErrorCode",
+    "ErrorKind",
+    "OutcomeUnknownError",
+    "System",
+    "TransientError",
+    "UnrecognisedError",
+]
 
-class ErrorCode(StrEnum):
-    """The closed list of error codes written to `Activation_Error_Code__c`."""
-
-    ORDER_NOT_FOUND = "ORDER_NOT_FOUND"
-    INVALID_ORDER = "INVALID_ORDER"
-    BILLING_CLIENT_NOT_LINKED = "BILLING_CLIENT_NOT_LINKED"
-    PAYMENT_METHOD_MISSING = "PAYMENT_METHOD_MISSING"
-    PRODUCT_NOT_MAPPED = "PRODUCT_NOT_MAPPED"
-    BILLING_ORDER_REJECTED = "BILLING_ORDER_REJECTED"
-    SIM_PROVISIONING_FAILED = "SIM_PROVISIONING_FAILED"
-    SIM_PROVISIONING_TIMEOUT = "SIM_PROVISIONING_TIMEOUT"
-    UPSTREAM_UNAVAILABLE = "UPSTREAM_UNAVAILABLE"
-
-
-class System(StrEnum):
-    """The outside systems, as used in error fields and metric labels."""
-
-    SALESFORCE = "salesforce"
-    WHMCS = "whmcs"
-    FREEBIT = "freebit"
-    REDIS = "redis"
+# How long a configuration error asks to wait before the next attempt: long enough not to
+# hammer an upstream that refuses us (WHMCS bans addresses), short enough to recover soon after
+# an operator fixes the setting.
+CONFIGURATION_RETRY_AFTER = 300.0
 
 
 class ClientError(Exception):
     """Base of every error a client raises; `str()` is safe to log and to show an operator."""
 
-    code: ErrorCode
-
-    def __init__(self, system: System, message: str, *, detail: str | None = None) -> None:
-        super().__init__(message)
-        self.system = system
-        self.message = message
-        self.detail = detail
-
-    def __str__(self) -> str:
-        suffix = f" ({self.detail})" if self.detail else ""
-        return f"{self.system}: {self.message}{suffix}"
-
-    def __repr__(self) -> str:
-        return (
-            f"{type(self).__name__}(code={self.code.value!r}, system={self.system.value!r}, "
-            f"message={self.message!r}, detail={self.detail!r})"
-        )
-
-
-class TransientError(ClientError):
-    """A failure that may go away on its own; safe to retry the same call later."""
-
-    code = ErrorCode.UPSTREAM_UNAVAILABLE
+    code: ErrorCode = ErrorCode.UPSTREAM_UNAVAILABLE
+    kind: ErrorKind = ErrorKind.NOT_SENT
 
     def __init__(
         self,
@@ -81,12 +59,50 @@ class TransientError(ClientError):
         detail: str | None = None,
         retry_after: float | None = None,
     ) -> None:
-        super().__init__(system, message, detail=detail)
+        super().__init__(message)
+        self.system = system
+        self.message = message
+        self.detail = detail
         self.retry_after = retry_after
+
+    def __str__(self) -> str:
+        suffix = f" ({self.detail})" if self.detail else ""
+        return f"{self.system}: {self.message}{suffix}"
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(code={self.code.value!r}, kind={self.kind.value!r}, "
+            f"system={self.system.value!r}, message={self.message!r}, detail={self.detail!r})"
+        )
+
+    def to_failure(self) -> Failure:
+        return Failure(
+            code=self.code,
+            kind=self.kind,
+            message=self.message,
+            system=self.system,
+            detail=self.detail,
+        )
+
+
+class TransientError(ClientError):
+    """May go away on its own; repeating the same call is safe."""
+
+
+class OutcomeUnknownError(TransientError):
+    """A write's reply was lost: it may have taken effect. Read before repeating."""
+
+    kind = ErrorKind.OUTCOME_UNKNOWN
+
+
+class UnrecognisedError(TransientError):
+    """An error reply no table knows: transient, and counted by the alert metric."""
 
 
 class BusinessError(ClientError):
     """A permanent refusal; `code` says which, `detail` carries the upstream's words."""
+
+    kind = ErrorKind.BUSINESS
 
     def __init__(
         self, system: System, code: ErrorCode, message: str, *, detail: str | None = None
@@ -95,8 +111,17 @@ class BusinessError(ClientError):
         self.code = code
 
 
-class ConfigurationError(BusinessError):
-    """The upstream refused our credentials or address: park at once, fix configuration, retry."""
+class ConfigurationError(ClientError):
+    """The upstream refused our credentials, address, permissions or TLS: fix configuration."""
 
-    def __init__(self, system: System, message: str, *, detail: str | None = None) -> None:
-        super().__init__(system, ErrorCode.UPSTREAM_UNAVAILABLE, message, detail=detail)
+    kind = ErrorKind.CONFIGURATION
+
+    def __init__(
+        self,
+        system: System,
+        message: str,
+        *,
+        detail: str | None = None,
+        retry_after: float = CONFIGURATION_RETRY_AFTER,
+    ) -> None:
+        super().__init__(system, message, detail=detail, retry_after=retry_after)

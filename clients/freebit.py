@@ -6,8 +6,10 @@ JSON string; every call after `authOem/` carries the `authKey` inside that JSON.
 protocols.md), so everything beyond those facts is kept in the mapping table and the models
 below, in one place, to be corrected as the real API is learnt.
 
-Activations are asynchronous and are never retried here: the activity polls `get_account`
-(a read, retried on transient failures) until the line is active or failed.
+Registrations are asynchronous and never retried here. `register_line` answers
+`WriteOutcome.ALREADY_DONE` when Freebit says the line exists (a repeat after a lost reply);
+a lost reply raises `OutcomeUnknownError`, after which `find_line` tells whether the line was
+made. The activity then polls `find_line` until the line is active or failed.
 """
 
 from __future__ import annotations
@@ -16,171 +18,167 @@ import asyncio
 import json
 import time
 from collections.abc import Mapping
-from datetime import date
-from typing import Any, Literal, Self
+from typing import Any, Self
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import SecretStr
 
 from clients.errors import (
     BusinessError,
     ClientError,
     ConfigurationError,
     ErrorCode,
+    OutcomeUnknownError,
     System,
     TransientError,
+    UnrecognisedError,
 )
 from clients.http import DEFAULT_TIMEOUT, FormApiClient, retry_after_seconds, transient_status
-from clients.metrics import observe
+from clients.metrics import alert, observe
 from clients.retry import RetryPolicy
 from config.logging import get_logger
 from config.settings import Settings
+from domain.errors import WriteOutcome
+from domain.sim import MnpTransfer, SimActivation, SimPhase, SimRequest, SimType
 
 log = get_logger(__name__)
 
 SUCCESS = "100"
-# The line's phone number. ASCII digits only: `\d` would also let full-width and other Unicode
-# digits through, which Freebit does not read as a number.
-ACCOUNT_PATTERN = r"^[0-9]{11,14}$"
+# Flags are the strings "10" (on) and "20" (off).
+FLAG_OFF = "20"
+# `createType` of a registration: a new line (the spec's value for a normal application).
+CREATE_TYPE_NEW = "new"
+# Line states as the account detail reports them. Anything else is `SimPhase.UNKNOWN`: the
+# engine alerts and keeps polling instead of reading it as "still in progress".
+LINE_STATES: Mapping[str, SimPhase] = {
+    "processing": SimPhase.IN_PROGRESS,
+    "active": SimPhase.ACTIVE,
+    "failed": SimPhase.FAILED,
+}
+REGISTRATIONS = frozenset({"esim_add_account", "add_account"})
 
 # ---------------------------------------------------------------------------------------------
-# Error mapping: the one table from Freebit replies to the taxonomy.
-
-FreebitDisposition = Literal["auth", "transient"]
-
-# Keyed by `status.statusCode` (Freebit mirrors HTTP status semantics there). Any other failure
-# is a refusal of the request itself: SIM_PROVISIONING_FAILED carrying the resultCode.
-FREEBIT_STATUS_TABLE: Mapping[str, FreebitDisposition] = {
-    "401": "auth",
-    "403": "auth",
-    "408": "transient",
-    "429": "transient",
-    "500": "transient",
-    "502": "transient",
-    "503": "transient",
-    "504": "transient",
-}
+# Error mapping: per operation, by `status.statusCode` (Freebit mirrors HTTP semantics there).
 
 
-def classify_freebit_reply(operation: str, http_status: int, body: object) -> ClientError | None:
-    """None for success, else the taxonomy error; a refused auth key is a `FreebitAuthError`."""
+class FreebitAuthError(ConfigurationError):
+    """Freebit refused our OEM credentials."""
+
+    def __init__(self, operation: str, detail: str) -> None:
+        super().__init__(System.FREEBIT, f"{operation}: authentication refused", detail=detail)
+
+
+class _AuthKeyRefusedError(TransientError):
+    """Internal: the auth key was refused (expired); `_call` refreshes it once and repeats."""
+
+
+class _AlreadyRegisteredError(BusinessError):
+    """Internal: a registration met a line that exists; the client reads it to confirm."""
+
+
+class _LineNotFoundError(BusinessError):
+    """Internal: the account detail read met an unknown line."""
+
+
+def classify_freebit_reply(
+    operation: str, http_status: int, body: object, *, write: bool
+) -> ClientError | None:
+    """None for success, else the taxonomy error for `operation`'s reply."""
     if isinstance(body, dict) and str(body.get("resultCode")) == SUCCESS and http_status < 300:
         return None
     status = body.get("status") if isinstance(body, dict) else None
     status_code = str(status.get("statusCode", "")) if isinstance(status, dict) else ""
     message = str(status.get("message", "")) if isinstance(status, dict) else ""
     result_code = str(body.get("resultCode", "")) if isinstance(body, dict) else ""
-    detail = ": ".join(
-        p for p in (f"resultCode {result_code}" if result_code else "", message) if p
+    detail = (
+        "; ".join(p for p in (f"resultCode {result_code}" if result_code else "", message) if p)
+        or f"HTTP {http_status}"
     )
-    if http_status in (401, 403) or FREEBIT_STATUS_TABLE.get(status_code) == "auth":
-        return FreebitAuthError(operation, detail or f"HTTP {http_status}")
-    if transient_status(http_status) or FREEBIT_STATUS_TABLE.get(status_code) == "transient":
-        return TransientError(System.FREEBIT, f"{operation} failed", detail=detail or None)
+    if http_status in (401, 403) or status_code in ("401", "403"):
+        if operation == "auth":
+            return FreebitAuthError("authOem", detail)
+        return _AuthKeyRefusedError(System.FREEBIT, "auth key refused", detail=detail)
+    transient = transient_status(http_status) or (
+        status_code.isdigit() and transient_status(int(status_code))
+    )
+    if transient:
+        if write and "429" not in (str(http_status), status_code):
+            return OutcomeUnknownError(System.FREEBIT, f"{operation} failed", detail=detail)
+        return TransientError(System.FREEBIT, f"{operation} failed", detail=detail)
     if not isinstance(body, dict) or not result_code:
-        return TransientError(System.FREEBIT, f"{operation} returned an unexpected reply")
-    return BusinessError(
-        System.FREEBIT, ErrorCode.SIM_PROVISIONING_FAILED, f"{operation} refused", detail=detail
+        text = f"{operation} returned an unexpected reply"
+        if write:
+            return OutcomeUnknownError(System.FREEBIT, text, detail=detail)
+        return UnrecognisedError(System.FREEBIT, text, detail=detail)
+    if operation in REGISTRATIONS and status_code == "409":
+        return _AlreadyRegisteredError(
+            System.FREEBIT, ErrorCode.SIM_PROVISIONING_FAILED, "line exists", detail=detail
+        )
+    if operation in REGISTRATIONS and status_code == "400":
+        # Freebit refused the request itself (a field, the plan, the EID, addKind).
+        return BusinessError(
+            System.FREEBIT, ErrorCode.SIM_PROVISIONING_FAILED, f"{operation} refused", detail=detail
+        )
+    if operation == "get_account" and status_code == "404":
+        return _LineNotFoundError(
+            System.FREEBIT, ErrorCode.SIM_PROVISIONING_FAILED, "line not found", detail=detail
+        )
+    return UnrecognisedError(
+        System.FREEBIT, f"{operation} failed with an unrecognised error", detail=detail
     )
-
-
-class FreebitAuthError(ConfigurationError):
-    """Freebit refused our OEM credentials or, after one refresh, the auth key."""
-
-    def __init__(self, operation: str, detail: str) -> None:
-        super().__init__(System.FREEBIT, f"{operation}: authentication refused", detail=detail)
 
 
 # ---------------------------------------------------------------------------------------------
-# Typed requests and replies.
+# The wire form of a registration.
 
 
-class FreebitModel(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+def _mnp_json(mnp: MnpTransfer) -> dict[str, str]:
+    return {
+        "reserveNumber": mnp.reservation_number,
+        "reserveExpireDate": mnp.expiry_date.strftime("%Y%m%d"),
+        "lastnameKanji": mnp.last_name_kanji,
+        "firstnameKanji": mnp.first_name_kanji,
+        "lastnameZenKana": mnp.last_name_kana,
+        "firstnameZenKana": mnp.first_name_kana,
+        "gender": mnp.gender,
+        "birthday": mnp.birthday.strftime("%Y%m%d"),
+    }
 
 
-class MnpReservation(FreebitModel):
-    """A number-portability reservation to carry a number over from another carrier."""
-
-    reserve_number: str = Field(alias="reserveNumber")
-    reserve_expire_date: date | None = Field(default=None, alias="reserveExpireDate")
-
-    def to_json(self) -> dict[str, str]:
-        data = {"reserveNumber": self.reserve_number}
-        if self.reserve_expire_date is not None:
-            data["reserveExpireDate"] = self.reserve_expire_date.strftime("%Y%m%d")
-        return data
-
-
-class EsimActivation(FreebitModel):
-    """`mvno/esim/addAcnt/`: register a line on an eSIM profile (asynchronous)."""
-
-    account: str = Field(pattern=ACCOUNT_PATTERN)
-    eid: str = Field(pattern=r"^[0-9]{32}$")
-    plan_code: str
-    # N = new number, M = number portability (needs `mnp`), R = re-issue.
-    add_kind: Literal["N", "M", "R"] = "N"
-    sim_kind: str = "E"
-    mnp: MnpReservation | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        data: dict[str, Any] = {
-            "account": self.account,
-            "eid": self.eid,
-            "simKind": self.sim_kind,
-            "addKind": self.add_kind,
-            "planCode": self.plan_code,
-        }
-        if self.mnp is not None:
-            data["mnp"] = self.mnp.to_json()
-        return data
+def registration_json(request: SimRequest) -> tuple[str, str, dict[str, Any]]:
+    """(operation, path, JSON) of the Freebit registration for `request`."""
+    data: dict[str, Any] = {
+        "account": request.phone_number,
+        "planCode": request.plan_code,
+        "createType": CREATE_TYPE_NEW,
+        # N = a new number, M = a number ported in (needs the `mnp` block).
+        "addKind": "M" if request.mnp is not None else "N",
+        # We are not the ALADIN sales system; with "10" Freebit allows addKind N only.
+        "aladinOperated": FLAG_OFF,
+    }
+    if request.mnp is not None:
+        data["mnp"] = _mnp_json(request.mnp)
+    if request.sim_type == SimType.ESIM:
+        return "esim_add_account", "mvno/esim/addAcnt/", data | {"eid": request.eid, "simKind": "E"}
+    return "add_account", "master/addAcnt/", data
 
 
-class PhysicalSimActivation(FreebitModel):
-    """`master/addAcnt/`: register a line on a physical SIM card (asynchronous)."""
-
-    account: str = Field(pattern=ACCOUNT_PATTERN)
-    plan_code: str
-    add_kind: Literal["N", "M", "R"] = "N"
-    mnp: MnpReservation | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        data: dict[str, Any] = {
-            "account": self.account,
-            "addKind": self.add_kind,
-            "planCode": self.plan_code,
-        }
-        if self.mnp is not None:
-            data["mnp"] = self.mnp.to_json()
-        return data
-
-
-class ActivationAccepted(FreebitModel):
-    """Freebit accepted the request; the line becomes active later (poll `get_account`)."""
-
-    account: str
-    process_no: str | None = Field(default=None, alias="processNo")
-
-
-class FreebitAccount(FreebitModel):
-    """A line as the account detail read returns it."""
-
-    account: str
-    state: str
-    sim_type: str | None = Field(default=None, alias="simType")
-    eid: str | None = None
-    plan_code: str | None = Field(default=None, alias="planCode")
-    fail_reason: str | None = Field(default=None, alias="failReason")
-
-    @property
-    def phase(self) -> Literal["active", "failed", "pending"]:
-        """Where an activation stands; any state but active or failed is still in progress."""
-        state = self.state.casefold()
-        if state == "active":
-            return "active"
-        if state == "failed":
-            return "failed"
-        return "pending"
+def _activation(account: str, row: Mapping[str, Any]) -> SimActivation:
+    state = str(row.get("state") or "")
+    phase = LINE_STATES.get(state.casefold(), SimPhase.UNKNOWN)
+    if phase is SimPhase.UNKNOWN:
+        alert(System.FREEBIT, "get_account", "unrecognised")
+        log.warning("freebit.unknown_line_state", state=state)
+    sim_type = {"esim": SimType.ESIM, "physical": SimType.PHYSICAL}.get(
+        str(row.get("simType") or "").casefold()
+    )
+    return SimActivation(
+        phone_number=account,
+        phase=phase,
+        state=state,
+        sim_type=sim_type,
+        fail_reason=str(row.get("failReason") or "") or None,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -226,42 +224,82 @@ class FreebitClient(FormApiClient):
 
     # -- operations ----------------------------------------------------------------------------
 
-    async def activate_esim(self, request: EsimActivation) -> ActivationAccepted:
-        reply = await self._call("esim_add_account", "mvno/esim/addAcnt/", request.to_json())
-        log.info("freebit.esim_requested", account=request.account, add_kind=request.add_kind)
-        return _accepted(request.account, reply)
+    async def register_line(self, request: SimRequest) -> WriteOutcome:
+        """Ask Freebit to register the line (asynchronous: poll `find_line` afterwards).
 
-    async def activate_physical_sim(self, request: PhysicalSimActivation) -> ActivationAccepted:
-        reply = await self._call("add_account", "master/addAcnt/", request.to_json())
-        log.info("freebit.sim_requested", account=request.account, add_kind=request.add_kind)
-        return _accepted(request.account, reply)
+        A line that already exists with the same SIM is `ALREADY_DONE` (an earlier attempt's
+        reply was lost); one that exists on another SIM is a business refusal.
+        """
+        operation, path, data = registration_json(request)
+        try:
+            await self._call(operation, path, data, write=True)
+        except _AlreadyRegisteredError as exc:
+            line = await self.find_line(request.phone_number)
+            if line is not None and line.sim_type in (None, request.sim_type):
+                log.info("freebit.already_registered", sf_order_id=request.sf_order_id)
+                return WriteOutcome.ALREADY_DONE
+            raise BusinessError(
+                System.FREEBIT,
+                ErrorCode.SIM_PROVISIONING_FAILED,
+                "the number is registered to another SIM",
+                detail=exc.detail,
+            ) from None
+        log.info(
+            "freebit.line_requested",
+            sf_order_id=request.sf_order_id,
+            phone_number=request.phone_number,
+            sim_type=request.sim_type.value,
+            mnp=request.mnp is not None,
+        )
+        return WriteOutcome.APPLIED
 
-    async def get_account(self, account: str, *, kind: str = "MVNO") -> FreebitAccount:
-        """The line's current state, for polling an activation (retried on transient errors)."""
-        payload = {"requestDatas": [{"kind": kind, "account": account}]}
-        reply = await self._retry.run(lambda: self._call("get_account", "master/getAcnt/", payload))
-        return _account_from_reply(account, reply)
+    async def find_line(self, phone_number: str, *, kind: str = "MVNO") -> SimActivation | None:
+        """The line's current state, or None when Freebit does not know it (retried read)."""
+        payload = {"requestDatas": [{"kind": kind, "account": phone_number}]}
+        try:
+            reply = await self._retry.run(
+                lambda: self._call("get_account", "master/getAcnt/", payload, write=False)
+            )
+        except _LineNotFoundError:
+            return None
+        rows = reply.get("responseDatas")
+        # Freebit answers the first entry of `requestDatas` only.
+        row = rows[0] if isinstance(rows, list) and rows else None
+        if not isinstance(row, dict) or str(row.get("account", phone_number)) != phone_number:
+            raise UnrecognisedError(System.FREEBIT, "get_account reply has no matching line")
+        return _activation(phone_number, row)
 
     # -- plumbing ------------------------------------------------------------------------------
 
-    async def _call(self, operation: str, path: str, payload: Mapping[str, Any]) -> dict[str, Any]:
+    async def _call(
+        self, operation: str, path: str, payload: Mapping[str, Any], *, write: bool
+    ) -> dict[str, Any]:
         key = await self._key()
         try:
-            return await self._post(operation, path, {**payload, "authKey": key.get_secret_value()})
-        except _AuthRejectedError:
+            return await self._post(
+                operation, path, {**payload, "authKey": key.get_secret_value()}, write=write
+            )
+        except _AuthKeyRefusedError:
             pass
         # The key was refused (expired or revoked): the request was not executed, so one repeat
-        # with a fresh key is safe even for an activation.
+        # with a fresh key is safe even for a registration.
         log.info("freebit.auth_key_refused", operation=operation)
         key = await self._key(stale=key)
         try:
-            return await self._post(operation, path, {**payload, "authKey": key.get_secret_value()})
-        except _AuthRejectedError as exc:
+            return await self._post(
+                operation, path, {**payload, "authKey": key.get_secret_value()}, write=write
+            )
+        except _AuthKeyRefusedError as exc:
             raise TransientError(
                 System.FREEBIT, f"{operation}: auth key refused after refresh", detail=exc.detail
             ) from None
 
     async def _key(self, *, stale: SecretStr | None = None) -> SecretStr:
+        """The shared auth key; concurrent callers that saw the same refusal share one refresh.
+
+        Not retried here: the caller's own retry (reads) or Temporal's (writes) repeats the
+        whole call, so a failing authOem is not multiplied by nested retries.
+        """
         async with self._lock:
             current = self._auth_key
             expired = (
@@ -270,56 +308,28 @@ class FreebitClient(FormApiClient):
             )
             if current is not None and current is not stale and not expired:
                 return current
-            self._auth_key = await self._retry.run(self._authenticate)
+            self._auth_key = await self._authenticate()
             self._auth_key_at = time.monotonic()
             return self._auth_key
 
     async def _authenticate(self) -> SecretStr:
         payload = {"oemId": self._oem_id, "oemKey": self._oem_key.get_secret_value()}
-        try:
-            reply = await self._post("auth", "authOem/", payload)
-        except _AuthRejectedError as exc:
-            raise FreebitAuthError("authOem", exc.detail or "") from None
+        reply = await self._post("auth", "authOem/", payload, write=False)
         auth_key = reply.get("authKey")
         if not isinstance(auth_key, str) or not auth_key:
-            raise TransientError(System.FREEBIT, "authOem reply has no authKey")
+            raise UnrecognisedError(System.FREEBIT, "authOem reply has no authKey")
         return SecretStr(auth_key)
 
-    async def _post(self, operation: str, path: str, payload: Mapping[str, Any]) -> dict[str, Any]:
+    async def _post(
+        self, operation: str, path: str, payload: Mapping[str, Any], *, write: bool
+    ) -> dict[str, Any]:
         async with observe(System.FREEBIT, operation):
             form = {"json": json.dumps(payload)}
-            response, body = await self._post_form(self._base_url + path, form)
-            error = classify_freebit_reply(operation, response.status_code, body)
-            if isinstance(error, FreebitAuthError):
-                raise _AuthRejectedError(error.detail or "")
-            if isinstance(error, TransientError):
+            response, body = await self._post_form(self._base_url + path, form, write=write)
+            error = classify_freebit_reply(operation, response.status_code, body, write=write)
+            if error is None:
+                assert isinstance(body, dict)
+                return body
+            if isinstance(error, TransientError) and error.retry_after is None:
                 error.retry_after = retry_after_seconds(response)
-            if error is not None:
-                raise error
-            assert isinstance(body, dict)
-            return body
-
-
-class _AuthRejectedError(TransientError):
-    """Internal: the auth key was refused; `_call` refreshes it once and repeats."""
-
-    def __init__(self, detail: str) -> None:
-        super().__init__(System.FREEBIT, "auth key refused", detail=detail)
-
-
-def _accepted(account: str, reply: Mapping[str, Any]) -> ActivationAccepted:
-    process_no = reply.get("processNo")
-    return ActivationAccepted(
-        account=account, processNo=str(process_no) if process_no is not None else None
-    )
-
-
-def _account_from_reply(account: str, reply: Mapping[str, Any]) -> FreebitAccount:
-    rows = reply.get("responseDatas")
-    row = rows[0] if isinstance(rows, list) and rows else None
-    if not isinstance(row, dict) or not row.get("state"):
-        raise TransientError(System.FREEBIT, "get_account reply has no account state")
-    try:
-        return FreebitAccount.model_validate({"account": account, **row})
-    except ValidationError:
-        raise TransientError(System.FREEBIT, "get_account reply has an unexpected shape") from None
+            raise error

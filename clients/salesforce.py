@@ -1,16 +1,21 @@
-"""The Salesforce client: OAuth tokens shared by REST and streaming, typed order reads, write-backs.
+"""The Salesforce REST client: the order snapshot, the engine's write-backs, the catalog.
 
-- `SalesforceAuth` gets and caches one access token (password, client-credentials or JWT-bearer
-  flow, chosen by `SF_AUTH_FLOW`); the REST client and the streaming authenticator both use it,
-  so a refresh by one serves the other.
-- `SalesforceClient` runs simple-salesforce (blocking `requests`) on a small bounded thread pool
-  so the event loop never blocks. TLS verification is always on (`SF_CA_FILE` adds a private CA).
-  A rejected session (`INVALID_SESSION_ID`) is refreshed once and the call repeated once; a
-  second rejection is a `TransientError`.
+- simple-salesforce runs on a bounded, abortable thread pool (`clients.salesforce_http`), sized
+  to the worker's activity concurrency; every call has one overall deadline, token refresh and
+  repeat included.
+- A rejected session (`INVALID_SESSION_ID`) is refreshed once through the shared
+  `SalesforceAuth` and the call repeated once: a refused session never reached the data, so
+  this is safe for writes too.
+- Every write carries `Sforce-Call-Options: client=<SF_CLIENT_NAME>`, so the change events our
+  own write-backs cause name us in `changeOrigin` and the listener can tell them apart.
+- Writes answer a `WriteOutcome`: a write-back whose values are already there is
+  `ALREADY_DONE`; a lost reply raises `OutcomeUnknownError`, and `activation_applied` tells
+  whether it took effect.
+- Errors are classified per operation; an error code no table knows for the operation is an
+  `UnrecognisedError`, never a customer-visible code (a 404 on a catalog read is not
+  `ORDER_NOT_FOUND`).
 - Ids are validated (`clients.salesforce_ids`) and strings quoted (`clients.soql`) before they
-  reach SOQL or a URL path.
-
-Reads are retried on transient failures; writes (PATCH, platform events) are not.
+  reach SOQL or a URL path. Records are mapped onto `domain` models here.
 """
 
 from __future__ import annotations
@@ -18,21 +23,15 @@ from __future__ import annotations
 import asyncio
 import functools
 import re
-import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Any, Literal, Self, TypeVar
-from urllib.parse import urlsplit
+from typing import Any, Literal, Self, TypeVar
 
-import httpx
-import jwt
 import requests
-from aiosfstream_ng.auth import AuthenticatorBase
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 from simple_salesforce.api import Salesforce
 from simple_salesforce.exceptions import SalesforceError
 
@@ -42,89 +41,91 @@ from clients.errors import (
     ClientError,
     ConfigurationError,
     ErrorCode,
+    OutcomeUnknownError,
     System,
     TransientError,
+    UnrecognisedError,
 )
-from clients.http import (
-    DEFAULT_TIMEOUT,
-    tls_context,
-    transient_from_transport,
-    transient_status,
-)
-from clients.metrics import observe
+from clients.http import transient_status
+from clients.metrics import SALESFORCE_API_USAGE, alert, observe
 from clients.retry import RetryPolicy
+from clients.salesforce_auth import SalesforceAuth, SalesforceToken
+from clients.salesforce_http import abortable_session, requests_error, run_abortably
 from clients.soql import id_literal, quote
 from config.logging import get_logger
 from config.settings import Settings
+from domain.catalog import CatalogEntry
+from domain.errors import WriteOutcome
+from domain.order import (
+    Account,
+    ActivationStatus,
+    Address,
+    MnpPerson,
+    OrderItem,
+    OrderSnapshot,
+    Product,
+    SimDetails,
+)
 
 log = get_logger(__name__)
 
 T = TypeVar("T")
-AuthFlow = Literal["password", "client_credentials", "jwt"]
-JWT_BEARER_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 # Composite sobjects takes at most 200 records per request.
 COMPOSITE_LIMIT = 200
 # Activation_Error_Message__c is a text field; longer values would be refused.
 ERROR_MESSAGE_LIMIT = 255
+# The org's API request limit is a rolling 24-hour count: a tight retry only burns more of it.
+RATE_LIMIT_RETRY_AFTER = 600.0
 
 # ---------------------------------------------------------------------------------------------
-# Error mapping: the one table from Salesforce errorCodes (then HTTP statuses) to the taxonomy.
+# Error mapping: per operation, from Salesforce errorCodes (then HTTP statuses) to the taxonomy.
 
-Disposition = ErrorCode | Literal["transient", "configuration"]
+Disposition = ErrorCode | Literal["transient", "configuration", "rate_limited"]
 
-SALESFORCE_ERROR_TABLE: Mapping[str, Disposition] = {
-    # Worth repeating later.
+# errorCodes that mean the same whatever the operation.
+SALESFORCE_COMMON_ERRORS: Mapping[str, Disposition] = {
     "INVALID_SESSION_ID": "transient",  # only reached after the one refresh failed
-    "REQUEST_LIMIT_EXCEEDED": "transient",
     "SERVER_UNAVAILABLE": "transient",
     "UNABLE_TO_LOCK_ROW": "transient",
     "QUERY_TIMEOUT": "transient",
     "REQUEST_RUNNING_TOO_LONG": "transient",
-    # The record is gone; every record the engine writes hangs off an order.
-    "NOT_FOUND": ErrorCode.ORDER_NOT_FOUND,
-    "ENTITY_IS_DELETED": ErrorCode.ORDER_NOT_FOUND,
-    # The order's data refuses our write.
-    "FIELD_CUSTOM_VALIDATION_EXCEPTION": ErrorCode.INVALID_ORDER,
-    "REQUIRED_FIELD_MISSING": ErrorCode.INVALID_ORDER,
-    "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST": ErrorCode.INVALID_ORDER,
-    "STRING_TOO_LONG": ErrorCode.INVALID_ORDER,
-    "FIELD_INTEGRITY_EXCEPTION": ErrorCode.INVALID_ORDER,
-    "INVALID_CROSS_REFERENCE_KEY": ErrorCode.INVALID_ORDER,
-    "MALFORMED_ID": ErrorCode.INVALID_ORDER,
-    # The org does not fit our configuration (missing field, permission, API access).
+    "REQUEST_LIMIT_EXCEEDED": "rate_limited",
+    # The org does not fit our configuration (a field, a picklist value, a permission, access).
     "MALFORMED_QUERY": "configuration",
     "INVALID_FIELD": "configuration",
     "INVALID_TYPE": "configuration",
     "INVALID_FIELD_FOR_INSERT_UPDATE": "configuration",
+    "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST": "configuration",
+    "STRING_TOO_LONG": "configuration",
     "INSUFFICIENT_ACCESS": "configuration",
     "INSUFFICIENT_ACCESS_OR_READONLY": "configuration",
+    "INSUFFICIENT_ACCESS_ON_CROSS_REFERENCE_ENTITY": "configuration",
     "API_DISABLED_FOR_ORG": "configuration",
     "API_CURRENTLY_DISABLED": "configuration",
     "FUNCTIONALITY_NOT_ENABLED": "configuration",
     "INVALID_AUTH_HEADER": "configuration",
 }
-
-SALESFORCE_STATUS_TABLE: Mapping[int, Disposition] = {
-    400: ErrorCode.INVALID_ORDER,
-    401: "transient",
-    403: "configuration",
-    404: ErrorCode.ORDER_NOT_FOUND,
+_ORDER_WRITE_ERRORS: Mapping[str, ErrorCode] = {
+    # The order is gone.
+    "NOT_FOUND": ErrorCode.ORDER_NOT_FOUND,
+    "ENTITY_IS_DELETED": ErrorCode.ORDER_NOT_FOUND,
+    # The order's own data refuses the write (a validation rule, a required field).
+    "FIELD_CUSTOM_VALIDATION_EXCEPTION": ErrorCode.INVALID_ORDER,
+    "REQUIRED_FIELD_MISSING": ErrorCode.INVALID_ORDER,
+    "FIELD_INTEGRITY_EXCEPTION": ErrorCode.INVALID_ORDER,
 }
-
-# OAuth token endpoint `error` values that mean our credentials or app setup are wrong.
-SALESFORCE_TOKEN_CONFIG_ERRORS = frozenset(
-    {
-        "invalid_grant",
-        "invalid_client",
-        "invalid_client_id",
-        "invalid_client_credentials",
-        "unsupported_grant_type",
-        "invalid_request",
-        "inactive_user",
-        "inactive_org",
-        "unauthorized_client",
-    }
-)
+# Business meanings are known per operation only.
+SALESFORCE_OPERATION_ERRORS: Mapping[str, Mapping[str, ErrorCode]] = {
+    "read_order": {
+        "NOT_FOUND": ErrorCode.ORDER_NOT_FOUND,
+        "ENTITY_IS_DELETED": ErrorCode.ORDER_NOT_FOUND,
+    },
+    "update_order": _ORDER_WRITE_ERRORS,
+    "update_order_items": _ORDER_WRITE_ERRORS,
+}
+# CANNOT_INSERT_UPDATE_ACTIVATE_ENTITY wraps what a trigger or flow met; a lock or a timeout
+# inside it passes on its own.
+_WRAPPED_TRANSIENT = re.compile(r"UNABLE_TO_LOCK_ROW|time[ds]? ?out|timeout", re.IGNORECASE)
 
 
 def classify_salesforce_error(
@@ -133,302 +134,45 @@ def classify_salesforce_error(
     error_code: str | None,
     message: str | None = None,
     *,
-    retry_after: float | None = None,
+    write: bool = False,
 ) -> ClientError:
-    """The taxonomy error for a Salesforce REST failure (errorCode first, then HTTP status)."""
-    disposition: Disposition | None = SALESFORCE_ERROR_TABLE.get(error_code or "")
-    if disposition is None:
-        disposition = SALESFORCE_STATUS_TABLE.get(status)
-    if disposition is None:
-        disposition = "transient" if transient_status(status) or status < 400 else "configuration"
+    """The taxonomy error for a Salesforce REST failure of `operation`."""
+    code = error_code or ""
+    disposition: Disposition | None = SALESFORCE_OPERATION_ERRORS.get(operation, {}).get(
+        code
+    ) or SALESFORCE_COMMON_ERRORS.get(code)
+    if (
+        disposition is None
+        and code == "CANNOT_INSERT_UPDATE_ACTIVATE_ENTITY"
+        and _WRAPPED_TRANSIENT.search(message or "")
+    ):
+        disposition = "transient"
+    if disposition is None and not code:
+        if status == 401 or transient_status(status):
+            disposition = "transient"
+        elif status == 403:
+            disposition = "configuration"
     detail = ": ".join(part for part in (error_code, message) if part) or f"HTTP {status}"
     text = f"{operation} failed"
+    if disposition == "rate_limited":
+        alert(System.SALESFORCE, operation, "rate_limited")
+        return TransientError(
+            System.SALESFORCE, text, detail=detail, retry_after=RATE_LIMIT_RETRY_AFTER
+        )
+    if write and status >= 500 and disposition in (None, "transient"):
+        # The server failed after taking the request: the write may have committed.
+        return OutcomeUnknownError(System.SALESFORCE, text, detail=detail)
     if disposition == "transient":
-        return TransientError(System.SALESFORCE, text, detail=detail, retry_after=retry_after)
+        return TransientError(System.SALESFORCE, text, detail=detail)
     if disposition == "configuration":
         return ConfigurationError(System.SALESFORCE, text, detail=detail)
-    return BusinessError(System.SALESFORCE, disposition, text, detail=detail)
-
-
-def classify_token_error(status: int, body: object) -> ClientError:
-    """The taxonomy error for a failed OAuth token request."""
-    error = body.get("error") if isinstance(body, dict) else None
-    description = body.get("error_description") if isinstance(body, dict) else None
-    detail = ": ".join(str(part) for part in (error, description) if part) or f"HTTP {status}"
-    if transient_status(status):
-        return TransientError(System.SALESFORCE, "token request failed", detail=detail)
-    if error in SALESFORCE_TOKEN_CONFIG_ERRORS or status in (400, 401, 403, 404):
-        return ConfigurationError(System.SALESFORCE, "token request refused", detail=detail)
-    return TransientError(System.SALESFORCE, "token request failed", detail=detail)
+    if isinstance(disposition, ErrorCode):
+        return BusinessError(System.SALESFORCE, disposition, text, detail=detail)
+    return UnrecognisedError(System.SALESFORCE, text, detail=detail)
 
 
 # ---------------------------------------------------------------------------------------------
-# OAuth tokens, shared by REST and streaming.
-
-
-@dataclass(frozen=True)
-class SalesforceToken:
-    access_token: SecretStr = field(repr=False)
-    instance_url: str
-    token_type: str = "Bearer"  # noqa: S105 - the OAuth token type, not a secret
-
-
-class SalesforceAuth:
-    """Gets, caches and refreshes the org's access token; safe to share between tasks."""
-
-    def __init__(
-        self,
-        token_url: str,
-        *,
-        client_id: str,
-        flow: AuthFlow = "password",
-        client_secret: SecretStr | None = None,
-        username: str | None = None,
-        password: SecretStr | None = None,
-        jwt_private_key: SecretStr | None = None,
-        jwt_audience: str | None = None,
-        instance_url: str | None = None,
-        ca_file: Path | str | None = None,
-        timeout: httpx.Timeout = DEFAULT_TIMEOUT,
-        retry: RetryPolicy | None = None,
-    ) -> None:
-        needed: dict[AuthFlow, tuple[str, ...]] = {
-            "password": ("client_secret", "username", "password"),
-            "client_credentials": ("client_secret",),
-            "jwt": ("username", "jwt_private_key"),
-        }
-        given = {
-            "client_secret": client_secret,
-            "username": username,
-            "password": password,
-            "jwt_private_key": jwt_private_key,
-        }
-        missing = [name for name in needed[flow] if not given[name]]
-        if missing:
-            raise ValueError(f"Salesforce {flow} flow needs {', '.join(missing)}")
-        self.token_url = token_url
-        self.flow: AuthFlow = flow
-        self._client_id = client_id
-        self._client_secret = client_secret
-        self._username = username
-        self._password = password
-        self._jwt_private_key = jwt_private_key
-        parts = urlsplit(token_url)
-        # Salesforce wants the login host (login/test.salesforce.com or My Domain) as audience.
-        self._jwt_audience = jwt_audience or f"{parts.scheme}://{parts.netloc}"
-        self._instance_url = instance_url
-        self._retry = retry or RetryPolicy()
-        self._http = httpx.AsyncClient(timeout=timeout, verify=tls_context(ca_file))
-        self._token: SalesforceToken | None = None
-        self._lock = asyncio.Lock()
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> Self:
-        if not settings.sf_token_url or not settings.sf_client_id:
-            raise ValueError("SF_TOKEN_URL and SF_CLIENT_ID must be set")
-        key = settings.sf_jwt_key_file
-        return cls(
-            settings.sf_token_url,
-            client_id=settings.sf_client_id,
-            flow=settings.sf_auth_flow,
-            client_secret=settings.sf_client_secret,
-            username=settings.sf_username,
-            password=settings.sf_password,
-            jwt_private_key=SecretStr(key.read_text()) if key else None,
-            instance_url=settings.sf_instance_url,
-            ca_file=settings.sf_ca_file,
-        )
-
-    def __repr__(self) -> str:
-        return f"SalesforceAuth(token_url={self.token_url!r}, flow={self.flow!r})"
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
-
-    async def token(self, *, stale: str | None = None) -> SalesforceToken:
-        """The cached token, or a new one when there is none or the caller's `stale` was refused.
-
-        Passing the refused token (rather than "force") lets many callers that saw the same
-        rejection share one refresh.
-        """
-        async with self._lock:
-            current = self._token
-            if current is not None and current.access_token.get_secret_value() != stale:
-                return current
-            self._token = await self._retry.run(self._fetch)
-            log.info("salesforce.token_acquired", flow=self.flow, refresh=current is not None)
-            return self._token
-
-    def streaming_authenticator(self) -> SalesforceStreamingAuthenticator:
-        return SalesforceStreamingAuthenticator(self)
-
-    async def _fetch(self) -> SalesforceToken:
-        async with observe(System.SALESFORCE, "oauth_token"):
-            try:
-                response = await self._http.post(self.token_url, data=self._grant())
-            except httpx.TransportError as exc:
-                raise transient_from_transport(System.SALESFORCE, exc) from None
-            try:
-                body = response.json()
-            except ValueError:
-                body = None
-            if response.status_code != 200 or not isinstance(body, dict):
-                raise classify_token_error(response.status_code, body)
-            access_token = body.get("access_token")
-            instance_url = self._instance_url or body.get("instance_url")
-            if not isinstance(access_token, str) or not isinstance(instance_url, str):
-                raise TransientError(System.SALESFORCE, "token reply lacks token or instance_url")
-            return SalesforceToken(
-                SecretStr(access_token), instance_url, str(body.get("token_type") or "Bearer")
-            )
-
-    def _grant(self) -> dict[str, str]:
-        if self.flow == "jwt":
-            assert self._jwt_private_key is not None and self._username is not None
-            claims = {
-                "iss": self._client_id,
-                "sub": self._username,
-                "aud": self._jwt_audience,
-                "exp": int(time.time()) + 180,
-            }
-            assertion = jwt.encode(
-                claims, self._jwt_private_key.get_secret_value(), algorithm="RS256"
-            )
-            return {"grant_type": JWT_BEARER_GRANT, "assertion": assertion}
-        assert self._client_secret is not None
-        grant = {
-            "grant_type": self.flow,
-            "client_id": self._client_id,
-            "client_secret": self._client_secret.get_secret_value(),
-        }
-        if self.flow == "password":
-            assert self._username is not None and self._password is not None
-            grant |= {"username": self._username, "password": self._password.get_secret_value()}
-        return grant
-
-
-class SalesforceStreamingAuthenticator(AuthenticatorBase):
-    """aiosfstream-ng authenticator backed by `SalesforceAuth`.
-
-    The streaming client calls `authenticate()` at start and again after a `401::`/`403::`
-    reply; in the second case the token it holds was refused, so it is passed as `stale` and a
-    fresh one is fetched (and then shared with REST). Failures surface as the taxonomy's
-    errors (`ConfigurationError` for refused credentials, `TransientError` otherwise).
-    """
-
-    def __init__(self, auth: SalesforceAuth) -> None:
-        super().__init__()
-        self._auth = auth
-
-    def __repr__(self) -> str:
-        return f"SalesforceStreamingAuthenticator(auth={self._auth!r})"
-
-    async def _authenticate(self) -> tuple[int, dict[str, Any]]:
-        token = await self._auth.token(stale=self.access_token)
-        return 200, {
-            "access_token": token.access_token.get_secret_value(),
-            "token_type": token.token_type,
-            "instance_url": token.instance_url,
-        }
-
-
-# ---------------------------------------------------------------------------------------------
-# Typed records.
-
-
-def _text(value: Any) -> Any:
-    # Id-like custom fields may be defined as Number in some orgs; 1234.0 must read as "1234".
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
-    return value
-
-
-Text = Annotated[str | None, BeforeValidator(_text)]
-
-
-class SfRecord(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
-
-
-class ProductSnapshot(SfRecord):
-    id: str = Field(alias="Id")
-    name: str = Field(alias="Name")
-    product_code: str | None = Field(default=None, alias="ProductCode")
-    is_active: bool = Field(default=True, alias="IsActive")
-    whmcs_product_id: int | None = Field(default=None, alias="WHMCS_Product_Id__c")
-    product_type: str | None = Field(default=None, alias="Product_Type__c")
-    item_class: str | None = Field(default=None, alias="Item_Class__c")
-    billing_cycle: str | None = Field(default=None, alias="Billing_Cycle__c")
-    freebit_plan_code: str | None = Field(default=None, alias="Freebit_Plan_Code__c")
-
-
-class OrderItemSnapshot(SfRecord):
-    id: str = Field(alias="Id")
-    order_id: str = Field(alias="OrderId")
-    product2_id: str | None = Field(default=None, alias="Product2Id")
-    pricebook_entry_id: str | None = Field(default=None, alias="PricebookEntryId")
-    quantity: Decimal = Field(alias="Quantity")
-    unit_price: Decimal | None = Field(default=None, alias="UnitPrice")
-    whmcs_service_id: Text = Field(default=None, alias="WHMCS_Service_ID__c")
-    product: ProductSnapshot | None = Field(default=None, alias="Product2")
-
-
-class AccountSnapshot(SfRecord):
-    id: str = Field(alias="Id")
-    name: str = Field(alias="Name")
-    customer_number: Text = Field(default=None, alias="Customer_Number__c")
-    whmcs_client_id: Text = Field(default=None, alias="WH_Account__c")
-    portal_status: str | None = Field(default=None, alias="Portal_Status__c")
-
-
-class BillingAddress(SfRecord):
-    street: str | None = Field(default=None, alias="BillingStreet")
-    city: str | None = Field(default=None, alias="BillingCity")
-    state: str | None = Field(default=None, alias="BillingState")
-    postal_code: str | None = Field(default=None, alias="BillingPostalCode")
-    country: str | None = Field(default=None, alias="BillingCountry")
-
-
-class OrderSnapshot(SfRecord):
-    """An order as the workflow needs it: header, address snapshot, account, items, products."""
-
-    id: str = Field(alias="Id")
-    order_number: str | None = Field(default=None, alias="OrderNumber")
-    account_id: str | None = Field(default=None, alias="AccountId")
-    pricebook2_id: str | None = Field(default=None, alias="Pricebook2Id")
-    status: str = Field(alias="Status")
-    effective_date: date | None = Field(default=None, alias="EffectiveDate")
-    activation_status: str | None = Field(default=None, alias="Activation_Status__c")
-    activation_error_code: str | None = Field(default=None, alias="Activation_Error_Code__c")
-    activation_error_message: str | None = Field(default=None, alias="Activation_Error_Message__c")
-    activation_last_attempt_at: datetime | None = Field(
-        default=None, alias="Activation_Last_Attempt_At__c"
-    )
-    whmcs_order_id: Text = Field(default=None, alias="WHMCS_Order_ID__c")
-    sim_type: str | None = Field(default=None, alias="SIM_Type__c")
-    eid: str | None = Field(default=None, alias="EID__c")
-    sim_phone_number: Text = Field(default=None, alias="SIM_Phone_Number__c")
-    mnp_reservation_number: Text = Field(default=None, alias="MNP_Reservation_Number__c")
-    mnp_expiry_date: date | None = Field(default=None, alias="MNP_Expiry_Date__c")
-    billing_address: BillingAddress
-    account: AccountSnapshot | None = Field(default=None, alias="Account")
-    items: tuple[OrderItemSnapshot, ...] = ()
-
-
-class CatalogEntry(SfRecord):
-    """A pricebook entry with its product, as the public catalog shows it."""
-
-    id: str = Field(alias="Id")
-    pricebook2_id: str = Field(alias="Pricebook2Id")
-    product2_id: str = Field(alias="Product2Id")
-    unit_price: Decimal = Field(alias="UnitPrice")
-    is_active: bool = Field(alias="IsActive")
-    product: ProductSnapshot = Field(alias="Product2")
-
-
-ActivationStatus = Literal["Pending", "Activating", "Activated", "Failed", "Cancelled"]
+# The engine's write-back.
 
 
 class ActivationUpdate(BaseModel):
@@ -444,7 +188,7 @@ class ActivationUpdate(BaseModel):
 
     def order_fields(self) -> dict[str, Any]:
         fields: dict[str, Any] = {
-            "Activation_Status__c": self.status,
+            "Activation_Status__c": self.status.value,
             "Activation_Error_Code__c": self.error_code.value if self.error_code else None,
             "Activation_Error_Message__c": (
                 self.error_message[:ERROR_MESSAGE_LIMIT] if self.error_message else None
@@ -457,6 +201,9 @@ class ActivationUpdate(BaseModel):
             fields["WHMCS_Order_ID__c"] = self.whmcs_order_id
         return fields
 
+
+# ---------------------------------------------------------------------------------------------
+# SOQL.
 
 _PRODUCT_FIELDS = (
     "Id",
@@ -496,13 +243,141 @@ CATALOG_SOQL = (
 _NEXT_RECORDS_URL = re.compile(r"/services/data/v\d+\.\d/query/[A-Za-z0-9-]+")
 _EVENT_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,38}__e")
 
+# The person an MNP reservation names (Freebit needs them to port the number in); domain field
+# -> Order field.
+_MNP_PERSON_FIELDS: Mapping[str, str] = {
+    "last_name_kanji": "MNP_Last_Name_Kanji__c",
+    "first_name_kanji": "MNP_First_Name_Kanji__c",
+    "last_name_kana": "MNP_Last_Name_Kana__c",
+    "first_name_kana": "MNP_First_Name_Kana__c",
+    "gender": "MNP_Gender__c",
+    "birthday": "MNP_Birthday__c",
+}
+_ACTIVATION_SOQL = (
+    "SELECT Id, Activation_Status__c, Activation_Error_Code__c, Activation_Error_Message__c,"
+    " WHMCS_Order_ID__c, (SELECT Id, WHMCS_Service_ID__c FROM OrderItems) FROM Order"
+    " WHERE Id = {id}"
+)
+
+# ---------------------------------------------------------------------------------------------
+# Records -> domain.
+
+
+def _text(value: Any) -> str | None:
+    # Id-like custom fields may be defined as Number in some orgs; 1234.0 must read as "1234".
+    if value is None or value == "":
+        return None
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return str(value)
+
+
+def _int(value: Any) -> int | None:
+    text = _text(value)
+    if text is None:
+        return None
+    match = re.fullmatch(r"([0-9]+)(?:\.0+)?", text.strip())
+    return int(match.group(1)) if match else None
+
+
+def _product(row: Mapping[str, Any]) -> Product:
+    return Product(
+        sf_product_id=row["Id"],
+        name=row.get("Name") or "",
+        product_code=row.get("ProductCode"),
+        is_active=bool(row.get("IsActive", True)),
+        whmcs_product_id=_int(row.get("WHMCS_Product_Id__c")),
+        product_type=row.get("Product_Type__c"),
+        item_class=row.get("Item_Class__c"),
+        billing_cycle=row.get("Billing_Cycle__c"),
+        freebit_plan_code=_text(row.get("Freebit_Plan_Code__c")),
+    )
+
+
+def _item(row: Mapping[str, Any]) -> OrderItem:
+    product = row.get("Product2") or {"Id": row.get("Product2Id") or "", "Name": ""}
+    return OrderItem(
+        sf_order_item_id=row["Id"],
+        product=_product(product),
+        quantity=Decimal(str(row.get("Quantity") or 0)),
+        unit_price=None if row.get("UnitPrice") is None else Decimal(str(row["UnitPrice"])),
+        pricebook_entry_id=row.get("PricebookEntryId"),
+        whmcs_service_id=_int(row.get("WHMCS_Service_ID__c")),
+    )
+
+
+def _account(row: Mapping[str, Any] | None) -> Account | None:
+    if not row:
+        return None
+    return Account(
+        sf_account_id=row["Id"],
+        name=row.get("Name") or "",
+        customer_number=_text(row.get("Customer_Number__c")),
+        whmcs_account_field=_text(row.get("WH_Account__c")),
+        portal_status=row.get("Portal_Status__c"),
+    )
+
+
+def _order_snapshot(record: Mapping[str, Any], items: Sequence[Mapping[str, Any]]) -> OrderSnapshot:
+    status = record.get("Activation_Status__c")
+    return OrderSnapshot(
+        sf_order_id=record["Id"],
+        order_number=_text(record.get("OrderNumber")),
+        sf_account_id=record.get("AccountId"),
+        pricebook_id=record.get("Pricebook2Id"),
+        status=record["Status"],
+        effective_date=record.get("EffectiveDate"),
+        activation_status=status if status in tuple(ActivationStatus) else None,
+        activation_error_code=record.get("Activation_Error_Code__c"),
+        whmcs_order_id=_int(record.get("WHMCS_Order_ID__c")),
+        billing_address=Address(
+            street=record.get("BillingStreet"),
+            city=record.get("BillingCity"),
+            state=record.get("BillingState"),
+            postal_code=record.get("BillingPostalCode"),
+            country=record.get("BillingCountry"),
+        ),
+        sim=SimDetails(
+            sim_type=record.get("SIM_Type__c"),
+            eid=_text(record.get("EID__c")),
+            phone_number=_text(record.get("SIM_Phone_Number__c")),
+            mnp_reservation_number=_text(record.get("MNP_Reservation_Number__c")),
+            mnp_expiry_date=record.get("MNP_Expiry_Date__c"),
+            mnp_person=MnpPerson(
+                **{
+                    name: record.get(field)
+                    for name, field in _MNP_PERSON_FIELDS.items()
+                    if record.get(field) not in (None, "")
+                }
+            ),
+        ),
+        account=_account(record.get("Account")),
+        items=tuple(_item(row) for row in items),
+    )
+
+
+def _catalog_entry(row: Mapping[str, Any]) -> CatalogEntry:
+    return CatalogEntry(
+        sf_pricebook_entry_id=row["Id"],
+        pricebook_id=row["Pricebook2Id"],
+        product=_product(row["Product2"]),
+        unit_price=Decimal(str(row["UnitPrice"])),
+        is_active=bool(row.get("IsActive", True)),
+    )
+
 
 # ---------------------------------------------------------------------------------------------
 # The REST client.
 
 
 class SalesforceClient:
-    """Salesforce REST through simple-salesforce, run on a bounded thread pool."""
+    """Salesforce REST through simple-salesforce, on a bounded, abortable thread pool.
+
+    `auth` may be shared (with the streaming listener): closing this client closes it only when
+    the client made it itself (`from_settings` without an `auth`).
+    """
 
     def __init__(
         self,
@@ -510,37 +385,51 @@ class SalesforceClient:
         *,
         api_version: str = "60.0",
         ca_file: Path | str | None = None,
-        timeout: float = 30.0,
-        max_workers: int = 4,
+        deadline: float = 30.0,
+        pool_size: int = 4,
+        client_name: str = "order-fulfillment",
         retry: RetryPolicy | None = None,
+        owns_auth: bool = False,
+        composite_limit: int = COMPOSITE_LIMIT,
     ) -> None:
         self.auth = auth
+        self._composite_limit = composite_limit
+        self._owns_auth = owns_auth
         self._api_version = api_version
-        # Passed on every request: requests lets REQUESTS_CA_BUNDLE override a session-level
-        # `verify`, but not a per-request one. Never False: without a CA file the system trust
-        # store is used.
-        self._http_options: dict[str, Any] = {
-            "timeout": timeout,
+        self._deadline = deadline
+        self._read_options: dict[str, Any] = {
+            # Never False: without a CA file the system trust store is used. Passed on every
+            # request, since requests lets REQUESTS_CA_BUNDLE override a session-level `verify`.
             "verify": str(ca_file) if ca_file is not None else True,
+            "timeout": (min(5.0, deadline), deadline),
+        }
+        self._write_options: dict[str, Any] = {
+            **self._read_options,
+            "headers": {"Sforce-Call-Options": f"client={client_name}"},
         }
         self._retry = retry or RetryPolicy()
-        self._session = requests.Session()
-        self._executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="sf-rest")
+        self._session = abortable_session(pool_size)
+        self._executor = ThreadPoolExecutor(max_workers=pool_size, thread_name_prefix="sf-rest")
         self._sf: tuple[SalesforceToken, Salesforce] | None = None
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Self:
+    def from_settings(cls, settings: Settings, *, auth: SalesforceAuth | None = None) -> Self:
         return cls(
-            SalesforceAuth.from_settings(settings),
+            auth or SalesforceAuth.from_settings(settings),
             api_version=settings.sf_api_version,
             ca_file=settings.sf_ca_file,
+            deadline=settings.sf_request_timeout_seconds,
+            pool_size=settings.sf_rest_pool_size,
+            client_name=settings.sf_client_name,
+            owns_auth=auth is None,
         )
 
     def __repr__(self) -> str:
         return f"SalesforceClient(auth={self.auth!r}, api_version={self._api_version!r})"
 
     async def aclose(self) -> None:
-        await self.auth.aclose()
+        if self._owns_auth:
+            await self.auth.aclose()
         self._executor.shutdown(wait=False, cancel_futures=True)
         self._session.close()
 
@@ -556,19 +445,15 @@ class SalesforceClient:
         """The order snapshot in one query (plus a token request when none is cached)."""
         order = _sf_id(order_id, ids.ORDER, ErrorCode.ORDER_NOT_FOUND)
         soql = ORDER_SNAPSHOT_SOQL.format(id=id_literal(order))
-        reply = await self._read("read_order", lambda sf: sf.query(soql, **self._http_options))
+        reply = await self._read("read_order", lambda sf: sf.query(soql, **self._read_options))
         records = reply.get("records") or []
         if not records:
             raise BusinessError(
-                System.SALESFORCE,
-                ErrorCode.ORDER_NOT_FOUND,
-                "order does not exist",
-                detail=order,
+                System.SALESFORCE, ErrorCode.ORDER_NOT_FOUND, "order does not exist", detail=order
             )
         record = dict(records[0])
         items = await self._children("read_order", record.get("OrderItems"))
-        data = {**record, "billing_address": record, "items": items}
-        return _parse(OrderSnapshot, "read_order", data)
+        return _mapped("read_order", lambda: _order_snapshot(record, items))
 
     async def read_catalog(self, pricebook_id: str | None = None) -> list[CatalogEntry]:
         """Active entries of a pricebook (default: the standard one) with their products."""
@@ -578,14 +463,45 @@ class SalesforceClient:
             pricebook = _sf_id(pricebook_id, ids.PRICEBOOK2, ErrorCode.INVALID_ORDER)
             where = f"Pricebook2Id = {id_literal(pricebook)}"
         soql = CATALOG_SOQL.format(pricebook=where)
-        rows = await self._read("read_catalog", lambda sf: sf.query_all(soql, **self._http_options))
-        return [_parse(CatalogEntry, "read_catalog", row) for row in rows.get("records") or []]
+        rows = await self._read("read_catalog", lambda sf: sf.query_all(soql, **self._read_options))
+        return [
+            _mapped("read_catalog", functools.partial(_catalog_entry, row))
+            for row in rows.get("records") or []
+        ]
 
     async def find_pricebook_id(self, name: str) -> str | None:
         soql = f"SELECT Id FROM Pricebook2 WHERE Name = {quote(name)} AND IsActive = true LIMIT 1"  # noqa: S608
-        reply = await self._read("find_pricebook", lambda sf: sf.query(soql, **self._http_options))
+        reply = await self._read("find_pricebook", lambda sf: sf.query(soql, **self._read_options))
         records = reply.get("records") or []
         return str(records[0]["Id"]) if records else None
+
+    async def activation_applied(
+        self,
+        order_id: str,
+        update: ActivationUpdate,
+        item_service_ids: Mapping[str, str] | None = None,
+    ) -> bool:
+        """Whether the order (and items) already hold what `update` writes.
+
+        The timestamp of the attempt is left out: it names the attempt, not the state.
+        """
+        order = _sf_id(order_id, ids.ORDER, ErrorCode.ORDER_NOT_FOUND)
+        soql = _ACTIVATION_SOQL.format(id=id_literal(order))
+        reply = await self._read("read_activation", lambda sf: sf.query(soql, **self._read_options))
+        records = reply.get("records") or []
+        if not records:
+            return False
+        record = records[0]
+        wanted = update.order_fields()
+        wanted.pop("Activation_Last_Attempt_At__c", None)
+        if any(_text(record.get(field)) != _text(value) for field, value in wanted.items()):
+            return False
+        items = await self._children("read_activation", record.get("OrderItems"))
+        have = {row["Id"]: _text(row.get("WHMCS_Service_ID__c")) for row in items}
+        return all(
+            have.get(item_id) == service_id
+            for item_id, service_id in (item_service_ids or {}).items()
+        )
 
     # -- writes (not retried here) -------------------------------------------------------------
 
@@ -595,32 +511,25 @@ class SalesforceClient:
         update: ActivationUpdate,
         *,
         item_service_ids: Mapping[str, str] | None = None,
-    ) -> None:
-        """Write the Activation_* fields (and WHMCS ids) in one request.
+    ) -> WriteOutcome:
+        """Write the Activation_* fields (and WHMCS ids).
 
-        Without item ids this is a PATCH of the order; with them, one `composite/sobjects` PATCH
-        (all or none) carries the order and its items.
+        Without item ids this is a PATCH of the order; with them, `composite/sobjects` PATCHes
+        (all or none per request) with the Order record last, so the order reads Activated only
+        once every item carries its service id. A refusal of values that are already there (a
+        repeat after a lost reply) is `ALREADY_DONE`.
         """
         order = _sf_id(order_id, ids.ORDER, ErrorCode.ORDER_NOT_FOUND)
-        if not item_service_ids:
-            fields = update.order_fields()
-            await self._write(
-                "update_order",
-                lambda sf: sf.restful(
-                    f"sobjects/Order/{order}", method="PATCH", json=fields, **self._http_options
-                ),
-            )
-            return
-        records: list[dict[str, Any]] = [
-            {"attributes": {"type": "Order"}, "id": order, **update.order_fields()}
-        ]
-        for item_id, service_id in item_service_ids.items():
-            item = _sf_id(item_id, ids.ORDER_ITEM, ErrorCode.INVALID_ORDER)
-            records.append(
-                {"attributes": {"type": "OrderItem"}, "id": item, "WHMCS_Service_ID__c": service_id}
-            )
-        for start in range(0, len(records), COMPOSITE_LIMIT):
-            await self._composite_update(records[start : start + COMPOSITE_LIMIT])
+        try:
+            await self._update_activation(order, update, item_service_ids or {})
+        except BusinessError as refused:
+            if refused.code is not ErrorCode.ORDER_NOT_FOUND and await self.activation_applied(
+                order, update, item_service_ids
+            ):
+                log.info("salesforce.already_done", sf_order_id=order, operation="update_order")
+                return WriteOutcome.ALREADY_DONE
+            raise
+        return WriteOutcome.APPLIED
 
     async def publish_event(self, event_name: str, fields: Mapping[str, Any]) -> str:
         """Publish a platform event (e.g. `Account_Eligibility_Update__e`); returns its id."""
@@ -630,7 +539,7 @@ class SalesforceClient:
         reply = await self._write(
             "publish_event",
             lambda sf: sf.restful(
-                f"sobjects/{event_name}/", method="POST", json=body, **self._http_options
+                f"sobjects/{event_name}/", method="POST", json=body, **self._write_options
             ),
         )
         if not isinstance(reply, dict) or not reply.get("success"):
@@ -641,12 +550,35 @@ class SalesforceClient:
 
     # -- plumbing ------------------------------------------------------------------------------
 
+    async def _update_activation(
+        self, order: str, update: ActivationUpdate, item_service_ids: Mapping[str, str]
+    ) -> None:
+        if not item_service_ids:
+            fields = update.order_fields()
+            await self._write(
+                "update_order",
+                lambda sf: sf.restful(
+                    f"sobjects/Order/{order}", method="PATCH", json=fields, **self._write_options
+                ),
+            )
+            return
+        records: list[dict[str, Any]] = []
+        for item_id, service_id in item_service_ids.items():
+            item = _sf_id(item_id, ids.ORDER_ITEM, ErrorCode.INVALID_ORDER)
+            records.append(
+                {"attributes": {"type": "OrderItem"}, "id": item, "WHMCS_Service_ID__c": service_id}
+            )
+        records.append({"attributes": {"type": "Order"}, "id": order, **update.order_fields()})
+        size = self._composite_limit
+        for start in range(0, len(records), size):
+            await self._composite_update(records[start : start + size])
+
     async def _composite_update(self, records: list[dict[str, Any]]) -> None:
         payload = {"allOrNone": True, "records": records}
         results = await self._write(
             "update_order_items",
             lambda sf: sf.restful(
-                "composite/sobjects", method="PATCH", json=payload, **self._http_options
+                "composite/sobjects", method="PATCH", json=payload, **self._write_options
             ),
         )
         failed = [result for result in results or [] if not result.get("success")]
@@ -668,48 +600,54 @@ class SalesforceClient:
         while not relation.get("done", True):
             next_url = relation.get("nextRecordsUrl")
             if not isinstance(next_url, str) or not _NEXT_RECORDS_URL.fullmatch(next_url):
-                raise TransientError(System.SALESFORCE, f"{operation}: bad nextRecordsUrl")
-            more = functools.partial(_query_more, url=next_url, options=self._http_options)
+                raise UnrecognisedError(System.SALESFORCE, f"{operation}: bad nextRecordsUrl")
+            more = functools.partial(_query_more, url=next_url, options=self._read_options)
             relation = await self._read(operation, more)
             rows.extend(relation.get("records") or [])
         return rows
 
     async def _read(self, operation: str, call: Callable[[Salesforce], Any]) -> Any:
-        return await self._retry.run(lambda: self._call(operation, call))
+        return await self._retry.run(lambda: self._call(operation, call, write=False))
 
     async def _write(self, operation: str, call: Callable[[Salesforce], Any]) -> Any:
-        return await self._call(operation, call)
+        return await self._call(operation, call, write=True)
 
-    async def _call(self, operation: str, call: Callable[[Salesforce], T]) -> T:
+    async def _call(self, operation: str, call: Callable[[Salesforce], T], *, write: bool) -> T:
+        sent = False
         async with observe(System.SALESFORCE, operation):
-            token = await self.auth.token()
             try:
-                return await self._in_thread(token, call)
-            except SalesforceError as exc:
-                if exc.status != 401:
-                    raise _rest_error(operation, exc) from None
-            # The session was refused: refresh once (shared with other callers) and repeat once.
-            # A refused session never reached the data, so repeating a write is safe here.
-            log.info("salesforce.session_refused", operation=operation)
-            token = await self.auth.token(stale=token.access_token.get_secret_value())
-            try:
-                return await self._in_thread(token, call)
-            except SalesforceError as exc:
-                raise _rest_error(operation, exc) from None
+                async with asyncio.timeout(self._deadline):
+                    token = await self.auth.token()
+                    try:
+                        sent = True
+                        return await self._in_thread(token, call, write=write)
+                    except SalesforceError as exc:
+                        if exc.status != 401:
+                            raise _rest_error(operation, exc, write=write) from None
+                    # The session was refused: refresh once (shared with other callers) and
+                    # repeat once. A refused session never reached the data.
+                    log.info("salesforce.session_refused", operation=operation)
+                    token = await self.auth.token(stale=token.access_token.get_secret_value())
+                    try:
+                        return await self._in_thread(token, call, write=write)
+                    except SalesforceError as exc:
+                        raise _rest_error(operation, exc, write=write) from None
+            except TimeoutError:
+                text = f"{operation}: no reply within {self._deadline:g} s"
+                if write and sent:
+                    raise OutcomeUnknownError(System.SALESFORCE, text) from None
+                raise TransientError(System.SALESFORCE, text) from None
 
-    async def _in_thread(self, token: SalesforceToken, call: Callable[[Salesforce], T]) -> T:
+    async def _in_thread(
+        self, token: SalesforceToken, call: Callable[[Salesforce], T], *, write: bool
+    ) -> T:
         sf = self._rest(token)
-        loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self._executor, functools.partial(call, sf))
-        except requests.exceptions.SSLError:
-            raise ConfigurationError(
-                System.SALESFORCE, "TLS verification failed (check SF_CA_FILE)"
-            ) from None
-        except requests.exceptions.Timeout:
-            raise TransientError(System.SALESFORCE, "request timed out") from None
-        except requests.exceptions.ConnectionError:
-            raise TransientError(System.SALESFORCE, "connection failed") from None
+            result = await run_abortably(self._executor, functools.partial(call, sf))
+        except requests.RequestException as exc:
+            raise requests_error(exc, write=write) from None
+        _record_api_usage(sf)
+        return result
 
     def _rest(self, token: SalesforceToken) -> Salesforce:
         cached = self._sf
@@ -725,6 +663,13 @@ class SalesforceClient:
         return sf
 
 
+def _record_api_usage(sf: Salesforce) -> None:
+    usage = sf.api_usage.get("api-usage") if isinstance(sf.api_usage, Mapping) else None
+    if usage is not None:
+        SALESFORCE_API_USAGE.labels("used").set(usage.used)
+        SALESFORCE_API_USAGE.labels("limit").set(usage.total)
+
+
 def _query_more(sf: Salesforce, *, url: str, options: dict[str, Any]) -> Any:
     return sf.query_more(url, identifier_is_url=True, **options)
 
@@ -738,7 +683,7 @@ def _sf_id(value: str, key_prefix: str, code: ErrorCode) -> str:
         ) from None
 
 
-def _rest_error(operation: str, exc: SalesforceError) -> ClientError:
+def _rest_error(operation: str, exc: SalesforceError, *, write: bool) -> ClientError:
     content = exc.content
     first = content[0] if isinstance(content, list) and content else content
     error_code = first.get("errorCode") if isinstance(first, dict) else None
@@ -748,6 +693,7 @@ def _rest_error(operation: str, exc: SalesforceError) -> ClientError:
         exc.status,
         error_code if isinstance(error_code, str) else None,
         message if isinstance(message, str) else None,
+        write=write,
     )
 
 
@@ -760,17 +706,20 @@ def _record_error(operation: str, errors: Sequence[Any] | None) -> ClientError:
         400,
         code if isinstance(code, str) else None,
         message if isinstance(message, str) else None,
+        write=True,
     )
 
 
-M = TypeVar("M", bound=BaseModel)
-
-
-def _parse(model: type[M], operation: str, data: Any) -> M:
+def _mapped(operation: str, build: Callable[[], T]) -> T:
     try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        fields = sorted({".".join(str(part) for part in error["loc"]) for error in exc.errors()})
-        raise ConfigurationError(
-            System.SALESFORCE, f"{operation}: unexpected record shape", detail=", ".join(fields)
+        return build()
+    except (ValidationError, KeyError, ValueError, ArithmeticError) as exc:
+        # Field locations only: values may be personal data.
+        where = (
+            ", ".join(sorted({".".join(map(str, e["loc"])) for e in exc.errors()}))
+            if isinstance(exc, ValidationError)
+            else type(exc).__name__
+        )
+        raise UnrecognisedError(
+            System.SALESFORCE, f"{operation}: unexpected record shape", detail=where
         ) from None

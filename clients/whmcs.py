@@ -8,10 +8,11 @@ idempotency key, so a repeat is the activity's decision, made after looking for 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Self, TypeVar
+from typing import Any, Literal, Self, TypeVar
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
@@ -21,82 +22,138 @@ from clients.errors import (
     ClientError,
     ConfigurationError,
     ErrorCode,
+    OutcomeUnknownError,
     System,
     TransientError,
+    UnrecognisedError,
 )
-from clients.http import DEFAULT_TIMEOUT, FormApiClient, retry_after_seconds, transient_status
+from clients.http import DEFAULT_TIMEOUT, FormApiClient, status_error, transient_status
 from clients.metrics import observe
 from clients.retry import RetryPolicy
 from clients.whmcs_encoding import encode_product_fields, php_array_fields
 from config.logging import get_logger
 from config.settings import Settings
+from domain.billing import (
+    ORDER_ITEM_MARKER_FIELD,
+    BillingOrder,
+    BillingOrderResult,
+    BillingOrderStatus,
+    PayMethod,
+)
+from domain.errors import WriteOutcome
+from domain.rules import services_by_item
 
 log = get_logger(__name__)
 
 M = TypeVar("M", bound=BaseModel)
 
 # ---------------------------------------------------------------------------------------------
-# Error mapping: the one table from WHMCS error messages to the taxonomy.
+# Error mapping: per action, from WHMCS error messages to the taxonomy.
+
+# Actions that write; a lost reply to one of them is `OutcomeUnknownError`.
+WRITE_ACTIONS = frozenset({"AddOrder", "AcceptOrder", "CancelOrder", "UpdateClientProduct"})
+# Every action: WHMCS refusing our credentials or address.
+_ALL = frozenset[str]()
+# Sentinel outcome: AcceptOrder/CancelOrder met an order that is not Pending; the client reads
+# the order to tell "already done" from a real refusal.
+NOT_PENDING: Literal["not_pending"] = "not_pending"
+WhmcsOutcome = ErrorCode | Literal["configuration", "not_pending"]
 
 
 @dataclass(frozen=True)
 class WhmcsErrorRule:
-    """A WHMCS error message (exact, or a prefix) and what it means to us."""
+    """A WHMCS error message (exact, or a prefix), the actions it is known for, its meaning."""
 
     text: str
-    code: ErrorCode
+    outcome: WhmcsOutcome
+    actions: frozenset[str] = _ALL
     prefix: bool = False
-    configuration: bool = False
 
-    def matches(self, message: str) -> bool:
+    def matches(self, action: str, message: str) -> bool:
+        if self.actions and action not in self.actions:
+            return False
         text, candidate = self.text.casefold(), message.strip().casefold()
         return candidate.startswith(text) if self.prefix else candidate == text
 
 
-WHMCS_ERROR_TABLE: tuple[WhmcsErrorRule, ...] = (
-    WhmcsErrorRule("Client Not Found", ErrorCode.BILLING_CLIENT_NOT_LINKED),
-    WhmcsErrorRule("Client ID Not Found", ErrorCode.BILLING_CLIENT_NOT_LINKED),
-    WhmcsErrorRule("Invalid Payment Method", ErrorCode.PAYMENT_METHOD_MISSING, prefix=True),
-    WhmcsErrorRule("Order ID not found or Status not Pending", ErrorCode.BILLING_ORDER_REJECTED),
+_CLIENT_READS = frozenset({"GetClientsDetails", "GetPayMethods", "GetClientsProducts"})
+WHMCS_ERROR_RULES: tuple[WhmcsErrorRule, ...] = (
+    WhmcsErrorRule("Authentication Failed", "configuration"),
+    WhmcsErrorRule("Invalid IP", "configuration", prefix=True),
+    WhmcsErrorRule("Invalid Permissions", "configuration", prefix=True),
+    WhmcsErrorRule("Invalid Access Key", "configuration", prefix=True),
+    WhmcsErrorRule("Client Not Found", ErrorCode.BILLING_CLIENT_NOT_LINKED, _CLIENT_READS),
     WhmcsErrorRule(
-        "No items added to cart so order cannot proceed", ErrorCode.BILLING_ORDER_REJECTED
+        "Client ID Not Found",
+        ErrorCode.BILLING_CLIENT_NOT_LINKED,
+        _CLIENT_READS | {"AddOrder"},
+    ),
+    # The gateway we send is not active in WHMCS: our setting, not the customer's data.
+    WhmcsErrorRule("Invalid Payment Method", "configuration", frozenset({"AddOrder"}), True),
+    WhmcsErrorRule("Invalid Pay Method Type", "configuration", frozenset({"GetPayMethods"}), True),
+    WhmcsErrorRule(
+        "No items added to cart so order cannot proceed",
+        ErrorCode.BILLING_ORDER_REJECTED,
+        frozenset({"AddOrder"}),
     ),
     WhmcsErrorRule(
-        "Unable to add order when client status is", ErrorCode.BILLING_ORDER_REJECTED, prefix=True
+        "Unable to add order when client status is",
+        ErrorCode.BILLING_ORDER_REJECTED,
+        frozenset({"AddOrder"}),
+        prefix=True,
     ),
-    WhmcsErrorRule("Authentication Failed", ErrorCode.UPSTREAM_UNAVAILABLE, configuration=True),
-    WhmcsErrorRule("Invalid IP", ErrorCode.UPSTREAM_UNAVAILABLE, prefix=True, configuration=True),
     WhmcsErrorRule(
-        "Invalid Permissions", ErrorCode.UPSTREAM_UNAVAILABLE, prefix=True, configuration=True
+        "Order ID not found or Status not Pending",
+        NOT_PENDING,
+        frozenset({"AcceptOrder", "CancelOrder"}),
     ),
 )
 
-# What an unlisted `result=error` message means, by the action that got it.
-WHMCS_DEFAULT_CODES: Mapping[str, ErrorCode] = {
-    "GetClientsDetails": ErrorCode.BILLING_CLIENT_NOT_LINKED,
-    "GetPayMethods": ErrorCode.PAYMENT_METHOD_MISSING,
-}
+
+class AccessRefusedError(ConfigurationError):
+    """WHMCS refused our credentials or address; the client pauses all calls for a while."""
 
 
-def classify_whmcs_error(action: str, message: str) -> BusinessError:
-    """The taxonomy error for a WHMCS `result=error` reply to `action`."""
-    for rule in WHMCS_ERROR_TABLE:
-        if rule.matches(message):
-            if rule.configuration:
-                return ConfigurationError(
-                    System.WHMCS, f"{action} refused our API credentials", detail=message
-                )
-            return BusinessError(System.WHMCS, rule.code, f"{action} refused", detail=message)
-    code = WHMCS_DEFAULT_CODES.get(action, ErrorCode.BILLING_ORDER_REJECTED)
-    return BusinessError(System.WHMCS, code, f"{action} refused", detail=message)
+class _NotPendingError(BusinessError):
+    """Internal: AcceptOrder/CancelOrder met a non-Pending (or missing) order."""
+
+    def __init__(self, action: str, message: str) -> None:
+        super().__init__(
+            System.WHMCS, ErrorCode.BILLING_ORDER_REJECTED, f"{action} refused", detail=message
+        )
+
+
+def classify_whmcs_error(action: str, message: str) -> ClientError:
+    """The taxonomy error for a WHMCS `result=error` reply to `action`.
+
+    A message the rules do not know for this action is an `UnrecognisedError` (transient, with
+    an alert), never a business code: a new WHMCS message must not park orders with a code that
+    tells the operator the wrong story.
+    """
+    for rule in WHMCS_ERROR_RULES:
+        if not rule.matches(action, message):
+            continue
+        if rule.outcome == "configuration":
+            error_type = AccessRefusedError if not rule.actions else ConfigurationError
+            return error_type(System.WHMCS, f"{action} refused our setup", detail=message)
+        if rule.outcome == NOT_PENDING:
+            return _NotPendingError(action, message)
+        return BusinessError(
+            System.WHMCS, ErrorCode(rule.outcome), f"{action} refused", detail=message
+        )
+    return UnrecognisedError(
+        System.WHMCS, f"{action} failed with an unrecognised error", detail=message
+    )
 
 
 def classify_whmcs_status(action: str, status: int) -> ClientError:
     """The taxonomy error for an HTTP failure whose body is not a WHMCS error reply."""
-    if transient_status(status):
-        return TransientError(System.WHMCS, f"{action} failed with HTTP {status}")
     # A 401/403/404 without a WHMCS body means a wrong URL or a proxy refusing us.
-    return ConfigurationError(System.WHMCS, f"{action} failed with HTTP {status}")
+    if status in (401, 403):
+        return AccessRefusedError(System.WHMCS, f"{action} failed with HTTP {status}")
+    if status == 404:
+        return ConfigurationError(System.WHMCS, f"{action} failed with HTTP {status}")
+    return UnrecognisedError(System.WHMCS, f"{action} failed with HTTP {status}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -139,16 +196,6 @@ class BillingClient(WhmcsModel):
     companyname: str = ""
     email: str = ""
     status: str = ""
-
-
-class PayMethod(WhmcsModel):
-    id: int
-    type: str
-    description: str = ""
-    gateway_name: str = ""
-    # Card data stays out of reprs and logs even in its masked form.
-    card_last_four: str | None = Field(default=None, repr=False)
-    expiry_date: str | None = Field(default=None, repr=False)
 
 
 class OrderLine(WhmcsModel):
@@ -288,6 +335,18 @@ class Invoice(WhmcsModel):
     paymentmethod: str = ""
 
 
+class ProductFields(WhmcsModel):
+    """A product's custom field definitions (GetProducts), where the marker field is found."""
+
+    pid: int
+    customfields: list[CustomFieldValue] = Field(default_factory=list)
+
+    @field_validator("customfields", mode="before")
+    @classmethod
+    def _fields(cls, value: Any) -> Any:
+        return _unwrap(value, "customfield")
+
+
 # ---------------------------------------------------------------------------------------------
 # The client.
 
@@ -305,13 +364,22 @@ class WhmcsClient(FormApiClient):
         timeout: httpx.Timeout = DEFAULT_TIMEOUT,
         retry: RetryPolicy | None = None,
         page_size: int = 100,
+        max_pages: int = 1000,
+        marker_field: str = ORDER_ITEM_MARKER_FIELD,
     ) -> None:
         self._api_url = api_url
         self._page_size = page_size
+        self._max_pages = max_pages
         self._identifier = identifier
         self._secret = secret
         self._access_key = access_key
         self._retry = retry or RetryPolicy()
+        self._marker_field = marker_field
+        self._marker_ids: dict[int, int] = {}
+        # After WHMCS refuses our credentials or address, calls fail here until this monotonic
+        # time: WHMCS bans addresses that keep failing to log in, and every order in flight
+        # would otherwise add its own failed login.
+        self._refused: tuple[float, ConfigurationError] | None = None
         super().__init__(System.WHMCS, timeout)
 
     @classmethod
@@ -337,6 +405,7 @@ class WhmcsClient(FormApiClient):
         return self._parse(BillingClient, "GetClientsDetails", reply.get("client") or reply)
 
     async def get_pay_methods(self, client_id: int) -> list[PayMethod]:
+        """Every pay method of the client, of any type (no `type` filter: it knows only two)."""
         reply = await self._read("GetPayMethods", {"clientid": str(client_id)})
         return self._parse_list(PayMethod, "GetPayMethods", reply.get("paymethods"))
 
@@ -360,41 +429,154 @@ class WhmcsClient(FormApiClient):
         params = {"userid": client_id, "status": status}
         return await self._paged("GetInvoices", params, "invoices", "invoice", Invoice)
 
+    async def marker_field_id(self, pid: int) -> int:
+        """The id of the product's order-item marker field (ids differ per product; cached)."""
+        cached = self._marker_ids.get(pid)
+        if cached is not None:
+            return cached
+        reply = await self._read("GetProducts", {"pid": str(pid)})
+        rows = _unwrap(reply.get("products"), "product")
+        for product in self._parse_list(ProductFields, "GetProducts", rows):
+            for field in product.customfields:
+                if product.pid == pid and field.name == self._marker_field:
+                    self._marker_ids[pid] = field.id
+                    return field.id
+        raise ConfigurationError(
+            System.WHMCS,
+            f"product {pid} has no {self._marker_field!r} custom field",
+            detail="define it on every product the engine orders",
+        )
+
+    async def find_billing_order(self, order: BillingOrder) -> BillingOrderResult | None:
+        """The WHMCS order an earlier attempt made for `order`, found by the services' markers.
+
+        Every line must have a service marked with its Salesforce item id, all in one order
+        that is not cancelled; otherwise there is no earlier order to take (None).
+        """
+        services = await self.get_clients_products(order.whmcs_client_id)
+        by_order: dict[int, list[ClientProduct]] = {}
+        for service in services:
+            by_order.setdefault(service.orderid, []).append(service)
+        for order_id in sorted(by_order, reverse=True):
+            marked = [(s.id, s.custom_field(self._marker_field)) for s in by_order[order_id]]
+            service_ids = services_by_item(order.lines, marked)
+            if service_ids is None:
+                continue
+            found = await self.get_orders(order_id=order_id)
+            if not found or _order_status(found[0].status) in _DEAD:
+                continue
+            return BillingOrderResult(
+                whmcs_order_id=order_id,
+                whmcs_invoice_id=found[0].invoiceid,
+                status=_order_status(found[0].status),
+                service_ids=service_ids,
+            )
+        return None
+
+    async def order_status(self, order_id: int) -> BillingOrderStatus | None:
+        found = await self.get_orders(order_id=order_id)
+        return _order_status(found[0].status) if found else None
+
     # -- writes (never retried here) -----------------------------------------------------------
 
-    async def add_order(self, request: AddOrderRequest) -> AddOrderResult:
+    async def add_order(self, order: BillingOrder) -> BillingOrderResult:
+        """AddOrder with each line marked; a lost reply raises `OutcomeUnknownError`, after
+        which `find_billing_order` tells whether WHMCS made the order."""
+        lines = [
+            OrderLine(
+                pid=line.whmcs_product_id,
+                billingcycle=line.billing_cycle,
+                qty=line.quantity,
+                customfields={
+                    await self.marker_field_id(line.whmcs_product_id): line.sf_order_item_id
+                },
+                priceoverride=line.price_override,
+            )
+            for line in order.lines
+        ]
+        request = AddOrderRequest(
+            client_id=order.whmcs_client_id,
+            payment_method=order.payment_method,
+            lines=lines,
+            noemail=True,
+        )
         reply = await self._write("AddOrder", request.to_form())
-        result = self._parse(AddOrderResult, "AddOrder", reply)
+        added = self._parse(AddOrderResult, "AddOrder", reply)
         log.info(
             "whmcs.order_added",
-            whmcs_client_id=request.client_id,
-            whmcs_order_id=result.order_id,
-            whmcs_service_ids=result.service_ids,
-            whmcs_invoice_id=result.invoice_id,
+            sf_order_id=order.sf_order_id,
+            whmcs_client_id=order.whmcs_client_id,
+            whmcs_order_id=added.order_id,
+            whmcs_service_ids=added.service_ids,
+            whmcs_invoice_id=added.invoice_id,
         )
-        return result
+        service_ids = (
+            {
+                line.sf_order_item_id: sid
+                for line, sid in zip(order.lines, added.service_ids, strict=True)
+            }
+            if len(added.service_ids) == len(order.lines)
+            else None
+        )
+        if service_ids is None:
+            # Quantities above one make several services per line: the markers say which.
+            found = await self.find_billing_order(order)
+            service_ids = found.service_ids if found else {}
+        return BillingOrderResult(
+            whmcs_order_id=added.order_id,
+            whmcs_invoice_id=added.invoice_id,
+            status=BillingOrderStatus.PENDING,
+            service_ids=service_ids,
+        )
+
+    async def add_order_request(self, request: AddOrderRequest) -> AddOrderResult:
+        """AddOrder as WHMCS takes it, for lines built by hand (tools and tests)."""
+        reply = await self._write("AddOrder", request.to_form())
+        return self._parse(AddOrderResult, "AddOrder", reply)
 
     async def accept_order(
         self, order_id: int, *, autosetup: bool = True, sendemail: bool = False
-    ) -> None:
+    ) -> WriteOutcome:
+        """Accept a pending order; an order already Active (an earlier attempt's reply was
+        lost) is `ALREADY_DONE`."""
         form = {"orderid": str(order_id)}
         if autosetup:
             form["autosetup"] = "1"
         if sendemail:
             form["sendemail"] = "1"
-        await self._write("AcceptOrder", form)
+        return await self._settle("AcceptOrder", order_id, form, BillingOrderStatus.ACTIVE)
 
     async def cancel_order(
         self, order_id: int, *, cancel_subscription: bool = False, noemail: bool = True
-    ) -> None:
+    ) -> WriteOutcome:
+        """Cancel a pending order; one already Cancelled is `ALREADY_DONE`."""
         form = {"orderid": str(order_id)}
         if cancel_subscription:
             form["cancelsub"] = "1"
         if noemail:
             form["noemail"] = "1"
-        await self._write("CancelOrder", form)
+        return await self._settle("CancelOrder", order_id, form, BillingOrderStatus.CANCELLED)
 
     # -- plumbing ------------------------------------------------------------------------------
+
+    async def _settle(
+        self, action: str, order_id: int, form: Mapping[str, str], wanted: BillingOrderStatus
+    ) -> WriteOutcome:
+        try:
+            await self._write(action, form)
+            return WriteOutcome.APPLIED
+        except _NotPendingError as refused:
+            status = await self.order_status(order_id)
+            if status == wanted:
+                log.info("whmcs.already_done", action=action, whmcs_order_id=order_id)
+                return WriteOutcome.ALREADY_DONE
+            seen = "does not exist" if status is None else f"is {status.value}"
+            raise BusinessError(
+                System.WHMCS,
+                ErrorCode.BILLING_ORDER_REJECTED,
+                f"{action} refused: order {order_id} {seen}",
+                detail=refused.detail,
+            ) from None
 
     async def _read(self, action: str, params: Mapping[str, str]) -> dict[str, Any]:
         return await self._retry.run(lambda: self._call(action, params))
@@ -410,12 +592,25 @@ class WhmcsClient(FormApiClient):
         item_key: str,
         model: type[M],
     ) -> list[M]:
+        """Every page of a list action.
+
+        Bounded: an upstream that ignores `limitstart` (returning the first page again) or
+        never stops is an error, not an endless loop and not a silently short list (a short
+        list would make `find_billing_order` miss an earlier order and add a second one).
+        """
         base = {key: str(value) for key, value in params.items() if value is not None}
         items: list[M] = []
-        while True:
+        first_page: list[M] | None = None
+        for _page in range(self._max_pages):
             page = {**base, "limitstart": str(len(items)), "limitnum": str(self._page_size)}
             reply = await self._read(action, page)
             batch = self._parse_list(model, action, _unwrap(reply.get(list_key), item_key))
+            if first_page is None:
+                first_page = batch
+            elif batch and batch == first_page:
+                raise UnrecognisedError(
+                    System.WHMCS, f"{action} ignores limitstart", detail=f"at {len(items)}"
+                )
             items.extend(batch)
             total = _int_or_none(reply.get("totalresults"))
             if (
@@ -424,8 +619,17 @@ class WhmcsClient(FormApiClient):
                 or (total is not None and len(items) >= total)
             ):
                 return items
+        raise UnrecognisedError(
+            System.WHMCS, f"{action} did not end within {self._max_pages} pages"
+        )
 
     async def _call(self, action: str, params: Mapping[str, str]) -> dict[str, Any]:
+        refused = self._refused
+        if refused is not None:
+            until, error = refused
+            if time.monotonic() < until:
+                raise error
+            self._refused = None
         form = {
             **params,
             "action": action,
@@ -435,21 +639,27 @@ class WhmcsClient(FormApiClient):
         }
         if self._access_key is not None:
             form["accesskey"] = self._access_key.get_secret_value()
+        write = action in WRITE_ACTIONS
         async with observe(System.WHMCS, action):
-            response, body = await self._post_form(self._api_url, form)
-            return self._interpret(action, response, body)
+            response, body = await self._post_form(self._api_url, form, write=write)
+            try:
+                return self._interpret(action, response, body, write=write)
+            except AccessRefusedError as exc:
+                self._refused = (time.monotonic() + (exc.retry_after or 0.0), exc)
+                raise
 
     @staticmethod
-    def _interpret(action: str, response: httpx.Response, body: Any) -> dict[str, Any]:
+    def _interpret(
+        action: str, response: httpx.Response, body: Any, *, write: bool
+    ) -> dict[str, Any]:
         if transient_status(response.status_code):
-            raise TransientError(
-                System.WHMCS,
-                f"{action} failed with HTTP {response.status_code}",
-                retry_after=retry_after_seconds(response),
-            )
+            raise status_error(System.WHMCS, action, response, write=write)
         if not isinstance(body, dict):
             if response.is_success:
-                raise TransientError(System.WHMCS, f"{action} returned a non-JSON reply")
+                text = f"{action} returned a non-JSON reply"
+                if write:
+                    raise OutcomeUnknownError(System.WHMCS, text)
+                raise TransientError(System.WHMCS, text)
             raise classify_whmcs_status(action, response.status_code)
         if body.get("result") == "success" and response.is_success:
             return body
@@ -471,10 +681,22 @@ class WhmcsClient(FormApiClient):
         return [cls._parse(model, action, row) for row in rows]
 
 
+_DEAD = (BillingOrderStatus.CANCELLED, BillingOrderStatus.FRAUD)
+
+
+def _order_status(value: str) -> BillingOrderStatus:
+    try:
+        return BillingOrderStatus(value)
+    except ValueError:
+        return BillingOrderStatus.OTHER
+
+
 def _shape_error(action: str, exc: ValidationError) -> TransientError:
     # Only field locations go into the message: values may be card data or personal data.
+    # A reply we cannot read to a write still leaves its outcome unknown.
     fields = sorted({".".join(str(part) for part in error["loc"]) for error in exc.errors()})
-    return TransientError(
+    error_type = OutcomeUnknownError if action in WRITE_ACTIONS else UnrecognisedError
+    return error_type(
         System.WHMCS, f"{action} reply has an unexpected shape", detail=", ".join(fields)
     )
 

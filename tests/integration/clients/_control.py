@@ -25,6 +25,11 @@ class Control:
             spec["body"] = body
         self.http.post(f"{self.url}/faults", json=spec).raise_for_status()
 
+    def lose_reply(self, count: int = 1, mode: str = "status", **match: Any) -> None:
+        """The next `count` matching requests are applied, then their replies are lost."""
+        spec: dict[str, Any] = {"kind": "lose_reply", "mode": mode, "count": count, **match}
+        self.http.post(f"{self.url}/faults", json=spec).raise_for_status()
+
     def delay(self, ms: int, **match: str) -> None:
         spec = {"kind": "latency", "ms": ms, **match}
         self.http.post(f"{self.url}/faults", json=spec).raise_for_status()

@@ -16,10 +16,12 @@ import pytest
 from pydantic import SecretStr
 
 from clients.errors import ClientError
-from clients.freebit import FreebitClient, PhysicalSimActivation
+from clients.freebit import FreebitClient
 from clients.retry import RetryPolicy
-from clients.whmcs import AddOrderRequest, OrderLine, WhmcsClient
+from clients.whmcs import WhmcsClient
 from config.logging import configure_logging, get_logger
+from domain.billing import BillingLine, BillingOrder
+from domain.sim import SimRequest, SimType
 from tests.fixtures.freebit_emulator import FreebitEmulatorHandle
 from tests.fixtures.whmcs_emulator import WhmcsEmulatorHandle
 from tests.integration.clients._control import seeded_control
@@ -48,10 +50,17 @@ async def test_whmcs_client_logs_no_credentials(
         retry=FAST_RETRY,
     ) as client:
         await client.add_order(
-            AddOrderRequest(
-                client_id=1,
+            BillingOrder(
+                sf_order_id="801000000000001AAA",
+                whmcs_client_id=1,
                 payment_method="stripe",
-                lines=[OrderLine(pid=1, billingcycle="monthly")],
+                lines=(
+                    BillingLine(
+                        sf_order_item_id="802000000000001AAA",
+                        whmcs_product_id=1,
+                        billing_cycle="monthly",
+                    ),
+                ),
             )
         )
     async with WhmcsClient(
@@ -77,22 +86,27 @@ async def test_freebit_client_logs_no_oem_key_auth_key_or_whole_phone_number(
             SecretStr(freebit_emulator.oem_key),
             retry=FAST_RETRY,
         ) as client:
-            await client.get_account("08011110001")
+            await client.find_line("08011110001")
             issued = set(control.state()["auth_keys"])
             control.expire_tokens()
-            await client.activate_physical_sim(
-                PhysicalSimActivation(account="09012345678", plan_code="PASI_3G")
+            await client.register_line(
+                SimRequest(
+                    sf_order_id="801000000000001AAA",
+                    sim_type=SimType.PHYSICAL,
+                    phone_number="09012345678",
+                    plan_code="PASI_3G",
+                )
             )
             issued |= set(control.state()["auth_keys"])
         async with FreebitClient(
             freebit_emulator.api_url, freebit_emulator.oem_id, SecretStr("wrong-oem-key")
         ) as refused:
             with pytest.raises(ClientError) as info:
-                await refused.get_account("08011110001")
+                await refused.find_line("08011110001")
         log.error("freebit.call_failed", error=info.value, exc_info=info.value)
 
     text = log_output.getvalue()
-    assert "freebit.auth_key_refused" in text and "freebit.sim_requested" in text
+    assert "freebit.auth_key_refused" in text and "freebit.line_requested" in text
     assert len(issued) == 2
     for secret in (freebit_emulator.oem_key, "wrong-oem-key", *issued):
         assert secret not in text

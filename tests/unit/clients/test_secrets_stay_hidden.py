@@ -10,8 +10,10 @@ from pydantic import SecretStr
 from clients.errors import TransientError
 from clients.freebit import FreebitClient
 from clients.retry import NO_RETRY
-from clients.salesforce import SalesforceAuth, SalesforceClient, SalesforceToken
-from clients.whmcs import PayMethod, WhmcsClient
+from clients.salesforce import SalesforceClient
+from clients.salesforce_auth import SalesforceAuth, SalesforceToken
+from clients.whmcs import WhmcsClient
+from domain.billing import PayMethod
 
 SECRET = "s3cr3t-value-that-must-not-leak"
 
@@ -28,6 +30,7 @@ def test_token_and_client_reprs_hide_secrets() -> None:
     auth = SalesforceAuth(
         "https://login.example.com/services/oauth2/token",
         client_id="client",
+        flow="password",
         client_secret=SecretStr(SECRET),
         username="user@example.com",
         password=SecretStr(SECRET),
@@ -51,10 +54,12 @@ def test_token_and_client_reprs_hide_secrets() -> None:
     assert all(SECRET not in text for text in shown), shown
 
 
-def test_card_data_is_not_in_a_pay_method_repr() -> None:
-    method = PayMethod(id=1, type="CreditCard", card_last_four="4242", expiry_date="12/30")
-    assert "4242" not in repr(method) and "12/30" not in repr(method)
-    assert method.card_last_four == "4242"
+def test_card_data_in_a_pay_method_reply_is_never_kept() -> None:
+    # The engine needs to know that a method exists, never its card data.
+    method = PayMethod.model_validate(
+        {"id": 1, "type": "RemoteCreditCard", "card_last_four": "4242", "expiry_date": "12/30"}
+    )
+    assert "4242" not in repr(method.model_dump()) and "12/30" not in repr(method)
 
 
 async def test_whmcs_connection_error_does_not_carry_credentials(closed_port: int) -> None:
@@ -76,5 +81,5 @@ async def test_freebit_connection_error_does_not_carry_the_oem_key(closed_port: 
         f"http://127.0.0.1:{closed_port}/emptool/api/", "oem", SecretStr(SECRET), retry=NO_RETRY
     ) as client:
         with pytest.raises(TransientError) as info:
-            await client.get_account("09012345678")
+            await client.find_line("09012345678")
     assert SECRET not in str(info.value) and SECRET not in repr(info.value)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from clients.whmcs import AddOrderResult, ClientProduct, PayMethod, WhmcsOrder
+from clients.whmcs import AddOrderResult, ClientProduct, WhmcsOrder
+from domain.billing import PayMethod
 
 
 def test_add_order_result_reads_string_ids_and_comma_separated_lists() -> None:
