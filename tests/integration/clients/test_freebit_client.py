@@ -175,6 +175,20 @@ async def test_a_lost_registration_reply_is_outcome_unknown_and_the_read_finds_t
     assert len(registrations) == 2
 
 
+async def test_a_lost_physical_sim_registration_reply_then_a_repeat_is_already_done(
+    freebit: FreebitClient, freebit_control: Control
+) -> None:
+    await freebit.find_line("08011110001")
+    freebit_control.lose_reply(mode="reset", path="/emptool/api/master/addAcnt/")
+    with pytest.raises(OutcomeUnknownError):
+        await freebit.register_line(physical("09012345681", mnp=MNP))
+    line = await freebit.find_line("09012345681")
+    assert line is not None and line.sim_type is SimType.PHYSICAL
+    assert await freebit.register_line(physical("09012345681", mnp=MNP)) is (
+        WriteOutcome.ALREADY_DONE
+    )
+
+
 async def test_registering_the_number_on_another_sim_is_refused(freebit: FreebitClient) -> None:
     await freebit.register_line(physical("09012345673"))
     assert await freebit.register_line(physical("09012345673")) is WriteOutcome.ALREADY_DONE

@@ -526,6 +526,28 @@ async def test_platform_event_reaches_a_streaming_subscriber_with_the_shared_tok
     assert len(sf_control.requests(path="/services/oauth2/token")) == 1
 
 
+async def test_our_write_backs_name_us_in_the_change_events_they_cause(
+    sf_emulator: SalesforceEmulatorHandle,
+    sf_demo: dict[str, Any],
+    sf_stream_clients: OpenClient,
+) -> None:
+    auth = _auth(sf_emulator)
+    async with _client(sf_emulator, auth, client_name="fulfil-test") as sf:
+        stream = await sf_stream_clients(
+            auth.streaming_authenticator(), ssl_context=tls_context(sf_emulator.ca_file)
+        )
+        await stream.subscribe("/data/OrderChangeEvent")
+        await sf.update_activation(
+            sf_demo["orders"]["esim"], ActivationUpdate(status=ActivationStatus.ACTIVATING)
+        )
+        message = await asyncio.wait_for(stream.receive(), timeout=5)
+        await auth.aclose()
+    header = message["data"]["payload"]["ChangeEventHeader"]
+    assert header["recordIds"] == [sf_demo["orders"]["esim"]]
+    assert header["changeOrigin"].endswith(";client=fulfil-test")
+    assert "Status" not in header["changedFields"]
+
+
 async def test_from_settings_uses_the_configured_jwt_flow(
     sf_emulator: SalesforceEmulatorHandle, sf_demo: dict[str, Any]
 ) -> None:
