@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 from devstack.leftovers import record_children, stop_leftovers
-from devstack.process import ChildProcess, group_alive
+from devstack.process import (
+    ChildProcess,
+    group_alive,
+    process_executable,
+    process_start_time,
+)
 
 SLEEPER = (sys.executable, "-c", "import time; time.sleep(60)")
 
@@ -30,16 +37,22 @@ def test_children_recorded_by_a_dead_launcher_are_stopped(tmp_path: Path) -> Non
 
 def test_a_recorded_pid_now_used_by_another_process_is_not_touched(tmp_path: Path) -> None:
     record = tmp_path / "pids.json"
-    child = ChildProcess("Redis", SLEEPER, log_file=tmp_path / "redis.log")
     stranger = subprocess.Popen(SLEEPER, start_new_session=True)
     try:
-        record_children(record, [child])
-        # The recorded pid now names a process that started at another time: a reused pid.
-        text = record.read_text().replace(f'"pid": {child.pid}', f'"pid": {stranger.pid}')
-        record.write_text(text)
+        started_at = process_start_time(stranger.pid)
+        assert started_at is not None
+        # The dead launcher's child had this pid, but the kernel has since given it to a process
+        # that started at another time (same executable, as a restarted python would be).
+        entry = {
+            "name": "Redis",
+            "pid": stranger.pid,
+            "started_at": started_at - 1,
+            "executable": process_executable(stranger.pid),
+            "stop_signal": int(signal.SIGTERM),
+        }
+        record.write_text(json.dumps({"launcher_pid": 1, "children": [entry]}))
         assert stop_leftovers(record, lambda _line: None) == []
         assert stranger.poll() is None
     finally:
         stranger.kill()
         stranger.wait()
-        child.stop()
