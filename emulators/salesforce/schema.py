@@ -334,6 +334,13 @@ ORDER = SObject(
         _text("SIM_Phone_Number__c", "SIM Phone Number", length=20),
         _text("MNP_Reservation_Number__c", "MNP Reservation Number", length=20),
         Field("MNP_Expiry_Date__c", FieldType.DATE, "MNP Expiry Date"),
+        # The person the MNP reservation names: Freebit needs them to port the number in.
+        _text("MNP_Last_Name_Kanji__c", "MNP Last Name (Kanji)", length=40),
+        _text("MNP_First_Name_Kanji__c", "MNP First Name (Kanji)", length=40),
+        _text("MNP_Last_Name_Kana__c", "MNP Last Name (Kana)", length=40),
+        _text("MNP_First_Name_Kana__c", "MNP First Name (Kana)", length=40),
+        _picklist("MNP_Gender__c", ("M", "F", "C"), restricted=True, label="MNP Gender"),
+        Field("MNP_Birthday__c", FieldType.DATE, "MNP Birthday"),
     ),
     children=(ChildRelationship("OrderItems", "OrderItem", "OrderId"),),
     change_events=True,

@@ -28,6 +28,7 @@ from clients.salesforce_ids import checksum
 from config.settings import load_settings
 from domain.errors import WriteOutcome
 from domain.order import ActivationStatus
+from domain.rules import sim_request
 from tests.fixtures.salesforce_emulator import SalesforceEmulatorHandle
 from tests.fixtures.salesforce_streaming import OpenClient
 from tests.integration.clients._control import Control
@@ -107,6 +108,35 @@ async def test_order_snapshot_in_at_most_two_round_trips(
         "/services/oauth2/token",
         "/services/data/v60.0/query/",
     ]
+
+
+async def test_an_mnp_orders_person_fields_reach_the_sim_request(
+    sf_emulator: SalesforceEmulatorHandle, sf: SalesforceClient, sf_demo: dict[str, Any]
+) -> None:
+    order_id = sf_demo["orders"]["physical_sim"]
+    sf_emulator.client().restful(
+        f"sobjects/Order/{order_id}",
+        method="PATCH",
+        json={
+            "MNP_Reservation_Number__c": "1234567890",
+            "MNP_Expiry_Date__c": "2099-12-31",
+            "MNP_Last_Name_Kanji__c": "山田",
+            "MNP_First_Name_Kanji__c": "太郎",
+            "MNP_Last_Name_Kana__c": "ヤマダ",
+            "MNP_First_Name_Kana__c": "タロウ",
+            "MNP_Gender__c": "M",
+            "MNP_Birthday__c": "1990-04-01",
+        },
+    )
+    order = await sf.read_order(order_id)
+    request = sim_request(order)
+    assert request is not None and request.mnp is not None
+    assert (request.mnp.reservation_number, request.mnp.last_name_kana, request.mnp.gender) == (
+        "1234567890",
+        "ヤマダ",
+        "M",
+    )
+    assert request.mnp.birthday.isoformat() == "1990-04-01"
 
 
 async def test_a_cached_token_makes_the_next_read_one_round_trip(
