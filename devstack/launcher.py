@@ -23,7 +23,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import astuple, dataclass, field, fields, replace
 from functools import partial
 from pathlib import Path
 from types import FrameType
@@ -91,7 +91,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _ports(args: argparse.Namespace, environ: Mapping[str, str]) -> Ports:
     """Flags win over DEV_<NAME>_PORT, which wins over the defaults; 0 becomes a free port
-    (never one chosen by hand for another part, never the same one twice)."""
+    (never one another part has by hand or by default, never the same one twice)."""
     chosen: dict[str, int] = {}
     for item in fields(Ports):
         value: int | None = getattr(args, f"port_{item.name}")
@@ -101,10 +101,10 @@ def _ports(args: argparse.Namespace, environ: Mapping[str, str]) -> Ports:
             value = 0
         if value is not None:
             chosen[item.name] = value
-    by_hand = {value for value in chosen.values() if value}
+    fixed = {value for value in astuple(replace(Ports(), **chosen)) if value}
     for name, value in chosen.items():
         if not value:
-            chosen[name] = free_port(avoid=by_hand)
+            chosen[name] = free_port(avoid=fixed)
     return replace(Ports(), **chosen)
 
 
