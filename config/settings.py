@@ -79,12 +79,16 @@ class Settings(BaseSettings):
         extra="ignore",
         frozen=True,
         case_sensitive=False,
+        # A ValidationError would otherwise quote the raw value, keys and passwords included.
+        hide_input_in_errors=True,
     )
 
     # Temporal
     temporal_address: str = "127.0.0.1:7233"
     temporal_namespace: str = "default"
     temporal_task_queue: str = "order-fulfillment"
+    # The payload codec's keys, `id:base64` pairs, the first one encrypts (config/temporal.py).
+    temporal_payload_keys: SecretStr | None = None
 
     # Storage. Plain strings, because the clients connect with them as they are; their
     # passwords are hidden from repr and dumps below and handed to the log redactor by secrets().
@@ -147,6 +151,17 @@ class Settings(BaseSettings):
     def _host_port(cls, value: str) -> str:
         if not _HOST_PORT.match(value):
             raise ValueError("expected host:port, e.g. 127.0.0.1:7233")
+        return value
+
+    @field_validator("temporal_payload_keys")
+    @classmethod
+    def _payload_keys(cls, value: SecretStr | None) -> SecretStr | None:
+        # Imported here: config.temporal needs config.logging, which imports this module.
+        from config.temporal import parse_payload_keys
+
+        if value is None or not value.get_secret_value().strip():
+            return None  # empty counts as unset, as everywhere else (`_is_missing`)
+        parse_payload_keys(value.get_secret_value())
         return value
 
     @field_validator("database_url")

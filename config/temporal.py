@@ -1,0 +1,202 @@
+"""How every engine process talks to Temporal: one data converter and one way to connect.
+
+Temporal keeps every workflow input, activity result and failure in its history, and customer
+data (names, addresses, phone numbers, EIDs) travels through them. `EncryptionCodec` encrypts
+each payload with AES-256-GCM before it leaves the process, so the Temporal server, its database
+and anyone reading the history without our keys see only ciphertext. The keys come from
+`TEMPORAL_PAYLOAD_KEYS` (see `parse_payload_keys`), never from the code.
+
+Wire format of an encrypted payload (what the Temporal UI's remote codec must also speak):
+metadata `encoding: binary/encrypted` and `encryption-key-id: <id>`; data is the 12-byte nonce
+followed by the AES-GCM ciphertext and tag of the original Payload serialized as protobuf, so the
+original metadata (encoding, message type) is hidden as well.
+
+This module belongs to `config/`: it imports Temporal and cryptography, nothing of the engine.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from temporalio.api.common.v1 import Payload
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.converter import (
+    DataConverter,
+    DefaultFailureConverterWithEncodedAttributes,
+    PayloadCodec,
+)
+
+from config.logging import get_logger
+
+if TYPE_CHECKING:
+    from config.settings import Settings
+
+ENCODING = b"binary/encrypted"
+KEY_ID_METADATA = "encryption-key-id"
+KEY_BYTES = 32  # AES-256
+NONCE_BYTES = 12  # the GCM standard nonce; random per payload, so never reused under one key
+_TAG_BYTES = 16
+_KEY_ID = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+# What an error may quote of a key id read from a payload: the payload may be garbage.
+_SHOWN_ID = re.compile(r"[^A-Za-z0-9_.\-]")
+
+_log = get_logger(__name__)
+
+
+class PayloadDecryptionError(Exception):
+    """A payload could not be decrypted: unknown key id, altered data or a changed key.
+
+    The message names the key id, never a key. In a worker this fails the workflow task, which
+    Temporal retries, so a missing key is fixed by deploying it rather than losing the workflow.
+    """
+
+
+class EncryptionCodec(PayloadCodec):
+    """AES-256-GCM over whole payloads; the first key encrypts, every key decrypts."""
+
+    def __init__(self, keys: Sequence[tuple[str, bytes]]) -> None:
+        if not keys:
+            raise ValueError("at least one payload key is needed")
+        self._ciphers: dict[str, AESGCM] = {}
+        for key_id, key in keys:
+            if not _KEY_ID.match(key_id):
+                raise ValueError(f"bad key id {key_id!r}: expected 1-64 of A-Z a-z 0-9 _ . -")
+            if len(key) != KEY_BYTES:
+                raise ValueError(f"key {key_id!r} is {len(key)} bytes, expected {KEY_BYTES}")
+            if key_id in self._ciphers:
+                raise ValueError(f"key id {key_id!r} is listed twice")
+            self._ciphers[key_id] = AESGCM(key)
+        self.encrypting_key_id = keys[0][0]
+        self._encrypting = self._ciphers[self.encrypting_key_id]
+
+    @property
+    def key_ids(self) -> list[str]:
+        return list(self._ciphers)
+
+    async def encode(self, payloads: Sequence[Payload]) -> list[Payload]:
+        return [self._encrypt(payload) for payload in payloads]
+
+    async def decode(self, payloads: Sequence[Payload]) -> list[Payload]:
+        return [self._decrypt(payload) for payload in payloads]
+
+    def _encrypt(self, payload: Payload) -> Payload:
+        nonce = os.urandom(NONCE_BYTES)
+        sealed = self._encrypting.encrypt(nonce, payload.SerializeToString(), None)
+        return Payload(
+            metadata={
+                "encoding": ENCODING,
+                KEY_ID_METADATA: self.encrypting_key_id.encode(),
+            },
+            data=nonce + sealed,
+        )
+
+    def _decrypt(self, payload: Payload) -> Payload:
+        # Histories written before encryption was switched on hold clear payloads; they must
+        # stay readable, and they carry nothing we could check anyway.
+        if payload.metadata.get("encoding") != ENCODING:
+            return payload
+        raw_id = payload.metadata.get(KEY_ID_METADATA, b"").decode("utf-8", "replace")
+        shown = _SHOWN_ID.sub("?", raw_id[:64]) or "(none)"
+        cipher = self._ciphers.get(raw_id)
+        if cipher is None:
+            raise PayloadDecryptionError(
+                f"payload encrypted with key id {shown!r}, which is not in TEMPORAL_PAYLOAD_KEYS "
+                f"(known ids: {', '.join(self._ciphers)})"
+            )
+        data = payload.data
+        if len(data) < NONCE_BYTES + _TAG_BYTES:
+            raise PayloadDecryptionError(f"payload encrypted with key id {shown!r} is truncated")
+        try:
+            clear = cipher.decrypt(data[:NONCE_BYTES], data[NONCE_BYTES:], None)
+        except InvalidTag:
+            raise PayloadDecryptionError(
+                f"payload encrypted with key id {shown!r} failed authentication: it was altered, "
+                "or the key configured under that id is not the one that encrypted it"
+            ) from None
+        return Payload.FromString(clear)
+
+
+def parse_payload_keys(text: str) -> list[tuple[str, bytes]]:
+    """`TEMPORAL_PAYLOAD_KEYS`: comma-separated `id:base64` pairs, the first one encrypts.
+
+    Each key is standard base64 of 32 random bytes. Errors are `ValueError`s with a one-line
+    reason that names the key id or position, never key material.
+    """
+    keys: list[tuple[str, bytes]] = []
+    seen: set[str] = set()
+    entries = [entry.strip() for entry in text.split(",")]
+    if not any(entries):
+        raise ValueError("no keys given: expected id:base64 pairs separated by commas")
+    for position, entry in enumerate(entries, start=1):
+        if not entry:
+            raise ValueError(f"entry {position} is empty")
+        key_id, colon, encoded = entry.partition(":")
+        key_id, encoded = key_id.strip(), encoded.strip()
+        if not colon:
+            raise ValueError(f"entry {position} is not of the form id:base64")
+        if not _KEY_ID.match(key_id):
+            # The "id" might be a pasted key; show only where it is, not what it is.
+            raise ValueError(
+                f"entry {position} has a bad key id: expected 1-64 of A-Z a-z 0-9 _ . -"
+            )
+        if key_id in seen:
+            raise ValueError(f"key id {key_id!r} is listed twice")
+        seen.add(key_id)
+        try:
+            key = base64.b64decode(encoded, validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError(f"key {key_id!r} is not valid standard base64") from None
+        if len(key) != KEY_BYTES:
+            raise ValueError(f"key {key_id!r} is {len(key)} bytes, expected {KEY_BYTES}")
+        keys.append((key_id, key))
+    return keys
+
+
+def generate_payload_key(key_id: str) -> str:
+    """A new `id:base64` pair of 32 random bytes, to put first in `TEMPORAL_PAYLOAD_KEYS`."""
+    if not _KEY_ID.match(key_id):
+        raise ValueError("bad key id: expected 1-64 of A-Z a-z 0-9 _ . -")
+    return f"{key_id}:{base64.b64encode(os.urandom(KEY_BYTES)).decode('ascii')}"
+
+
+def data_converter(settings: Settings) -> DataConverter:
+    """The pydantic converter, with failures encoded and, when keys are set, encrypted payloads.
+
+    Failure messages and stack traces move into an encoded attribute so they pass the codec:
+    an error message can quote customer data.
+    """
+    converter = replace(
+        pydantic_data_converter,
+        failure_converter_class=DefaultFailureConverterWithEncodedAttributes,
+    )
+    if settings.temporal_payload_keys is None:
+        _log.warning(
+            "TEMPORAL_PAYLOAD_KEYS is not set: workflow payloads, including customer data, "
+            "are stored in clear in Temporal's history"
+        )
+        return converter
+    keys = parse_payload_keys(settings.temporal_payload_keys.get_secret_value())
+    return replace(converter, payload_codec=EncryptionCodec(keys))
+
+
+async def connect_temporal(settings: Settings, **overrides: Any) -> Client:
+    """Connect to Temporal as every engine process must: our namespace and data converter.
+
+    `overrides` go to `Client.connect` as they are (an identity, a lazy client, and later TLS
+    or an API key once settings for them exist).
+    """
+    options: dict[str, Any] = {
+        "namespace": settings.temporal_namespace,
+        "data_converter": data_converter(settings),
+        **overrides,
+    }
+    return await Client.connect(settings.temporal_address, **options)
