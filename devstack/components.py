@@ -131,7 +131,9 @@ def salesforce_emulator(context: DevContext) -> Planned | None:
     # emulator trusts `jwt-public.pem` of its --certs-dir (as the test fixture's does), and the
     # pair is kept under .dev/ so tokens and the engine's settings survive restarts.
     certs = ensure_certs(certs_dir)
-    base = f"https://127.0.0.1:{port}"
+    # By name, not by address: aiohttp (under the streaming client) ignores cookies from a
+    # server addressed by IP, and the Streaming API needs its session cookie after handshake.
+    base = f"https://localhost:{port}"
     token_url = f"{base}/services/oauth2/token"
     component = Component(
         "salesforce-emulator",

@@ -30,6 +30,7 @@ from types import FrameType
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
+from config.settings import redact_url
 from devstack.components import COMPONENTS, DevContext, Ports
 from devstack.leftovers import AlreadyRunning, LauncherLock, record_children, stop_leftovers
 from devstack.process import (
@@ -299,7 +300,13 @@ class Launcher:
                 lambda done: f"{len(done)} applied",
             )
             return [
-                _Step("Postgres", (), migrate, {"database_url": external}, ("Postgres", external))
+                _Step(
+                    "Postgres",
+                    (),
+                    migrate,
+                    {"database_url": external},
+                    ("Postgres", redact_url(external)),
+                )
             ]
         port, data_dir, durable = (
             self.ports.postgres,
@@ -333,7 +340,9 @@ class Launcher:
 
     def _redis(self) -> _Step:
         if external := self.environ.get("REDIS_URL"):
-            return _Step("Redis", (), lambda: None, {"redis_url": external}, ("Redis", external))
+            return _Step(
+                "Redis", (), lambda: None, {"redis_url": external}, ("Redis", redact_url(external))
+            )
         port, data_dir = self.ports.redis, self.dev_dir / "redis"
         url = f"redis://127.0.0.1:{port}/0"
         return self._server(
