@@ -222,8 +222,8 @@ _ORDER_FIELDS = (
     " Activation_Error_Code__c, Activation_Error_Message__c, Activation_Last_Attempt_At__c,"
     " WHMCS_Order_ID__c, SIM_Type__c, EID__c, SIM_Phone_Number__c, MNP_Reservation_Number__c,"
     " MNP_Expiry_Date__c, MNP_Last_Name_Kanji__c, MNP_First_Name_Kanji__c, MNP_Last_Name_Kana__c,"
-    " MNP_First_Name_Kana__c, MNP_Gender__c, MNP_Birthday__c, Account.Id, Account.Name, Account.Customer_Number__c,"
-    " Account.WH_Account__c, Account.Portal_Status__c"
+    " MNP_First_Name_Kana__c, MNP_Gender__c, MNP_Birthday__c, Account.Id, Account.Name,"
+    " Account.Customer_Number__c, Account.WH_Account__c, Account.Portal_Status__c"
 )
 _ITEM_FIELDS = (
     "Id, OrderId, Product2Id, PricebookEntryId, Quantity, UnitPrice, WHMCS_Service_ID__c, "
