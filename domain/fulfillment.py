@@ -7,7 +7,7 @@ which the payload codec encrypts.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -66,11 +66,39 @@ class Trigger(BaseModel):
     transaction_key: str | None = None
 
 
+class FulfillmentOptions(BaseModel):
+    """How long the workflow waits and retries; defaults are production's, tests shorten them."""
+
+    model_config = ConfigDict(frozen=True)
+
+    # How long a parked fulfillment waits for an operator's retry or cancel.
+    operator_wait: timedelta = timedelta(days=14)
+    # How long one step may keep failing transiently before it parks as UPSTREAM_UNAVAILABLE.
+    retry_budget: timedelta = timedelta(hours=1)
+    # How long Freebit may take to activate a line (it documents "up to ~10 minutes").
+    sim_activation_deadline: timedelta = timedelta(minutes=30)
+    sim_poll_first: timedelta = timedelta(seconds=5)
+    sim_poll_max: timedelta = timedelta(minutes=1)
+
+
 class FulfillmentInput(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     sf_order_id: str = Field(pattern=SF_ID_PATTERN)
     trigger: Trigger
+    options: FulfillmentOptions = Field(default_factory=FulfillmentOptions)
+
+
+class OperatorRequest(BaseModel):
+    """A `retry` or `cancel` from an operator (API, CLI or the Temporal UI)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    reason: str = Field(min_length=1, max_length=500)
+    requested_by: str = Field(min_length=1, max_length=200)
+    # Makes a repeated request (a retried POST, or the same action as signal and update) count
+    # once.
+    request_id: str | None = Field(default=None, max_length=200)
 
 
 class FulfillmentProgress(BaseModel):
@@ -81,7 +109,11 @@ class FulfillmentProgress(BaseModel):
     step: Step | None = None
     steps_done: list[Step] = Field(default_factory=list)
     attempt: int = 1
+    # True while parked, waiting for an operator's retry or cancel.
+    waiting_for_operator: bool = False
     last_error: Failure | None = None
+    sf_account_id: str | None = None
+    order_number: str | None = None
     whmcs_client_id: int | None = None
     whmcs_order_id: int | None = None
     whmcs_invoice_id: int | None = None

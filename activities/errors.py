@@ -1,0 +1,57 @@
+"""From the client taxonomy to what Temporal understands: retryable or not, and when.
+
+- `BusinessError` / `OrderRejected` -> a non-retryable `ApplicationError` whose `type` is the
+  `ErrorCode` and whose details carry the `Failure` (the workflow parks with it);
+- `ConfigurationError` -> retryable, after its long `retry_after` (`next_retry_delay`);
+- `TransientError` (never sent, outcome unknown, unrecognised) -> retryable, its `type` the kind,
+  after the upstream's `retry_after` when it gave one.
+
+Messages are the taxonomy's own (never secrets); the payload codec encrypts them in history, as
+they may quote customer data.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import ParamSpec, TypeVar
+
+from temporalio.exceptions import ApplicationError
+
+from clients.errors import BusinessError, ClientError
+from domain.errors import OrderRejected
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def application_error(error: ClientError | OrderRejected) -> ApplicationError:
+    failure = error.to_failure()
+    if isinstance(error, OrderRejected | BusinessError):
+        return ApplicationError(
+            failure.summary(),
+            failure.model_dump(mode="json"),
+            type=failure.code.value,
+            non_retryable=True,
+        )
+    delay = timedelta(seconds=error.retry_after) if error.retry_after else None
+    return ApplicationError(
+        failure.summary(),
+        failure.model_dump(mode="json"),
+        type=failure.kind.value,
+        next_retry_delay=delay,
+    )
+
+
+def translated(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+    """Raise the taxonomy's errors of an activity as `ApplicationError`s."""
+
+    @functools.wraps(fn)
+    async def run(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return await fn(*args, **kwargs)
+        except (ClientError, OrderRejected) as error:
+            raise application_error(error) from None
+
+    return run

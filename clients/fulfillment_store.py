@@ -1,0 +1,196 @@
+"""The engine's own tables in Postgres: the `fulfillments` read model, billing-order intents,
+the portal's id mapping (read only) and the cache-invalidation outbox.
+
+Every failure to reach Postgres is a `TransientError` of the taxonomy; no caller sees asyncpg.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from clients.errors import System, TransientError
+from domain.billing import BillingOrderResult
+from domain.steps import FulfillmentRecord
+
+_RECORD = """
+INSERT INTO fulfillments AS f
+    (sf_order_id, sf_account_id, workflow_id, status, step, error_code, error_message,
+     whmcs_order_id, whmcs_invoice_id, whmcs_service_ids, attempts, version)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+ON CONFLICT (sf_order_id) DO UPDATE SET
+    sf_account_id = COALESCE(EXCLUDED.sf_account_id, f.sf_account_id),
+    workflow_id = EXCLUDED.workflow_id,
+    status = EXCLUDED.status, step = EXCLUDED.step,
+    error_code = EXCLUDED.error_code, error_message = EXCLUDED.error_message,
+    whmcs_order_id = EXCLUDED.whmcs_order_id, whmcs_invoice_id = EXCLUDED.whmcs_invoice_id,
+    whmcs_service_ids = EXCLUDED.whmcs_service_ids, attempts = EXCLUDED.attempts,
+    version = EXCLUDED.version, updated_at = now()
+WHERE f.version < EXCLUDED.version
+RETURNING version
+"""
+
+_POSTGRES_DOWN = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError)
+
+
+@dataclass(frozen=True)
+class DeferredInvalidation:
+    id: int
+    keys: tuple[str, ...]
+    attempts: int
+
+
+class FulfillmentStore:
+    """Queries over one asyncpg pool; the pool is the caller's."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def record(self, record: FulfillmentRecord) -> bool:
+        """Write the read-model row if `record` is newer than what is stored; True if written."""
+        async with self._errors("record fulfillment"):
+            version = await self._pool.fetchval(
+                _RECORD,
+                record.sf_order_id,
+                record.sf_account_id,
+                record.workflow_id,
+                record.status.value,
+                record.step.value if record.step else None,
+                record.error_code.value if record.error_code else None,
+                record.error_message,
+                record.whmcs_order_id,
+                record.whmcs_invoice_id,
+                list(record.whmcs_service_ids),
+                record.attempts,
+                record.version,
+            )
+        return version is not None
+
+    async def fulfillment(self, sf_order_id: str) -> dict[str, Any] | None:
+        async with self._errors("read fulfillment"):
+            row = await self._pool.fetchrow(
+                "SELECT * FROM fulfillments WHERE sf_order_id = $1", sf_order_id
+            )
+        return dict(row) if row is not None else None
+
+    async def mapped_whmcs_client(self, sf_account_id: str) -> int | None:
+        """The portal's mapping of a Salesforce account to its WHMCS client, if any."""
+        async with self._errors("read id mapping"):
+            value = await self._pool.fetchval(
+                "SELECT whmcs_client_id FROM id_mappings WHERE sf_account_id = $1", sf_account_id
+            )
+        return int(value) if value is not None else None
+
+    @asynccontextmanager
+    async def billing_lock(self, sf_order_id: str) -> AsyncIterator[None]:
+        """Serialise `create_billing_order` attempts for one order, across workers.
+
+        A session advisory lock on a connection of its own: two attempts running at once (an
+        activity retried while the first is still running) take turns, so the second finds the
+        first's order. A worker that dies drops its connection, and with it the lock.
+        """
+        async with self._errors("lock billing order"):
+            connection = await self._pool.acquire()
+        try:
+            async with self._errors("lock billing order"):
+                await connection.execute(
+                    "SELECT pg_advisory_lock(hashtextextended('billing:' || $1, 0))", sf_order_id
+                )
+            try:
+                yield
+            finally:
+                async with self._errors("unlock billing order"):
+                    await connection.execute(
+                        "SELECT pg_advisory_unlock(hashtextextended('billing:' || $1, 0))",
+                        sf_order_id,
+                    )
+        finally:
+            await self._pool.release(connection)
+
+    async def record_billing_intent(self, sf_order_id: str, whmcs_client_id: int) -> None:
+        """Before AddOrder: the order is about to be billed (kept for audit and operators)."""
+        async with (
+            self._errors("record billing intent"),
+            self._pool.acquire() as connection,
+            connection.transaction(),
+        ):
+            # The read model's row may trail (its writes are best effort): the intent
+            # needs it to exist.
+            await connection.execute(
+                "INSERT INTO fulfillments (sf_order_id, workflow_id) VALUES ($1, $2)"
+                " ON CONFLICT (sf_order_id) DO NOTHING",
+                sf_order_id,
+                f"order-fulfillment-{sf_order_id}",
+            )
+            await connection.execute(
+                "INSERT INTO billing_order_intents (sf_order_id, whmcs_client_id)"
+                " VALUES ($1, $2) ON CONFLICT (sf_order_id) DO UPDATE"
+                " SET whmcs_client_id = EXCLUDED.whmcs_client_id",
+                sf_order_id,
+                whmcs_client_id,
+            )
+
+    async def record_billing_result(self, sf_order_id: str, result: BillingOrderResult) -> None:
+        async with self._errors("record billing result"):
+            await self._pool.execute(
+                "UPDATE billing_order_intents SET whmcs_order_id = $2, whmcs_invoice_id = $3,"
+                " completed_at = now() WHERE sf_order_id = $1",
+                sf_order_id,
+                result.whmcs_order_id,
+                result.whmcs_invoice_id,
+            )
+
+    async def defer_invalidation(self, keys: Sequence[str], reason: str) -> None:
+        """Keep keys Redis refused in the outbox; `drain` retries them."""
+        async with self._errors("defer cache invalidation"):
+            await self._pool.execute(
+                "INSERT INTO cache_invalidation_outbox (keys, reason) VALUES ($1, $2)",
+                list(keys),
+                reason,
+            )
+
+    async def due_invalidations(self, limit: int = 100) -> list[DeferredInvalidation]:
+        async with self._errors("read cache outbox"):
+            rows = await self._pool.fetch(
+                "SELECT id, keys, attempts FROM cache_invalidation_outbox"
+                " WHERE next_try_at <= now() ORDER BY id LIMIT $1",
+                limit,
+            )
+        return [DeferredInvalidation(r["id"], tuple(r["keys"]), r["attempts"]) for r in rows]
+
+    async def invalidation_done(self, entry_id: int) -> None:
+        async with self._errors("clear cache outbox"):
+            await self._pool.execute(
+                "DELETE FROM cache_invalidation_outbox WHERE id = $1", entry_id
+            )
+
+    async def invalidation_failed(self, entry: DeferredInvalidation, error: str) -> None:
+        # Backs off up to five minutes between tries; the entry is never dropped.
+        delay = min(300, 2 ** min(entry.attempts, 8))
+        async with self._errors("update cache outbox"):
+            await self._pool.execute(
+                "UPDATE cache_invalidation_outbox SET attempts = attempts + 1, last_error = $2,"
+                " next_try_at = now() + make_interval(secs => $3) WHERE id = $1",
+                entry.id,
+                error[:500],
+                float(delay),
+            )
+
+    @asynccontextmanager
+    async def _errors(self, operation: str) -> AsyncIterator[None]:
+        try:
+            yield
+        except _POSTGRES_DOWN as exc:
+            raise TransientError(
+                System.POSTGRES, f"{operation}: Postgres unreachable", detail=type(exc).__name__
+            ) from None
+        except asyncpg.PostgresError as exc:
+            # A serialization failure or deadlock passes on its own; other errors are bugs or
+            # schema drift, and retrying shows them in the alert metrics, not a parked order.
+            raise TransientError(
+                System.POSTGRES, f"{operation} failed", detail=getattr(exc, "sqlstate", None)
+            ) from None

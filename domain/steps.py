@@ -1,0 +1,125 @@
+"""The contracts between the fulfillment workflow and its activities.
+
+The workflow refers to activities by these names (it must not import their implementations) and
+passes these models; the worker registers implementations under the same names. Inputs carry
+ids and the values a step needs, results what the workflow keeps.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from domain.errors import ErrorCode, WriteOutcome
+from domain.fulfillment import FulfillmentStatus, Step
+from domain.order import Account, ActivationStatus
+from domain.sim import SimActivation
+
+
+class Activity(StrEnum):
+    """Activity type names, as registered by the worker."""
+
+    LOAD_ORDER = "load_order"
+    WRITE_BACK_STATUS = "write_back_status"
+    RESOLVE_BILLING_CLIENT = "resolve_billing_client"
+    VALIDATE_PAYMENT_METHOD = "validate_payment_method"
+    CREATE_BILLING_ORDER = "create_billing_order"
+    REGISTER_SIM = "register_sim"
+    CHECK_SIM = "check_sim"
+    ACCEPT_BILLING_ORDER = "accept_billing_order"
+    CANCEL_BILLING_ORDER = "cancel_billing_order"
+    WRITE_BACK_SUCCESS = "write_back_success"
+    INVALIDATE_CACHES = "invalidate_caches"
+    RECORD_FULFILLMENT = "record_fulfillment"
+
+
+class StepModel(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class OrderRef(StepModel):
+    sf_order_id: str
+
+
+class StatusWriteBack(StepModel):
+    """`Activation_Status__c` and the error fields (None clears them)."""
+
+    sf_order_id: str
+    status: ActivationStatus
+    attempted_at: datetime
+    error_code: ErrorCode | None = None
+    error_message: str | None = None
+
+
+class BillingClientQuery(StepModel):
+    sf_account_id: str
+    account: Account | None = None
+
+
+class BillingClientRef(StepModel):
+    whmcs_client_id: int
+
+
+class PaymentCheck(StepModel):
+    """The gateway AddOrder will name, and the kinds of method the client holds."""
+
+    gateway: str
+    method_types: tuple[str, ...]
+
+
+class BillingOrderRef(StepModel):
+    whmcs_order_id: int
+
+
+class SimLineQuery(StepModel):
+    phone_number: str
+
+
+class SimLine(StepModel):
+    line: SimActivation | None = None
+
+
+class SuccessWriteBack(StepModel):
+    sf_order_id: str
+    attempted_at: datetime
+    whmcs_order_id: int
+    # Salesforce order item id -> WHMCS service id.
+    service_ids: dict[str, int] = Field(default_factory=dict)
+
+
+class CacheInvalidation(StepModel):
+    """What changed: the order (always), its account's list, and the WHMCS client's data."""
+
+    sf_order_id: str
+    sf_account_id: str | None = None
+    whmcs_client_id: int | None = None
+    reason: str
+
+
+class CacheInvalidated(StepModel):
+    keys: int
+    # Redis was down: the keys wait in the outbox and are retried, never dropped.
+    deferred: bool = False
+
+
+class FulfillmentRecord(StepModel):
+    """One row of the `fulfillments` read model; `version` orders writes (newer wins)."""
+
+    sf_order_id: str
+    sf_account_id: str | None = None
+    workflow_id: str
+    status: FulfillmentStatus
+    step: Step | None = None
+    error_code: ErrorCode | None = None
+    error_message: str | None = None
+    whmcs_order_id: int | None = None
+    whmcs_invoice_id: int | None = None
+    whmcs_service_ids: tuple[int, ...] = ()
+    attempts: int = 1
+    version: int = Field(ge=0)
+
+
+class Written(StepModel):
+    outcome: WriteOutcome

@@ -1,0 +1,502 @@
+"""The fulfillment workflow on the time-skipping server, its activities replaced by doubles
+under the same names (`tests/workflow/upstreams.py`)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.service import RPCError
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from domain.billing import BillingOrderStatus
+from domain.errors import ErrorCode
+from domain.fulfillment import (
+    FulfillmentInput,
+    FulfillmentOptions,
+    FulfillmentProgress,
+    FulfillmentResult,
+    FulfillmentStatus,
+    OperatorRequest,
+    Step,
+    Trigger,
+    TriggerSource,
+    workflow_id,
+)
+from domain.order import ActivationStatus, Address
+from domain.sim import SimActivation, SimPhase, SimType
+from domain.steps import Activity
+from tests.workflow.upstreams import ORDER_ID, PHONE, Upstreams, business, sim_order, transient
+from workflows.order_fulfillment import OrderFulfillment
+
+OPTIONS = FulfillmentOptions(
+    operator_wait=timedelta(days=14),
+    retry_budget=timedelta(minutes=10),
+    sim_activation_deadline=timedelta(minutes=30),
+    sim_poll_first=timedelta(seconds=5),
+    sim_poll_max=timedelta(minutes=1),
+)
+
+
+@pytest.fixture
+async def client(time_skipping_env: WorkflowEnvironment) -> Client:
+    config = time_skipping_env.client.config()
+    config["data_converter"] = pydantic_data_converter
+    return Client(**config)
+
+
+@pytest.fixture
+def upstreams() -> Upstreams:
+    return Upstreams()
+
+
+Start = Callable[..., Awaitable[WorkflowHandle[Any, FulfillmentResult]]]
+
+
+@pytest.fixture
+async def start(client: Client, upstreams: Upstreams, task_queue: str) -> AsyncIterator[Start]:
+    async with Worker(
+        client,
+        task_queue=task_queue,
+        workflows=[OrderFulfillment],
+        activities=upstreams.activities(),
+    ):
+        started: list[WorkflowHandle[Any, FulfillmentResult]] = []
+
+        async def start_fulfillment(
+            options: FulfillmentOptions = OPTIONS,
+        ) -> WorkflowHandle[Any, FulfillmentResult]:
+            handle = await client.start_workflow(
+                OrderFulfillment.run,
+                FulfillmentInput(
+                    sf_order_id=ORDER_ID,
+                    trigger=Trigger(source=TriggerSource.CDC, replay_id=7),
+                    options=options,
+                ),
+                id=workflow_id(ORDER_ID),
+                task_queue=task_queue,
+            )
+            started.append(handle)
+            return handle
+
+        yield start_fulfillment
+        # Every test uses the same order (and so workflow) id: end what a test left parked.
+        for handle in started:
+            with contextlib.suppress(RPCError):
+                await handle.terminate("test over")
+
+
+async def progress(handle: WorkflowHandle[Any, Any]) -> FulfillmentProgress:
+    return await handle.query(OrderFulfillment.progress)
+
+
+class Watch:
+    """Polls a fulfillment's `progress`, letting workflow time pass meanwhile: timers and retry
+    backoffs move only while the test server may skip time."""
+
+    def __init__(self, env: WorkflowEnvironment) -> None:
+        self._env = env
+
+    async def until(
+        self, handle: WorkflowHandle[Any, Any], check: Callable[[FulfillmentProgress], bool]
+    ) -> FulfillmentProgress:
+        async with asyncio.timeout(30):
+            while True:
+                seen = await progress(handle)
+                if check(seen):
+                    return seen
+                await self._env.sleep(timedelta(seconds=20))
+
+    async def parked(self, handle: WorkflowHandle[Any, Any]) -> FulfillmentProgress:
+        return await self.until(handle, lambda p: p.waiting_for_operator)
+
+
+@pytest.fixture
+def watch(time_skipping_env: WorkflowEnvironment) -> Watch:
+    return Watch(time_skipping_env)
+
+
+def operator(reason: str = "fixed at the source", request_id: str | None = None) -> OperatorRequest:
+    return OperatorRequest(reason=reason, requested_by="ops@example.jp", request_id=request_id)
+
+
+async def search_attributes(handle: WorkflowHandle[Any, Any]) -> dict[str, Any]:
+    described = await handle.describe()
+    return {
+        key: values[0] if values else None for key, values in described.search_attributes.items()
+    }
+
+
+# -- the happy paths ------------------------------------------------------------------------------
+
+
+async def test_an_internet_order_is_activated_and_written_back(
+    start: Start, upstreams: Upstreams
+) -> None:
+    handle = await start()
+    result = await handle.result()
+
+    assert result.status is FulfillmentStatus.ACTIVATED
+    assert result.whmcs_order_id == 101
+    assert upstreams.whmcs_orders == {101: BillingOrderStatus.ACTIVE}
+    assert [w.status for w in upstreams.status_writes] == [ActivationStatus.ACTIVATING]
+    [success] = upstreams.success_writes
+    assert (success.whmcs_order_id, success.service_ids) == (101, {"802000000000001AAA": 1010})
+    assert upstreams.calls[Activity.REGISTER_SIM.value] == 0
+    # The portal's views of the order, and the WHMCS client's, are invalidated.
+    [invalidation] = upstreams.invalidations
+    assert (invalidation.sf_account_id, invalidation.whmcs_client_id) == ("001000000000001AAA", 1)
+    # The read model ends activated, each write newer than the last.
+    assert upstreams.records[-1].status is FulfillmentStatus.ACTIVATED
+    versions = [r.version for r in upstreams.records]
+    assert versions == sorted(versions) and len(set(versions)) == len(versions)
+    done = await progress(handle)
+    assert done.steps_done == list(Step)
+    attributes = await search_attributes(handle)
+    assert attributes["FulfillmentStatus"] == "activated"
+    assert attributes["SalesforceOrderId"] == ORDER_ID
+    assert attributes["SalesforceAccountId"] == "001000000000001AAA"
+
+
+async def test_a_sim_order_polls_the_line_with_timers_until_it_is_active(
+    start: Start, upstreams: Upstreams
+) -> None:
+    upstreams.order = sim_order()
+    upstreams.polls_to_activate = 4
+    result = await (await start()).result()
+    assert result.status is FulfillmentStatus.ACTIVATED
+    assert upstreams.lines[PHONE].phase is SimPhase.ACTIVE
+    assert upstreams.calls[Activity.REGISTER_SIM.value] == 1
+    assert upstreams.calls[Activity.CHECK_SIM.value] == 4
+    # Accepted only after the line is active.
+    assert upstreams.whmcs_orders[result.whmcs_order_id or 0] is BillingOrderStatus.ACTIVE
+
+
+async def test_a_completion_reported_by_signal_ends_the_activation_wait(
+    start: Start, watch: Watch, upstreams: Upstreams
+) -> None:
+    upstreams.order = sim_order()
+    upstreams.sim_outcome = SimPhase.IN_PROGRESS  # polling alone never sees it finish
+    handle = await start()
+    await watch.until(handle, lambda p: p.step is Step.PROVISION_SIMS)
+    await watch.until(handle, lambda p: upstreams.calls[Activity.CHECK_SIM.value] >= 1)
+    await handle.signal(
+        OrderFulfillment.sim_activation_reported,
+        SimActivation(
+            phone_number=PHONE, phase=SimPhase.ACTIVE, state="active", sim_type=SimType.ESIM
+        ),
+    )
+    result = await handle.result()
+    assert result.status is FulfillmentStatus.ACTIVATED
+
+
+# -- business errors park, and write Failed -------------------------------------------------------
+
+
+def _missing_order(u: Upstreams) -> None:
+    u.order = None
+
+
+def _no_address(u: Upstreams) -> None:
+    assert u.order is not None
+    u.order = u.order.model_copy(update={"billing_address": Address()})
+
+
+def _unmapped_product(u: Upstreams) -> None:
+    assert u.order is not None
+    item = u.order.items[0]
+    unmapped = item.product.model_copy(update={"whmcs_product_id": None})
+    u.order = u.order.model_copy(update={"items": (item.model_copy(update={"product": unmapped}),)})
+
+
+def _unlinked_account(u: Upstreams) -> None:
+    assert u.order is not None and u.order.account is not None
+    account = u.order.account.model_copy(update={"whmcs_account_field": None})
+    u.order = u.order.model_copy(update={"account": account})
+
+
+def _no_pay_method(u: Upstreams) -> None:
+    u.pay_methods.clear()
+
+
+def _closed_client(u: Upstreams) -> None:
+    u.fail(
+        Activity.CREATE_BILLING_ORDER,
+        business(ErrorCode.BILLING_ORDER_REJECTED, "client is Closed"),
+    )
+
+
+def _sim_refused(u: Upstreams) -> None:
+    u.order = sim_order()
+    u.sim_outcome = SimPhase.FAILED
+
+
+def _sim_never_active(u: Upstreams) -> None:
+    u.order = sim_order()
+    u.sim_outcome = SimPhase.IN_PROGRESS
+
+
+@pytest.mark.parametrize(
+    ("arrange", "step", "code"),
+    [
+        (_missing_order, Step.LOAD_ORDER, ErrorCode.ORDER_NOT_FOUND),
+        (_no_address, Step.LOAD_ORDER, ErrorCode.INVALID_ORDER),
+        (_unmapped_product, Step.LOAD_ORDER, ErrorCode.PRODUCT_NOT_MAPPED),
+        (_unlinked_account, Step.RESOLVE_BILLING_CLIENT, ErrorCode.BILLING_CLIENT_NOT_LINKED),
+        (_no_pay_method, Step.VALIDATE_PAYMENT_METHOD, ErrorCode.PAYMENT_METHOD_MISSING),
+        (_closed_client, Step.CREATE_BILLING_ORDER, ErrorCode.BILLING_ORDER_REJECTED),
+        (_sim_refused, Step.PROVISION_SIMS, ErrorCode.SIM_PROVISIONING_FAILED),
+        (_sim_never_active, Step.PROVISION_SIMS, ErrorCode.SIM_PROVISIONING_TIMEOUT),
+    ],
+    ids=lambda value: value.value if isinstance(value, ErrorCode) else "",
+)
+async def test_each_business_error_parks_and_writes_failed_with_its_code(
+    start: Start,
+    watch: Watch,
+    upstreams: Upstreams,
+    arrange: Callable[[Upstreams], None],
+    step: Step,
+    code: ErrorCode,
+) -> None:
+    arrange(upstreams)
+    handle = await start()
+    waiting = await watch.parked(handle)
+    assert (waiting.status, waiting.step) == (FulfillmentStatus.FAILED, step)
+    assert waiting.last_error is not None and waiting.last_error.code is code
+    written = upstreams.salesforce_status
+    assert written is not None
+    assert (written.status, written.error_code) == (ActivationStatus.FAILED, code)
+    assert written.error_message
+    assert upstreams.records[-1].error_code is code
+    attributes = await search_attributes(handle)
+    assert (attributes["FulfillmentStatus"], attributes["FulfillmentErrorCode"]) == (
+        "failed",
+        code.value,
+    )
+    assert attributes["FulfillmentStep"] == step.value
+    # Nothing after the failed step ran.
+    assert upstreams.calls[Activity.ACCEPT_BILLING_ORDER.value] == 0
+
+
+async def test_a_transient_failure_past_the_budget_parks_as_upstream_unavailable(
+    start: Start, watch: Watch, upstreams: Upstreams
+) -> None:
+    upstreams.fail(
+        Activity.VALIDATE_PAYMENT_METHOD, *(transient("WHMCS timed out") for _ in range(200))
+    )
+    handle = await start(OPTIONS.model_copy(update={"retry_budget": timedelta(minutes=2)}))
+    waiting = await watch.parked(handle)
+    assert waiting.step is Step.VALIDATE_PAYMENT_METHOD
+    assert waiting.last_error is not None
+    assert waiting.last_error.code is ErrorCode.UPSTREAM_UNAVAILABLE
+    assert "WHMCS timed out" in (waiting.last_error.detail or "")
+    assert upstreams.calls[Activity.VALIDATE_PAYMENT_METHOD.value] > 1
+
+
+async def test_transient_failures_within_the_budget_are_retried_without_parking(
+    start: Start, upstreams: Upstreams
+) -> None:
+    upstreams.fail(Activity.ACCEPT_BILLING_ORDER, transient(), transient())
+    result = await (await start()).result()
+    assert result.status is FulfillmentStatus.ACTIVATED
+    assert upstreams.calls[Activity.ACCEPT_BILLING_ORDER.value] == 3
+    assert all(w.status is not ActivationStatus.FAILED for w in upstreams.status_writes)
+
+
+# -- retry ----------------------------------------------------------------------------------------
+
+
+async def test_retry_resumes_at_the_failed_step_and_not_before(
+    start: Start, watch: Watch, upstreams: Upstreams
+) -> None:
+    upstreams.pay_methods.clear()
+    handle = await start()
+    await watch.parked(handle)
+    upstreams.pay_methods[1] = ["RemoteCreditCard"]  # the customer added a card in WHMCS
+    resumed = await handle.execute_update(OrderFulfillment.retry_update, operator())
+    assert resumed.attempt == 2
+    result = await handle.result()
+    assert result.status is FulfillmentStatus.ACTIVATED
+    assert upstreams.calls[Activity.LOAD_ORDER.value] == 1
+    assert upstreams.calls[Activity.RESOLVE_BILLING_CLIENT.value] == 1
+    assert upstreams.calls[Activity.VALIDATE_PAYMENT_METHOD.value] == 2
+    assert upstreams.calls[Activity.CREATE_BILLING_ORDER.value] == 1
+    # Salesforce went Activating -> Failed -> Activating again, then Activated.
+    assert [w.status for w in upstreams.status_writes] == [
+        ActivationStatus.ACTIVATING,
+        ActivationStatus.FAILED,
+        ActivationStatus.ACTIVATING,
+    ]
+    assert upstreams.records[-1].attempts == 2
+
+
+async def test_retry_of_a_data_error_rereads_the_order_fixed_at_its_source(
+    start: Start, watch: Watch, upstreams: Upstreams
+) -> None:
+    good = upstreams.order
+    assert good is not None
+    upstreams.order = good.model_copy(update={"billing_address": Address(city="Shibuya-ku")})
+    handle = await start()
+    waiting = await watch.parked(handle)
+    assert waiting.last_error is not None and waiting.last_error.code is ErrorCode.INVALID_ORDER
+    upstreams.order = good
+    await handle.execute_update(OrderFulfillment.retry_update, operator())
+    assert (await handle.result()).status is FulfillmentStatus.ACTIVATED
+    assert upstreams.calls[Activity.LOAD_ORDER.value] == 2
+
+
+async def test_a_sim_failure_retried_rereads_the_order_and_keeps_the_billing_order(
+    start: Start, watch: Watch, upstreams: Upstreams
+) -> None:
+    upstreams.order = sim_order()
+    upstreams.sim_outcome = SimPhase.FAILED
+    handle = await start()
+    await watch.parked(handle)
+    upstreams.lines.clear()  # Freebit support cleared the failed line
+    upstreams.sim_outcome = SimPhase.ACTIVE
+    upstreams.polls_to_activate = 1
+    await handle.execute_update(OrderFulfillment.retry_update, operator())
+    result = await handle.result()
+    assert result.status is FulfillmentStatus.ACTIVATED
+    assert upstreams.calls[Activity.LOAD_ORDER.value] == 2
+    assert upstreams.calls[Activity.CREATE_BILLING_ORDER.value] == 1
+    assert upstreams.adds == 1
+
+
+async def test_a_retry_signal_works_like_the_update_and_a_repeated_request_counts_once(
+    start: Start, watch: Watch, upstreams: Upstreams
+) -> None:
+    upstreams.pay_methods.clear()
+    handle = await start()
+    await watch.parked(handle)
+    upstreams.pay_methods[1] = ["BankAccount"]
+    await handle.signal(OrderFulfillment.retry_signal, operator(request_id="req-1"))
+    # The same request again, as an update (the API retried its POST): accepted, no second retry.
+    again = await handle.execute_update(OrderFulfillment.retry_update, operator(request_id="req-1"))
+    assert again.attempt == 2
+    assert (await handle.result()).status is FulfillmentStatus.ACTIVATED
+    assert upstreams.records[-1].attempts == 2
+
+
+# -- validators -----------------------------------------------------------------------------------
+
+
+async def test_retry_and_cancel_are_refused_while_the_fulfillment_is_not_parked(
+    start: Start, watch: Watch, upstreams: Upstreams
+) -> None:
+    upstreams.order = sim_order()
+    upstreams.sim_outcome = SimPhase.IN_PROGRESS
+    handle = await start(OPTIONS.model_copy(update={"sim_activation_deadline": timedelta(days=1)}))
+    await watch.until(handle, lambda p: p.step is Step.PROVISION_SIMS)
+    for update in (OrderFulfillment.retry_update, OrderFulfillment.cancel_update):
+        with pytest.raises(WorkflowUpdateFailedError) as refused:
+            await handle.execute_update(update, operator())
+        assert "not waiting for an operator" in str(refused.value.cause)
+    # A signal in the wrong state is ignored, not taken later.
+    await handle.signal(OrderFulfillment.cancel_signal, operator())
+    await handle.signal(
+        OrderFulfillment.sim_activation_reported,
+        SimActivation(phone_number=PHONE, phase=SimPhase.ACTIVE, state="active"),
+    )
+    assert (await handle.result()).status is FulfillmentStatus.ACTIVATED
+
+
+async def test_a_request_without_reason_is_refused_by_the_model(
+    start: Start, upstreams: Upstreams
+) -> None:
+    with pytest.raises(ValueError):
+        OperatorRequest(reason="", requested_by="ops")
+
+
+# -- cancel and expiry ----------------------------------------------------------------------------
+
+
+async def test_cancel_compensates_the_pending_billing_order_and_records_what_stays(
+    start: Start, watch: Watch, upstreams: Upstreams
+) -> None:
+    upstreams.order = sim_order()
+    upstreams.sim_outcome = SimPhase.FAILED
+    handle = await start()
+    await watch.parked(handle)
+    await handle.execute_update(OrderFulfillment.cancel_update, operator("customer withdrew"))
+    result = await handle.result()
+    assert result.status is FulfillmentStatus.CANCELLED
+    assert upstreams.whmcs_orders == {101: BillingOrderStatus.CANCELLED}
+    assert result.error is not None and result.error.code is ErrorCode.SIM_PROVISIONING_FAILED
+    assert any("Freebit line ending 5678" in item for item in result.not_undone)
+    written = upstreams.salesforce_status
+    assert written is not None and written.status is ActivationStatus.CANCELLED
+    assert "customer withdrew" in (written.error_message or "")
+    assert "Not undone: Freebit line ending 5678" in (written.error_message or "")
+    assert upstreams.records[-1].status is FulfillmentStatus.CANCELLED
+
+
+async def test_cancel_before_any_billing_order_has_nothing_to_undo(
+    start: Start, watch: Watch, upstreams: Upstreams
+) -> None:
+    upstreams.pay_methods.clear()
+    handle = await start()
+    await watch.parked(handle)
+    await handle.signal(OrderFulfillment.cancel_signal, operator())
+    result = await handle.result()
+    assert (result.status, result.not_undone) == (FulfillmentStatus.CANCELLED, ())
+    assert upstreams.calls[Activity.CANCEL_BILLING_ORDER.value] == 0
+
+
+async def test_the_operator_wait_expires_failed_with_the_code_kept(
+    start: Start, upstreams: Upstreams
+) -> None:
+    upstreams.pay_methods.clear()
+    handle = await start()
+    result = await handle.result()  # the server skips the 14 days
+    assert result.status is FulfillmentStatus.FAILED
+    assert result.error is not None and result.error.code is ErrorCode.PAYMENT_METHOD_MISSING
+
+
+# -- exactly once ---------------------------------------------------------------------------------
+
+
+async def test_a_billing_order_whose_reply_was_lost_after_commit_is_made_once(
+    start: Start, upstreams: Upstreams
+) -> None:
+    upstreams.lose_add_order_replies = 1
+    result = await (await start()).result()
+    assert result.status is FulfillmentStatus.ACTIVATED
+    assert upstreams.calls[Activity.CREATE_BILLING_ORDER.value] == 2
+    assert upstreams.adds == 1
+    assert list(upstreams.whmcs_orders) == [result.whmcs_order_id]
+
+
+async def test_progress_tells_where_the_order_is(
+    start: Start, watch: Watch, upstreams: Upstreams
+) -> None:
+    upstreams.order = sim_order()
+    upstreams.sim_outcome = SimPhase.IN_PROGRESS
+    handle = await start(OPTIONS.model_copy(update={"sim_activation_deadline": timedelta(days=1)}))
+    seen = await watch.until(handle, lambda p: p.step is Step.PROVISION_SIMS)
+    assert seen.status is FulfillmentStatus.ACTIVATING
+    assert seen.steps_done == [
+        Step.LOAD_ORDER,
+        Step.MARK_ACTIVATING,
+        Step.RESOLVE_BILLING_CLIENT,
+        Step.VALIDATE_PAYMENT_METHOD,
+        Step.CREATE_BILLING_ORDER,
+    ]
+    assert (seen.whmcs_client_id, seen.whmcs_order_id, seen.order_number) == (1, 101, "00000101")
+    attributes = await search_attributes(handle)
+    assert (attributes["FulfillmentStatus"], attributes["FulfillmentStep"]) == (
+        "activating",
+        "provision_sims",
+    )
+    await handle.signal(
+        OrderFulfillment.sim_activation_reported,
+        SimActivation(phone_number=PHONE, phase=SimPhase.ACTIVE, state="active"),
+    )
+    await handle.result()

@@ -1,0 +1,739 @@
+"""The fulfillment workflow: one durable run per activated Salesforce order.
+
+Orchestration only: the order of the steps (DESIGN.md), the waits (Freebit's activation, an
+operator's decision), compensation. Every decision about the order is a `domain.rules` function;
+every outside call is an activity, referred to by name (`domain.steps.Activity`).
+
+How failures are handled:
+- a business error (a non-retryable `ApplicationError` whose type is an `ErrorCode`) parks the
+  fulfillment: `Failed` + code + message are written to Salesforce, and the workflow waits
+  (`options.operator_wait`, 14 days) for `retry` or `cancel`;
+- transient errors are retried by Temporal with backoff for `options.retry_budget`; when the
+  budget is spent the step parks as `UPSTREAM_UNAVAILABLE` the same way;
+- `retry` resumes at the failed step, keeping what succeeded; steps that depend on the order's
+  data re-read it first (an operator fixes data at its source, then retries);
+- `cancel` undoes what can be undone, in reverse (a pending WHMCS order is cancelled), records
+  what cannot (an active SIM line, an accepted WHMCS order) and ends `Cancelled`;
+- the wait expiring ends the workflow `Failed`, the code kept.
+
+Every write the steps make is safe to repeat (see the activities), so a step that is run again
+after a worker crash or a lost reply has one effect.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from datetime import datetime, timedelta
+from typing import Any, Literal, TypeVar
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy, SearchAttributeKey, SearchAttributeUpdate
+from temporalio.exceptions import ActivityError, ApplicationError, FailureError
+
+with workflow.unsafe.imports_passed_through():
+    from pydantic import BaseModel
+
+    from domain.billing import BillingOrderResult, BillingOrderStatus
+    from domain.errors import ErrorCode, ErrorKind, Failure, OrderRejected
+    from domain.fulfillment import (
+        FulfillmentInput,
+        FulfillmentProgress,
+        FulfillmentResult,
+        FulfillmentStatus,
+        OperatorRequest,
+        Step,
+        workflow_id,
+    )
+    from domain.order import ActivationStatus, OrderSnapshot
+    from domain.rules import billing_order, check_fulfillable, sim_request
+    from domain.sim import SimActivation, SimPhase, SimRequest
+    from domain.steps import (
+        Activity,
+        BillingClientQuery,
+        BillingClientRef,
+        BillingOrderRef,
+        CacheInvalidated,
+        CacheInvalidation,
+        FulfillmentRecord,
+        OrderRef,
+        PaymentCheck,
+        SimLine,
+        SimLineQuery,
+        StatusWriteBack,
+        SuccessWriteBack,
+        Written,
+    )
+
+WORKFLOW_TYPE = "OrderFulfillment"
+
+SALESFORCE_ORDER_ID = SearchAttributeKey.for_keyword("SalesforceOrderId")
+SALESFORCE_ACCOUNT_ID = SearchAttributeKey.for_keyword("SalesforceAccountId")
+FULFILLMENT_STATUS = SearchAttributeKey.for_keyword("FulfillmentStatus")
+FULFILLMENT_STEP = SearchAttributeKey.for_keyword("FulfillmentStep")
+FULFILLMENT_ERROR_CODE = SearchAttributeKey.for_keyword("FulfillmentErrorCode")
+SEARCH_ATTRIBUTES = (
+    SALESFORCE_ORDER_ID,
+    SALESFORCE_ACCOUNT_ID,
+    FULFILLMENT_STATUS,
+    FULFILLMENT_STEP,
+    FULFILLMENT_ERROR_CODE,
+)
+
+# Steps whose retry re-reads the order first: what they do depends on the order's data.
+_RELOAD_ON_RETRY = frozenset(
+    {Step.LOAD_ORDER, Step.RESOLVE_BILLING_CLIENT, Step.CREATE_BILLING_ORDER, Step.PROVISION_SIMS}
+)
+_STEP_SUMMARIES = {
+    Step.LOAD_ORDER: "read the order from Salesforce",
+    Step.MARK_ACTIVATING: "mark the order Activating in Salesforce",
+    Step.RESOLVE_BILLING_CLIENT: "find the customer's WHMCS client",
+    Step.VALIDATE_PAYMENT_METHOD: "check the WHMCS payment method",
+    Step.CREATE_BILLING_ORDER: "create the WHMCS order",
+    Step.PROVISION_SIMS: "register and activate the SIM at Freebit",
+    Step.ACCEPT_BILLING_ORDER: "accept the WHMCS order",
+    Step.WRITE_BACK_SUCCESS: "write Activated and the WHMCS ids to Salesforce",
+    Step.INVALIDATE_CACHES: "invalidate the portal's caches",
+}
+# Read-model versions: the run's start (ms) times this, plus a counter, so every write of a
+# later run (a fulfillment started afresh under the same id) outranks every write of an earlier.
+_VERSION_SPAN = 1_000_000
+
+M = TypeVar("M", bound=BaseModel)
+Decision = Literal["retry", "cancel"]
+
+
+class _Parked(Exception):
+    """A step failed for good (business error, or retry budget spent)."""
+
+    def __init__(self, step: Step, failure: Failure) -> None:
+        super().__init__(failure.summary())
+        self.step = step
+        self.failure = failure
+
+
+@workflow.defn(name=WORKFLOW_TYPE)
+class OrderFulfillment:
+    @workflow.init
+    def __init__(self, input: FulfillmentInput) -> None:
+        self._input = input
+        self._options = input.options
+        self._progress = FulfillmentProgress(sf_order_id=input.sf_order_id)
+        self._done: set[Step] = set()
+        self._order: OrderSnapshot | None = None
+        self._gateway: str | None = None
+        self._billing: BillingOrderResult | None = None
+        self._sim: SimRequest | None = None
+        self._reported: SimActivation | None = None
+        self._decision: tuple[Decision, OperatorRequest] | None = None
+        self._handled_requests: set[str] = set()
+        self._writes = 0
+        self._attempted_at: datetime | None = None
+        self._parked_until: datetime | None = None
+
+    # -- the run -------------------------------------------------------------------------------
+
+    @workflow.run
+    async def run(self, input: FulfillmentInput) -> FulfillmentResult:
+        self._upsert_attributes(SALESFORCE_ORDER_ID.value_set(input.sf_order_id))
+        self._set_status(FulfillmentStatus.PENDING)
+        reload = False
+        while True:
+            try:
+                await self._run_steps(reload=reload)
+                return await self._succeeded()
+            except _Parked as parked:
+                decision = await self._park(parked)
+            if decision is None:
+                return self._expired()
+            action, request = decision
+            if action == "cancel":
+                return await self._cancel(request)
+            self._resume(request)
+            reload = self._progress.step in _RELOAD_ON_RETRY
+
+    async def _run_steps(self, *, reload: bool) -> None:
+        if reload and Step.LOAD_ORDER in self._done:
+            await self._load_order()
+        for step in Step:
+            if step in self._done:
+                continue
+            self._at(step)
+            await self._run_step(step)
+            self._done.add(step)
+            self._progress.steps_done = [s for s in Step if s in self._done]
+
+    async def _run_step(self, step: Step) -> None:
+        if step is Step.LOAD_ORDER:
+            await self._load_order()
+        elif step is Step.MARK_ACTIVATING:
+            await self._mark_activating()
+        elif step is Step.RESOLVE_BILLING_CLIENT:
+            await self._resolve_billing_client()
+        elif step is Step.VALIDATE_PAYMENT_METHOD:
+            await self._validate_payment_method()
+        elif step is Step.CREATE_BILLING_ORDER:
+            await self._create_billing_order()
+        elif step is Step.PROVISION_SIMS:
+            await self._provision_sims()
+        elif step is Step.ACCEPT_BILLING_ORDER:
+            await self._accept_billing_order()
+        elif step is Step.WRITE_BACK_SUCCESS:
+            await self._write_back_success()
+        elif step is Step.INVALIDATE_CACHES:
+            await self._invalidate(success=True)
+
+    # -- the steps -----------------------------------------------------------------------------
+
+    async def _load_order(self) -> None:
+        order = await self._call(
+            Step.LOAD_ORDER,
+            Activity.LOAD_ORDER,
+            OrderRef(sf_order_id=self._input.sf_order_id),
+            OrderSnapshot,
+        )
+        self._order = order
+        self._progress.sf_account_id = order.sf_account_id
+        self._progress.order_number = order.order_number
+        if order.sf_account_id:
+            self._upsert_attributes(SALESFORCE_ACCOUNT_ID.value_set(order.sf_account_id))
+        try:
+            check_fulfillable(order, today=workflow.now().date())
+        except OrderRejected as rejected:
+            raise _Parked(Step.LOAD_ORDER, rejected.to_failure()) from None
+        self._sim = sim_request(order)
+
+    async def _mark_activating(self) -> None:
+        self._attempted_at = workflow.now()
+        self._set_status(FulfillmentStatus.ACTIVATING)
+        await self._write_status(Step.MARK_ACTIVATING, ActivationStatus.ACTIVATING)
+        await self._record()
+
+    async def _resolve_billing_client(self) -> None:
+        order = self._loaded()
+        ref = await self._call(
+            Step.RESOLVE_BILLING_CLIENT,
+            Activity.RESOLVE_BILLING_CLIENT,
+            BillingClientQuery(sf_account_id=order.sf_account_id or "", account=order.account),
+            BillingClientRef,
+        )
+        self._progress.whmcs_client_id = ref.whmcs_client_id
+
+    async def _validate_payment_method(self) -> None:
+        check = await self._call(
+            Step.VALIDATE_PAYMENT_METHOD,
+            Activity.VALIDATE_PAYMENT_METHOD,
+            BillingClientRef(whmcs_client_id=self._client_id()),
+            PaymentCheck,
+        )
+        self._gateway = check.gateway
+
+    async def _create_billing_order(self) -> None:
+        try:
+            request = billing_order(self._loaded(), self._client_id(), self._gateway or "")
+        except OrderRejected as rejected:
+            raise _Parked(Step.CREATE_BILLING_ORDER, rejected.to_failure()) from None
+        result = await self._call(
+            Step.CREATE_BILLING_ORDER,
+            Activity.CREATE_BILLING_ORDER,
+            request,
+            BillingOrderResult,
+            start_to_close=timedelta(minutes=2),
+            first_retry=timedelta(seconds=10),
+        )
+        self._billing = result
+        self._progress.whmcs_order_id = result.whmcs_order_id
+        self._progress.whmcs_invoice_id = result.whmcs_invoice_id
+        self._progress.whmcs_service_ids = dict(result.service_ids)
+        await self._record()
+
+    async def _provision_sims(self) -> None:
+        request = self._sim
+        if request is None:
+            return
+        await self._call(Step.PROVISION_SIMS, Activity.REGISTER_SIM, request, Written)
+        line = await self._await_activation(request)
+        self._progress.sims = [line]
+
+    async def _await_activation(self, request: SimRequest) -> SimActivation:
+        """Poll the line with durable timers and backoff (no activity slot held while waiting),
+        until it is active, failed, reported by a signal, or the deadline passes."""
+        deadline = workflow.now() + self._options.sim_activation_deadline
+        delay = self._options.sim_poll_first
+        while True:
+            line = self._take_report(request)
+            if line is None:
+                found = await self._call(
+                    Step.PROVISION_SIMS,
+                    Activity.CHECK_SIM,
+                    SimLineQuery(phone_number=request.phone_number),
+                    SimLine,
+                )
+                line = found.line
+            if line is not None and line.phase is SimPhase.ACTIVE:
+                return line
+            if line is not None and line.phase is SimPhase.FAILED:
+                raise _Parked(
+                    Step.PROVISION_SIMS,
+                    Failure(
+                        code=ErrorCode.SIM_PROVISIONING_FAILED,
+                        kind=ErrorKind.BUSINESS,
+                        message="Freebit could not activate the line",
+                        detail=line.fail_reason or line.state,
+                    ),
+                )
+            remaining = deadline - workflow.now()
+            if remaining <= timedelta(0):
+                state = line.state if line is not None else "not found"
+                raise _Parked(
+                    Step.PROVISION_SIMS,
+                    Failure(
+                        code=ErrorCode.SIM_PROVISIONING_TIMEOUT,
+                        kind=ErrorKind.BUSINESS,
+                        message=(
+                            "the line was not active within "
+                            f"{_duration(self._options.sim_activation_deadline)}"
+                        ),
+                        detail=f"last state: {state}",
+                    ),
+                )
+            with contextlib.suppress(TimeoutError):
+                await workflow.wait_condition(
+                    lambda: self._reported is not None, timeout=min(delay, remaining)
+                )
+            delay = min(delay * 2, self._options.sim_poll_max)
+
+    def _take_report(self, request: SimRequest) -> SimActivation | None:
+        report, self._reported = self._reported, None
+        if report is None or report.phone_number != request.phone_number:
+            return None
+        return report
+
+    async def _accept_billing_order(self) -> None:
+        billing = self._billing_result()
+        await self._call(
+            Step.ACCEPT_BILLING_ORDER,
+            Activity.ACCEPT_BILLING_ORDER,
+            BillingOrderRef(whmcs_order_id=billing.whmcs_order_id),
+            Written,
+        )
+        self._billing = billing.model_copy(update={"status": BillingOrderStatus.ACTIVE})
+
+    async def _write_back_success(self) -> None:
+        billing = self._billing_result()
+        await self._call(
+            Step.WRITE_BACK_SUCCESS,
+            Activity.WRITE_BACK_SUCCESS,
+            SuccessWriteBack(
+                sf_order_id=self._input.sf_order_id,
+                attempted_at=self._attempted_at or workflow.now(),
+                whmcs_order_id=billing.whmcs_order_id,
+                service_ids=dict(billing.service_ids),
+            ),
+            Written,
+        )
+
+    async def _invalidate(self, *, success: bool) -> None:
+        """Drop the portal's cached views of this order (and, on success, of the WHMCS client).
+
+        Best effort after a failure or a cancel: the activity keeps what Redis refused in the
+        outbox, so a failure here is logged, never turned into a parked order.
+        """
+        request = CacheInvalidation(
+            sf_order_id=self._input.sf_order_id,
+            sf_account_id=self._progress.sf_account_id,
+            whmcs_client_id=self._progress.whmcs_client_id if success else None,
+            reason="fulfilled" if success else "fulfillment state changed",
+        )
+        if success:
+            await self._call(
+                Step.INVALIDATE_CACHES, Activity.INVALIDATE_CACHES, request, CacheInvalidated
+            )
+            return
+        try:
+            await self._call(
+                Step.INVALIDATE_CACHES, Activity.INVALIDATE_CACHES, request, CacheInvalidated
+            )
+        except _Parked as failed:
+            workflow.logger.warning("cache invalidation failed: %s", failed.failure.summary())
+
+    # -- endings -------------------------------------------------------------------------------
+
+    async def _succeeded(self) -> FulfillmentResult:
+        self._progress.step = None
+        self._progress.last_error = None
+        self._set_status(FulfillmentStatus.ACTIVATED)
+        self._upsert_attributes(FULFILLMENT_ERROR_CODE.value_unset())
+        await self._record()
+        billing = self._billing_result()
+        workflow.set_current_details(
+            f"Activated. {self._order_label()}: WHMCS order {billing.whmcs_order_id}, "
+            f"services {', '.join(str(s) for s in billing.service_ids.values()) or 'none'}."
+        )
+        return FulfillmentResult(
+            sf_order_id=self._input.sf_order_id,
+            status=FulfillmentStatus.ACTIVATED,
+            whmcs_order_id=billing.whmcs_order_id,
+            whmcs_service_ids=dict(billing.service_ids),
+        )
+
+    async def _park(self, parked: _Parked) -> tuple[Decision, OperatorRequest] | None:
+        """Record the failure everywhere, then wait for an operator (or the wait to expire)."""
+        failure = parked.failure
+        self._progress.step = parked.step
+        self._progress.last_error = failure
+        self._set_status(FulfillmentStatus.FAILED)
+        self._upsert_attributes(FULFILLMENT_ERROR_CODE.value_set(failure.code.value))
+        workflow.logger.info("parked at %s: %s", parked.step.value, failure.code.value)
+        try:
+            await self._write_status(
+                parked.step,
+                ActivationStatus.FAILED,
+                error_code=failure.code,
+                error_message=failure.summary(),
+            )
+        except _Parked as unwritable:
+            # Salesforce itself is what failed: the read model and the UI still show the state.
+            workflow.logger.warning("could not write Failed: %s", unwritable.failure.summary())
+        await self._record()
+        await self._invalidate(success=False)
+        self._decision = None
+        self._parked_until = workflow.now() + self._options.operator_wait
+        self._progress.waiting_for_operator = True
+        workflow.set_current_details(self._parked_details())
+        try:
+            await workflow.wait_condition(
+                lambda: self._decision is not None, timeout=self._options.operator_wait
+            )
+        except TimeoutError:
+            return None
+        finally:
+            self._progress.waiting_for_operator = False
+        return self._decision
+
+    def _resume(self, request: OperatorRequest) -> None:
+        self._progress.last_error = None
+        # Salesforce shows Failed now: the next attempt marks the order Activating again.
+        self._done.discard(Step.MARK_ACTIVATING)
+        workflow.logger.info("retry requested by %s", request.requested_by)
+        workflow.set_current_details(
+            f"{self._order_label()}: retry {self._progress.attempt - 1} requested by "
+            f"{request.requested_by} ({request.reason}); resuming at "
+            f"{self._progress.step.value if self._progress.step else 'the start'}."
+        )
+
+    def _expired(self) -> FulfillmentResult:
+        failure = self._progress.last_error
+        workflow.set_current_details(
+            f"Failed: nobody retried or cancelled within {_duration(self._options.operator_wait)}. "
+            f"{failure.summary() if failure else ''}"
+        )
+        return FulfillmentResult(
+            sf_order_id=self._input.sf_order_id,
+            status=FulfillmentStatus.FAILED,
+            error=failure,
+            whmcs_order_id=self._progress.whmcs_order_id,
+            whmcs_service_ids=dict(self._progress.whmcs_service_ids),
+        )
+
+    async def _cancel(self, request: OperatorRequest) -> FulfillmentResult:
+        """Undo in reverse what can be undone; record what cannot; end Cancelled."""
+        not_undone: list[str] = []
+        if self._progress.sims:
+            for line in self._progress.sims:
+                not_undone.append(
+                    f"Freebit line ending {line.phone_number[-4:]} is {line.state}: "
+                    "terminate it at Freebit if it must not stay"
+                )
+        elif Step.PROVISION_SIMS in self._progress.steps_done or (
+            self._progress.step is Step.PROVISION_SIMS and self._sim is not None
+        ):
+            assert self._sim is not None
+            not_undone.append(
+                f"Freebit line ending {self._sim.phone_number[-4:]} may be registered: "
+                "check it at Freebit"
+            )
+        billing = self._billing
+        if billing is not None:
+            if billing.status is BillingOrderStatus.ACTIVE:
+                not_undone.append(
+                    f"WHMCS order {billing.whmcs_order_id} is accepted: cancel its services "
+                    "in WHMCS"
+                )
+            else:
+                try:
+                    await self._call(
+                        Step.CREATE_BILLING_ORDER,
+                        Activity.CANCEL_BILLING_ORDER,
+                        BillingOrderRef(whmcs_order_id=billing.whmcs_order_id),
+                        Written,
+                    )
+                except _Parked as refused:
+                    not_undone.append(
+                        f"WHMCS order {billing.whmcs_order_id} could not be cancelled: "
+                        f"{refused.failure.summary()}"
+                    )
+        failure = self._progress.last_error
+        message = f"Cancelled by {request.requested_by}: {request.reason}"
+        if not_undone:
+            message += ". Not undone: " + "; ".join(not_undone)
+        self._set_status(FulfillmentStatus.CANCELLED)
+        try:
+            await self._write_status(
+                self._progress.step or Step.LOAD_ORDER,
+                ActivationStatus.CANCELLED,
+                error_code=failure.code if failure else None,
+                error_message=message,
+            )
+        except _Parked as unwritable:
+            not_undone.append(f"Salesforce was not told: {unwritable.failure.summary()}")
+        await self._record()
+        await self._invalidate(success=False)
+        workflow.set_current_details(message)
+        return FulfillmentResult(
+            sf_order_id=self._input.sf_order_id,
+            status=FulfillmentStatus.CANCELLED,
+            error=failure,
+            whmcs_order_id=self._progress.whmcs_order_id,
+            whmcs_service_ids=dict(self._progress.whmcs_service_ids),
+            not_undone=tuple(not_undone),
+        )
+
+    # -- operator interface --------------------------------------------------------------------
+
+    @workflow.query
+    def progress(self) -> FulfillmentProgress:
+        return self._progress
+
+    @workflow.update(name="retry")
+    def retry_update(self, request: OperatorRequest) -> FulfillmentProgress:
+        self._decide("retry", request)
+        return self._progress
+
+    @retry_update.validator
+    def _validate_retry(self, request: OperatorRequest) -> None:
+        self._validate("retry", request)
+
+    @workflow.update(name="cancel")
+    def cancel_update(self, request: OperatorRequest) -> FulfillmentProgress:
+        self._decide("cancel", request)
+        return self._progress
+
+    @cancel_update.validator
+    def _validate_cancel(self, request: OperatorRequest) -> None:
+        self._validate("cancel", request)
+
+    # Signals of the same names, so the Temporal UI's "send signal" works too. A signal cannot
+    # be refused, so one in the wrong state is logged and ignored.
+    @workflow.signal(name="retry")
+    def retry_signal(self, request: OperatorRequest) -> None:
+        self._signalled("retry", request)
+
+    @workflow.signal(name="cancel")
+    def cancel_signal(self, request: OperatorRequest) -> None:
+        self._signalled("cancel", request)
+
+    @workflow.signal
+    def sim_activation_reported(self, report: SimActivation) -> None:
+        """Freebit reported the line's outcome through another channel (its notification
+        files): the activation wait ends without waiting for the next poll."""
+        self._reported = report
+
+    def _validate(self, action: Decision, request: OperatorRequest) -> None:
+        if request.request_id is not None and request.request_id in self._handled_requests:
+            return
+        if not self._progress.waiting_for_operator or self._decision is not None:
+            raise ValueError(
+                f"cannot {action}: the fulfillment is {self._progress.status.value}"
+                + (f" at {self._progress.step.value}" if self._progress.step else "")
+                + ", not waiting for an operator"
+            )
+
+    def _signalled(self, action: Decision, request: OperatorRequest) -> None:
+        try:
+            self._validate(action, request)
+        except ValueError as refused:
+            workflow.logger.warning("%s signal ignored: %s", action, refused)
+            return
+        self._decide(action, request)
+
+    def _decide(self, action: Decision, request: OperatorRequest) -> None:
+        if request.request_id is not None:
+            if request.request_id in self._handled_requests:
+                return
+            self._handled_requests.add(request.request_id)
+        self._decision = (action, request)
+        # Taken at once, so the update's answer (and any query after it) shows it.
+        self._progress.waiting_for_operator = False
+        if action == "retry":
+            self._progress.attempt += 1
+
+    # -- plumbing ------------------------------------------------------------------------------
+
+    async def _call(
+        self,
+        step: Step,
+        activity: Activity,
+        arg: BaseModel,
+        result_type: type[M],
+        *,
+        start_to_close: timedelta = timedelta(minutes=1),
+        first_retry: timedelta = timedelta(seconds=2),
+    ) -> M:
+        """Run one activity; a business error or a spent retry budget becomes `_Parked`."""
+        try:
+            result: M = await workflow.execute_activity(
+                activity.value,
+                arg,
+                result_type=result_type,
+                start_to_close_timeout=start_to_close,
+                schedule_to_close_timeout=self._options.retry_budget,
+                retry_policy=RetryPolicy(
+                    initial_interval=first_retry,
+                    backoff_coefficient=2.0,
+                    maximum_interval=timedelta(minutes=5),
+                ),
+                summary=f"{step.value}: {_STEP_SUMMARIES[step]}",
+            )
+        except ActivityError as failed:
+            raise _Parked(step, _failure_of(failed, self._options.retry_budget)) from None
+        return result
+
+    async def _write_status(
+        self,
+        step: Step,
+        status: ActivationStatus,
+        *,
+        error_code: ErrorCode | None = None,
+        error_message: str | None = None,
+    ) -> None:
+        await self._call(
+            step,
+            Activity.WRITE_BACK_STATUS,
+            StatusWriteBack(
+                sf_order_id=self._input.sf_order_id,
+                status=status,
+                attempted_at=self._attempted_at or workflow.now(),
+                error_code=error_code,
+                error_message=error_message,
+            ),
+            Written,
+        )
+
+    async def _record(self) -> None:
+        """Write the read model (a local activity: cheap, and newer versions always win)."""
+        self._writes += 1
+        start_ms = int(workflow.info().start_time.timestamp() * 1000)
+        error = self._progress.last_error
+        billing = self._billing
+        record = FulfillmentRecord(
+            sf_order_id=self._input.sf_order_id,
+            sf_account_id=self._progress.sf_account_id,
+            workflow_id=workflow_id(self._input.sf_order_id),
+            status=self._progress.status,
+            step=self._progress.step,
+            error_code=error.code if error else None,
+            error_message=error.summary() if error else None,
+            whmcs_order_id=billing.whmcs_order_id if billing else None,
+            whmcs_invoice_id=billing.whmcs_invoice_id if billing else None,
+            whmcs_service_ids=tuple(billing.service_ids.values()) if billing else (),
+            attempts=self._progress.attempt,
+            version=start_ms * _VERSION_SPAN + self._writes,
+        )
+        try:
+            await workflow.execute_local_activity(
+                Activity.RECORD_FULFILLMENT.value,
+                record,
+                result_type=Written,
+                start_to_close_timeout=timedelta(seconds=10),
+                schedule_to_close_timeout=timedelta(minutes=5),
+                retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=30)),
+                summary="record the fulfillment in the read model",
+            )
+        except ActivityError as failed:
+            # The read model trails; the workflow's own state (and the UI) stay right.
+            workflow.logger.warning("read model not updated: %s", failed)
+
+    def _at(self, step: Step) -> None:
+        self._progress.step = step
+        self._upsert_attributes(FULFILLMENT_STEP.value_set(step.value))
+        workflow.set_current_details(
+            f"{self._order_label()}: {_STEP_SUMMARIES[step]} (attempt {self._progress.attempt})."
+        )
+
+    def _set_status(self, status: FulfillmentStatus) -> None:
+        self._progress.status = status
+        self._upsert_attributes(FULFILLMENT_STATUS.value_set(status.value))
+
+    def _upsert_attributes(self, *updates: SearchAttributeUpdate[Any]) -> None:
+        workflow.upsert_search_attributes(list(updates))
+
+    def _parked_details(self) -> str:
+        failure = self._progress.last_error
+        step = self._progress.step.value if self._progress.step else "?"
+        until = self._parked_until.strftime("%Y-%m-%d %H:%M UTC") if self._parked_until else ""
+        what = f"{failure.code.value}: {failure.summary()}" if failure else "failed"
+        return (
+            f"Parked at {step}. {what}. Fix the cause at its source, then send retry "
+            f"(or cancel) before {until}. {self._order_label()}."
+        )
+
+    def _order_label(self) -> str:
+        number = self._progress.order_number
+        label = f"Order {number}" if number else f"Order {self._input.sf_order_id}"
+        account = self._order.account if self._order else None
+        if account is not None and account.customer_number:
+            label += f" (customer {account.customer_number})"
+        return label
+
+    def _loaded(self) -> OrderSnapshot:
+        assert self._order is not None, "load_order runs first"
+        return self._order
+
+    def _client_id(self) -> int:
+        client_id = self._progress.whmcs_client_id
+        assert client_id is not None, "resolve_billing_client runs first"
+        return client_id
+
+    def _billing_result(self) -> BillingOrderResult:
+        assert self._billing is not None, "create_billing_order runs first"
+        return self._billing
+
+
+def _failure_of(failed: ActivityError, budget: timedelta) -> Failure:
+    """The failure a failed activity parks with: its business code, or UPSTREAM_UNAVAILABLE."""
+    last: FailureError | None = failed.cause if isinstance(failed.cause, FailureError) else None
+    error: ApplicationError | None = None
+    seen: BaseException | None = failed.cause
+    while seen is not None:
+        if isinstance(seen, ApplicationError):
+            error = seen
+            break
+        seen = seen.__cause__
+    if error is not None and error.non_retryable and error.type in tuple(ErrorCode):
+        if error.details:
+            try:
+                return Failure.model_validate(error.details[0])
+            except ValueError:
+                pass
+        return Failure(code=ErrorCode(error.type), kind=ErrorKind.BUSINESS, message=error.message)
+    kind = ErrorKind.NOT_SENT
+    if error is not None and error.type in tuple(ErrorKind):
+        kind = ErrorKind(error.type)
+    reason = error.message if error is not None else (str(last) if last else "timed out")
+    return Failure(
+        code=ErrorCode.UPSTREAM_UNAVAILABLE,
+        kind=kind,
+        message=f"still failing after {_duration(budget)} of retries",
+        detail=reason,
+    )
+
+
+def _duration(span: timedelta) -> str:
+    seconds = int(span.total_seconds())
+    if seconds % 86400 == 0:
+        return f"{seconds // 86400} days"
+    if seconds % 3600 == 0:
+        return f"{seconds // 3600} h"
+    if seconds % 60 == 0:
+        return f"{seconds // 60} min"
+    return f"{seconds} s"
