@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from config.logging import configure_logging, get_logger
-from config.settings import MIGRATE, Settings, SettingsError, load_settings
+from config.settings import MIGRATE, WORKER, Settings, SettingsError, load_settings
 
 Handler = Callable[[argparse.Namespace, list[str]], int]
 
@@ -47,6 +47,14 @@ def _cmd_migrate(args: argparse.Namespace, _rest: list[str]) -> int:
     return 0
 
 
+def _cmd_worker(_args: argparse.Namespace, _rest: list[str]) -> int:
+    from workers.main import run_worker
+
+    settings = _settings(WORKER)
+    asyncio.run(run_worker(settings))
+    return 0
+
+
 def _cmd_dev(_args: argparse.Namespace, rest: list[str]) -> int:
     from devstack.launcher import main as dev_main
 
@@ -73,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
         "emulate", help="run one emulator (salesforce, whmcs, freebit)", add_help=False
     )
     emulate.set_defaults(handler=_cmd_emulate, passthrough=True)
+
+    worker = sub.add_parser("worker", help="run the fulfillment worker (workflows + activities)")
+    worker.set_defaults(handler=_cmd_worker, passthrough=False)
 
     migrate = sub.add_parser("migrate", help="apply pending Postgres migrations (DATABASE_URL)")
     migrate.add_argument("--status", action="store_true", help="list applied migrations")

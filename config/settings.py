@@ -127,6 +127,8 @@ class Settings(BaseSettings):
     whmcs_secret: SecretStr | None = None
     whmcs_access_key: SecretStr | None = None
     whmcs_webhook_secret: SecretStr | None = None
+    # AddOrder's `paymentmethod` when the client's pay method names no gateway.
+    whmcs_default_gateway: str = "banktransfer"
 
     # Freebit
     freebit_base_url: str | None = None
@@ -140,6 +142,8 @@ class Settings(BaseSettings):
     api_ops_token: SecretStr | None = None
     worker_metrics_port: int = Field(default=9101, ge=0, le=65535)
     worker_max_concurrent_activities: int = Field(default=20, ge=1, le=1000)
+    # On SIGTERM, running activities get this long to finish before the worker stops.
+    worker_shutdown_grace_seconds: float = Field(default=30.0, ge=0)
     listener_metrics_port: int = Field(default=9102, ge=0, le=65535)
 
     # Logging: "auto" is readable on a terminal and JSON everywhere else.

@@ -59,7 +59,12 @@ _ADDRESS = {
 }
 # (key, customer number, product code, extra order fields)
 ORDERS: list[tuple[str, str, str, dict[str, Any]]] = [
-    ("esim", "CUST-0001", "ESIM-DATA-20GB", {"SIM_Type__c": "eSIM", "EID__c": ESIM_EID}),
+    (
+        "esim",
+        "CUST-0001",
+        "ESIM-DATA-20GB",
+        {"SIM_Type__c": "eSIM", "EID__c": ESIM_EID, "SIM_Phone_Number__c": "07012345678"},
+    ),
     (
         "physical_sim",
         "CUST-0002",
