@@ -27,7 +27,12 @@ from datetime import datetime, timedelta
 from typing import Any, Literal, TypeVar
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy, SearchAttributeKey, SearchAttributeUpdate
+from temporalio.common import (
+    MetricCounter,
+    RetryPolicy,
+    SearchAttributeKey,
+    SearchAttributeUpdate,
+)
 from temporalio.exceptions import ActivityError, ApplicationError, FailureError
 
 with workflow.unsafe.imports_passed_through():
@@ -134,6 +139,7 @@ class OrderFulfillment:
 
     @workflow.run
     async def run(self, input: FulfillmentInput) -> FulfillmentResult:
+        _metric_counter("fulfillment_started", "Fulfillments started").add(1)
         self._upsert_attributes(SALESFORCE_ORDER_ID.value_set(input.sf_order_id))
         self._set_status(FulfillmentStatus.PENDING)
         reload = False
@@ -158,7 +164,11 @@ class OrderFulfillment:
             if step in self._done:
                 continue
             self._at(step)
+            started = workflow.now()
             await self._run_step(step)
+            workflow.metric_meter().create_histogram_timedelta(
+                "fulfillment_step_duration", "Time a fulfillment step took", "duration"
+            ).record(workflow.now() - started, {"step": step.value})
             self._done.add(step)
             self._progress.steps_done = [s for s in Step if s in self._done]
 
@@ -365,6 +375,7 @@ class OrderFulfillment:
         self._upsert_attributes(FULFILLMENT_ERROR_CODE.value_unset())
         await self._record()
         billing = self._billing_result()
+        _completed(FulfillmentStatus.ACTIVATED)
         workflow.set_current_details(
             f"Activated. {self._order_label()}: WHMCS order {billing.whmcs_order_id}, "
             f"services {', '.join(str(s) for s in billing.service_ids.values()) or 'none'}."
@@ -384,6 +395,9 @@ class OrderFulfillment:
         self._set_status(FulfillmentStatus.FAILED)
         self._upsert_attributes(FULFILLMENT_ERROR_CODE.value_set(failure.code.value))
         workflow.logger.info("parked at %s: %s", parked.step.value, failure.code.value)
+        _metric_counter("fulfillment_parked", "Fulfillments parked for an operator").add(
+            1, {"code": failure.code.value, "step": parked.step.value}
+        )
         try:
             await self._write_status(
                 parked.step,
@@ -411,6 +425,7 @@ class OrderFulfillment:
         return self._decision
 
     def _resume(self, request: OperatorRequest) -> None:
+        _metric_counter("fulfillment_retries", "Operator retries of parked fulfillments").add(1)
         self._progress.last_error = None
         # Salesforce shows Failed now: the next attempt marks the order Activating again.
         self._done.discard(Step.MARK_ACTIVATING)
@@ -422,6 +437,7 @@ class OrderFulfillment:
         )
 
     def _expired(self) -> FulfillmentResult:
+        _completed(FulfillmentStatus.FAILED)
         failure = self._progress.last_error
         workflow.set_current_details(
             f"Failed: nobody retried or cancelled within {_duration(self._options.operator_wait)}. "
@@ -488,6 +504,7 @@ class OrderFulfillment:
             not_undone.append(f"Salesforce was not told: {unwritable.failure.summary()}")
         await self._record()
         await self._invalidate(success=False)
+        _completed(FulfillmentStatus.CANCELLED)
         workflow.set_current_details(message)
         return FulfillmentResult(
             sf_order_id=self._input.sf_order_id,
@@ -697,6 +714,17 @@ class OrderFulfillment:
     def _billing_result(self) -> BillingOrderResult:
         assert self._billing is not None, "create_billing_order runs first"
         return self._billing
+
+
+def _metric_counter(name: str, description: str) -> MetricCounter:
+    # The workflow's meter records nothing while a history is replayed: counts stay exact.
+    return workflow.metric_meter().create_counter(name, description)
+
+
+def _completed(status: FulfillmentStatus) -> None:
+    _metric_counter("fulfillment_completed", "Fulfillments ended, by how").add(
+        1, {"status": status.value}
+    )
 
 
 def _failure_of(failed: ActivityError, budget: timedelta) -> Failure:
