@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from temporalio.api.common.v1 import Payload
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import (
     DataConverter,
@@ -36,6 +36,7 @@ from temporalio.converter import (
 )
 
 from config.logging import get_logger
+from domain.fulfillment import WORKFLOW_TYPE, FulfillmentInput, FulfillmentResult, workflow_id
 
 if TYPE_CHECKING:
     from config.settings import Settings
@@ -186,6 +187,30 @@ def data_converter(settings: Settings) -> DataConverter:
         return converter
     keys = parse_payload_keys(settings.temporal_payload_keys.get_secret_value())
     return replace(converter, payload_codec=EncryptionCodec(keys))
+
+
+async def start_fulfillment(
+    client: Client,
+    settings: Settings,
+    fulfillment: FulfillmentInput,
+    **overrides: Any,
+) -> WorkflowHandle[Any, FulfillmentResult]:
+    """Start the fulfillment of one order, as the listener, the API and the CLI do.
+
+    The id is the order's (`order-fulfillment-<id>`), so a second start of a running or
+    completed fulfillment is refused by Temporal (`WorkflowAlreadyStartedError`); `overrides`
+    go to `Client.start_workflow` (an id reuse or conflict policy, a start delay).
+    """
+    return await client.start_workflow(
+        WORKFLOW_TYPE,
+        fulfillment,
+        id=workflow_id(fulfillment.sf_order_id),
+        task_queue=settings.temporal_task_queue,
+        static_summary=fulfillment.summary(),
+        static_details=fulfillment.details(),
+        result_type=FulfillmentResult,
+        **overrides,
+    )
 
 
 async def connect_temporal(settings: Settings, **overrides: Any) -> Client:

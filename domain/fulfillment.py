@@ -17,6 +17,8 @@ from domain.order import SF_ID_PATTERN
 from domain.sim import SimActivation
 
 WORKFLOW_ID_PREFIX = "order-fulfillment-"
+# The workflow type, as registered by the worker and started by the listener, API and CLI.
+WORKFLOW_TYPE = "OrderFulfillment"
 
 
 def workflow_id(sf_order_id: str) -> str:
@@ -87,6 +89,16 @@ class FulfillmentInput(BaseModel):
     sf_order_id: str = Field(pattern=SF_ID_PATTERN)
     trigger: Trigger
     options: FulfillmentOptions = Field(default_factory=FulfillmentOptions)
+
+    def summary(self) -> str:
+        """The workflow's static summary in the Temporal UI (no customer data: ids only)."""
+        return f"Fulfil Salesforce order {self.sf_order_id}"
+
+    def details(self) -> str:
+        trigger = self.trigger
+        where = f" on {trigger.channel}" if trigger.channel else ""
+        replay = f", replay id {trigger.replay_id}" if trigger.replay_id is not None else ""
+        return f"Started by {trigger.source.value}{where}{replay}."
 
 
 class OperatorRequest(BaseModel):

@@ -41,6 +41,7 @@ with workflow.unsafe.imports_passed_through():
     from domain.billing import BillingOrderResult, BillingOrderStatus
     from domain.errors import ErrorCode, ErrorKind, Failure, OrderRejected
     from domain.fulfillment import (
+        WORKFLOW_TYPE,
         FulfillmentInput,
         FulfillmentProgress,
         FulfillmentResult,
@@ -68,8 +69,6 @@ with workflow.unsafe.imports_passed_through():
         SuccessWriteBack,
         Written,
     )
-
-WORKFLOW_TYPE = "OrderFulfillment"
 
 SALESFORCE_ORDER_ID = SearchAttributeKey.for_keyword("SalesforceOrderId")
 SALESFORCE_ACCOUNT_ID = SearchAttributeKey.for_keyword("SalesforceAccountId")
@@ -163,7 +162,7 @@ class OrderFulfillment:
         for step in Step:
             if step in self._done:
                 continue
-            self._at(step)
+            await self._at(step)
             started = workflow.now()
             await self._run_step(step)
             workflow.metric_meter().create_histogram_timedelta(
@@ -670,12 +669,13 @@ class OrderFulfillment:
             # The read model trails; the workflow's own state (and the UI) stay right.
             workflow.logger.warning("read model not updated: %s", failed)
 
-    def _at(self, step: Step) -> None:
+    async def _at(self, step: Step) -> None:
         self._progress.step = step
         self._upsert_attributes(FULFILLMENT_STEP.value_set(step.value))
         workflow.set_current_details(
             f"{self._order_label()}: {_STEP_SUMMARIES[step]} (attempt {self._progress.attempt})."
         )
+        await self._record()
 
     def _set_status(self, status: FulfillmentStatus) -> None:
         self._progress.status = status

@@ -44,9 +44,12 @@ async def test_an_internet_order_is_activated_once_and_written_back(
     for key in stale:
         await redis_client.set(key, "cached view")
 
-    result = await (await engine.start(order_id)).result()
+    handle = await engine.start(order_id)
+    result = await handle.result()
 
     assert result.status is FulfillmentStatus.ACTIVATED
+    described = await handle.describe()
+    assert await described.static_summary() == f"Fulfil Salesforce order {order_id}"
     order = engine.order(order_id)
     assert order["Activation_Status__c"] == "Activated"
     assert order["Activation_Error_Code__c"] is None
