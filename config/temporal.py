@@ -22,21 +22,40 @@ import os
 import re
 from collections.abc import Sequence
 from dataclasses import replace
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from temporalio.api.common.v1 import Payload
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowHandle,
+)
+from temporalio.common import WorkflowIDReusePolicy
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import (
     DataConverter,
     DefaultFailureConverterWithEncodedAttributes,
     PayloadCodec,
 )
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
 
 from config.logging import get_logger
-from domain.fulfillment import WORKFLOW_TYPE, FulfillmentInput, FulfillmentResult, workflow_id
+from domain.fulfillment import (
+    WORKFLOW_TYPE,
+    ActivationDecision,
+    ExistingFulfillment,
+    FulfillmentInput,
+    FulfillmentProgress,
+    FulfillmentResult,
+    FulfillmentStatus,
+    OperatorRequest,
+    decide_activation,
+    workflow_id,
+)
 
 if TYPE_CHECKING:
     from config.settings import Settings
@@ -225,3 +244,64 @@ async def connect_temporal(settings: Settings, **overrides: Any) -> Client:
         **overrides,
     }
     return await Client.connect(settings.temporal_address, **options)
+
+
+async def existing_fulfillment(client: Client, sf_order_id: str) -> ExistingFulfillment | None:
+    """The latest run of the order's fulfillment as `decide_activation` needs it, or None."""
+    handle = client.get_workflow_handle(workflow_id(sf_order_id), result_type=FulfillmentResult)
+    try:
+        described = await handle.describe()
+    except RPCError as error:
+        if error.status is RPCStatusCode.NOT_FOUND:
+            return None
+        raise
+    if described.status is WorkflowExecutionStatus.RUNNING:
+        progress = await handle.query("progress", result_type=FulfillmentProgress)
+        return ExistingFulfillment(running=True, waiting_for_operator=progress.waiting_for_operator)
+    ended: FulfillmentStatus | None = None
+    if described.status is WorkflowExecutionStatus.COMPLETED:
+        ended = (await handle.result()).status
+    return ExistingFulfillment(running=False, ended=ended, closed_at=described.close_time)
+
+
+async def activate_fulfillment(
+    client: Client,
+    settings: Settings,
+    fulfillment: FulfillmentInput,
+    *,
+    activated_at: datetime | None,
+) -> ActivationDecision:
+    """What an activation of the order does, done: start, start afresh, retry, or nothing.
+
+    One activation may arrive many times (replays, duplicates, reconciliation): each repeat
+    finds the fulfillment it already started and does nothing more. A retry of a parked
+    fulfillment carries a request id derived from the trigger, so a repeated event counts once.
+    """
+    existing = await existing_fulfillment(client, fulfillment.sf_order_id)
+    decision = decide_activation(existing, activated_at)
+    if decision is ActivationDecision.START:
+        try:
+            await start_fulfillment(client, settings, fulfillment)
+        except WorkflowAlreadyStartedError:
+            # Started meanwhile by another path (reconciliation, an operator): one is enough.
+            return ActivationDecision.IGNORE_RUNNING
+    elif decision is ActivationDecision.START_AFRESH:
+        await start_fulfillment(
+            client,
+            settings,
+            fulfillment,
+            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+        )
+    elif decision is ActivationDecision.RETRY_PARKED:
+        trigger = fulfillment.trigger
+        request = OperatorRequest(
+            reason="the order was activated again in Salesforce",
+            requested_by=f"salesforce:{trigger.source.value}",
+            request_id=f"reactivation:{trigger.channel}:{trigger.replay_id}"
+            if trigger.replay_id is not None
+            else None,
+        )
+        await client.get_workflow_handle(workflow_id(fulfillment.sf_order_id)).signal(
+            "retry", request
+        )
+    return decision

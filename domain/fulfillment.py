@@ -144,3 +144,49 @@ class FulfillmentResult(BaseModel):
     whmcs_order_id: int | None = None
     whmcs_service_ids: dict[str, int] = Field(default_factory=dict)
     not_undone: tuple[str, ...] = ()
+
+
+class ActivationDecision(StrEnum):
+    """What an activation of an order (a trigger event, or reconciliation) does."""
+
+    START = "start"
+    START_AFRESH = "start_afresh"
+    RETRY_PARKED = "retry_parked"
+    IGNORE_RUNNING = "ignore_running"
+    IGNORE_FULFILLED = "ignore_fulfilled"
+    IGNORE_STALE = "ignore_stale"
+
+
+class ExistingFulfillment(BaseModel):
+    """The latest fulfillment run of an order, as Temporal describes it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    running: bool
+    waiting_for_operator: bool = False
+    # How a closed run ended (None while running, or when it ended without a result).
+    ended: FulfillmentStatus | None = None
+    closed_at: datetime | None = None
+
+
+def decide_activation(
+    existing: ExistingFulfillment | None, activated_at: datetime | None
+) -> ActivationDecision:
+    """DESIGN.md's re-activation rules.
+
+    A parked fulfillment takes a re-activation as a retry; a fulfilled order ignores it; a
+    cancelled or expired one starts afresh under the same workflow id, but only for an
+    activation committed after that run closed, so replaying an old event (a listener resuming
+    from an older cursor) never starts an order again.
+    """
+    if existing is None:
+        return ActivationDecision.START
+    if existing.running:
+        if existing.waiting_for_operator:
+            return ActivationDecision.RETRY_PARKED
+        return ActivationDecision.IGNORE_RUNNING
+    if existing.ended is FulfillmentStatus.ACTIVATED:
+        return ActivationDecision.IGNORE_FULFILLED
+    if activated_at is None or existing.closed_at is None or activated_at <= existing.closed_at:
+        return ActivationDecision.IGNORE_STALE
+    return ActivationDecision.START_AFRESH
