@@ -1,0 +1,79 @@
+"""Salesforce events as the engine reads them: change events (CDC) and platform events.
+
+`cdc_listener.events` parses the Streaming API's messages into these; everything after that
+(what an event means, what to do) works on these types only.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+_CLIENT = re.compile(r";client=([^;]+)")
+
+
+class ChangeType(StrEnum):
+    CREATE = "CREATE"
+    UPDATE = "UPDATE"
+    DELETE = "DELETE"
+    UNDELETE = "UNDELETE"
+    GAP_CREATE = "GAP_CREATE"
+    GAP_UPDATE = "GAP_UPDATE"
+    GAP_DELETE = "GAP_DELETE"
+    GAP_UNDELETE = "GAP_UNDELETE"
+    GAP_OVERFLOW = "GAP_OVERFLOW"
+
+    @property
+    def is_gap(self) -> bool:
+        """A gap event carries no field values: the records must be read again."""
+        return self.value.startswith("GAP_")
+
+
+class ChangeEvent(BaseModel):
+    """One change event: what changed, on which records, committed when, by whom."""
+
+    model_config = ConfigDict(frozen=True)
+
+    channel: str
+    replay_id: int
+    entity: str
+    change_type: ChangeType
+    record_ids: tuple[str, ...] = ()
+    changed_fields: tuple[str, ...] = ()
+    change_origin: str = ""
+    commit_timestamp: datetime
+    transaction_key: str | None = None
+    # The body without the header: all non-empty fields of a CREATE, the changed ones of an
+    # UPDATE (a nulled field is present as None), nothing for a DELETE or a gap.
+    fields: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def origin_client(self) -> str | None:
+        """The `client=` of `changeOrigin`: the `Sforce-Call-Options` client that wrote it."""
+        match = _CLIENT.search(self.change_origin)
+        return match.group(1) if match else None
+
+    def changed(self, field: str) -> bool:
+        """Whether `field` changed: named in `changedFields` (UPDATE) or present (CREATE)."""
+        if self.change_type in (ChangeType.CREATE, ChangeType.UNDELETE):
+            return self.fields.get(field) is not None
+        return field in self.changed_fields
+
+
+class PlatformEvent(BaseModel):
+    """A platform event, e.g. `Account_Eligibility_Update__e`."""
+
+    model_config = ConfigDict(frozen=True)
+
+    channel: str
+    replay_id: int
+    event_name: str
+    created_date: datetime | None = None
+    fields: dict[str, Any] = Field(default_factory=dict)
+
+
+Event = ChangeEvent | PlatformEvent
