@@ -30,17 +30,18 @@ def tcp_check(port: int, host: str = "127.0.0.1") -> Check:
     return lambda: port_accepts(host, port)
 
 
-def http_check(url: str, *, ca_file: Path | None = None) -> Check:
-    """Ready when `url` answers with any status below 500; HTTPS is verified against `ca_file`
-    (read at each check: a server may create its CA when it starts)."""
+def http_check(url: str, *, ca_file: Path | None = None, status: int | None = None) -> Check:
+    """Ready when `url` answers with `status` (None: any status below 500); HTTPS is verified
+    against `ca_file` (read at each check: a server may create its CA when it starts)."""
 
     def check() -> bool:
         try:
             verify = ssl.create_default_context(cafile=ca_file) if ca_file else True
             with httpx.Client(trust_env=False, timeout=2.0, verify=verify) as http:
-                return http.get(url).status_code < 500
+                answered = http.get(url).status_code
         except (httpx.HTTPError, OSError):
             return False
+        return answered < 500 if status is None else answered == status
 
     return check
 
@@ -61,15 +62,17 @@ class Unit(Protocol):
 class Component:
     """A child process of the stack, described rather than coded.
 
-    `env` is added to the launcher's own environment; `ports` are the TCP ports it listens on
-    (checked free before the stack starts, and ready only once the child itself holds them);
+    `env` is laid over the launcher's own environment, a None value taking that variable out;
+    `cwd` is where it runs (None: the launcher's directory); `ports` are the TCP ports it listens
+    on (checked free before the stack starts, and ready only once the child itself holds them);
     `ready` is polled after the start (None: the child counts as ready once started and
     listening); `url` is what the launcher prints for it.
     """
 
     name: str
     argv: tuple[str, ...]
-    env: Mapping[str, str] = field(default_factory=dict)
+    env: Mapping[str, str | None] = field(default_factory=dict)
+    cwd: Path | None = None
     ports: tuple[int, ...] = ()
     ready: Check | None = None
     restartable: bool = True
@@ -82,7 +85,8 @@ class Component:
             self.name,
             self.argv,
             log_file=log_dir / f"{self.name}.log",
-            env={**os.environ, **self.env},
+            env=_environment(os.environ, self.env),
+            cwd=self.cwd,
             stop_grace=self.stop_grace,
         )
         check = self.ready or (lambda: True)
@@ -94,6 +98,16 @@ class Component:
             what=self.url or "started",
         )
         return process
+
+
+def _environment(inherited: Mapping[str, str], changes: Mapping[str, str | None]) -> dict[str, str]:
+    env = dict(inherited)
+    for name, value in changes.items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
+    return env
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
@@ -141,3 +142,30 @@ def test_stop_all_kills_a_child_that_ignores_sigterm_with_its_own_children(
     assert time.monotonic() - started < 5
     assert process.exit_code() == -9
     assert not group_alive(process.pid), "the grandchild was killed with its group"
+
+
+def test_a_variable_set_to_none_is_taken_out_of_the_inherited_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SF_JWT_PRIVATE_KEY", "the developer's own key")
+    monkeypatch.setenv("LOG_LEVEL", "DEBUG")
+    report = tmp_path / "env.json"
+    supervisor = Supervisor(tmp_path)
+    supervisor.start(
+        Component(
+            "worker",
+            python(
+                "import json, os, sys, time\n"
+                f"open({str(report)!r} + '.tmp', 'w').write(json.dumps(dict(os.environ)))\n"
+                f"os.replace({str(report)!r} + '.tmp', {str(report)!r})\n"
+                "time.sleep(60)\n"
+            ),
+            env={"SF_JWT_PRIVATE_KEY": None, "SF_JWT_KEY_FILE": "/dev/stack/key.pem"},
+            ready=report.exists,
+        )
+    )
+    supervisor.stop_all()
+    seen = json.loads(report.read_text())
+    assert "SF_JWT_PRIVATE_KEY" not in seen
+    assert seen["SF_JWT_KEY_FILE"] == "/dev/stack/key.pem"
+    assert seen["LOG_LEVEL"] == "DEBUG", "the rest is inherited"
