@@ -6,9 +6,11 @@ ports it listens on, and the part of `.dev/stack.json` it provides — or None w
 to run. Every factory is called before anything starts (so that every port is checked first):
 a factory plans, it never starts or waits for anything. Components start in list order, so one
 that needs another's URL or credentials comes after it and reads them from `context.stack`;
-`context.env()` is the engine's environment for that stack. A process added by a later issue
-(worker, listener, API) is one more factory appended here, its ports (`context.ports.api`, a
-metrics port) listed in its `Component.ports`.
+`context.env()` is the engine's environment for that stack. An engine process (the worker now;
+the listener and the API as their issues land) is one more factory appended here that builds
+its child with `engine_component`, so every one of them gets the same environment (the stack's
+settings, the payload key among them) and lists its ports (`context.ports.api`, a metrics port)
+in its `Component.ports`.
 
 The dev launcher is one of the two places (with the test fixtures) allowed to know both the
 engine and the emulators: the emulators' default credentials are read from their modules.
@@ -28,8 +30,9 @@ from urllib.parse import urlsplit
 import httpx
 import jwt
 
+from config.settings import WORKER, env_name
 from devstack.process import ServiceError
-from devstack.stack_file import stack_env
+from devstack.stack_file import ENV_FROM_STACK, lookup, stack_env
 from devstack.supervisor import Check, Component, http_check
 
 SF_API_VERSION = "60.0"
@@ -47,6 +50,20 @@ class Ports:
     whmcs: int = 8702
     freebit: int = 8703
     api: int = 8000
+    worker_metrics: int = 9101
+
+
+# An upstream counts as the stack's when the stack has its address (the `whmcs` section also
+# holds the API's webhook secret, which exists without the emulator).
+_SYSTEM_ADDRESS = {
+    "salesforce": "salesforce.token_url",
+    "whmcs": "whmcs.api_url",
+    "freebit": "freebit.base_url",
+}
+
+
+def _quiet(_line: str) -> None:
+    pass
 
 
 @dataclass(frozen=True)
@@ -55,11 +72,39 @@ class DevContext:
     ports: Ports
     stack: Mapping[str, Any]
     emulators: bool = True
+    worker: bool = True
+    # The launcher's environment: what its children inherit, and where settings the stack does
+    # not provide (real upstreams when the emulators are off) come from.
+    environ: Mapping[str, str] = field(default_factory=dict)
+    # For a line about a part left out while planning (the plan itself starts nothing).
+    say: Callable[[str], None] = _quiet
     python: str = field(default=sys.executable)
 
     def env(self) -> dict[str, str]:
         """The engine's settings (TEMPORAL_ADDRESS, DATABASE_URL, SF_*, …) for the stack so far."""
         return stack_env(self.stack)
+
+    def engine_env(self) -> dict[str, str | None]:
+        """The environment every engine child gets, laid over the launcher's own.
+
+        The stack's settings win; for an upstream the stack provides (an emulator), a setting of
+        that system it leaves empty is taken out (None), so the developer's own credentials for a
+        real system never mix with the emulator's — an inline SF_JWT_PRIVATE_KEY from the shell
+        would otherwise be used instead of the stack's key file. Everything else (LOG_LEVEL, …)
+        is inherited.
+        """
+        env: dict[str, str | None] = {}
+        if "LOG_FORMAT" not in self.environ:
+            # The logs go to files that people read (and whose tail the supervisor prints).
+            env["LOG_FORMAT"] = "console"
+        for name, dotted in ENV_FROM_STACK:
+            value = lookup(self.stack, dotted)
+            address = _SYSTEM_ADDRESS.get(dotted.split(".")[0])
+            if value is not None:
+                env[name] = str(value)
+            elif address is not None and lookup(self.stack, address) is not None:
+                env[name] = None
+        return env
 
     def fulfillment(self, *args: str) -> tuple[str, ...]:
         """argv running a `fulfillment` subcommand with this interpreter."""
@@ -215,4 +260,84 @@ def freebit_emulator(context: DevContext) -> Planned | None:
     )
 
 
-COMPONENTS: list[ComponentFactory] = [salesforce_emulator, whmcs_emulator, freebit_emulator]
+def engine_component(
+    context: DevContext,
+    name: str,
+    command: tuple[str, ...],
+    *,
+    env: Mapping[str, str] | None = None,
+    ports: tuple[int, ...] = (),
+    ready: Check | None = None,
+    url: str | None = None,
+    stop_grace: float = 10.0,
+) -> Component:
+    """An engine process (`fulfillment <command>`) with the engine environment of the stack.
+
+    It runs in the state directory: settings read from a `.env` of the launcher's directory
+    (perhaps made for a real sandbox) would mix with the stack's, as the shell's would.
+    """
+    return Component(
+        name,
+        context.fulfillment(*command),
+        env={**context.engine_env(), **(env or {})},
+        cwd=context.dev_dir,
+        ports=ports,
+        ready=ready,
+        url=url,
+        stop_grace=stop_grace,
+    )
+
+
+def _unset(context: DevContext, names: tuple[str, ...]) -> list[str]:
+    given = {name: value for name, value in context.engine_env().items() if value}
+    return [
+        env_name(name)
+        for name in names
+        if not given.get(env_name(name)) and not context.environ.get(env_name(name))
+    ]
+
+
+# Dev default of WORKER_SHUTDOWN_GRACE_SECONDS: Ctrl-C should not wait half a minute for an
+# activity to finish; one that is cut short is retried by Temporal when the stack comes back.
+_DEV_WORKER_GRACE = "5"
+
+
+def worker(context: DevContext) -> Planned | None:
+    """`fulfillment worker` against the stack; ready once our child serves GET /metrics."""
+    if not context.worker:
+        return None
+    if missing := _unset(context, WORKER):
+        context.say(
+            f"worker: not started: {', '.join(missing)} "
+            f"{'is' if len(missing) == 1 else 'are'} not set; with --no-emulators the worker "
+            "needs the upstreams' settings in the environment (or run one yourself: "
+            "set -a; . .dev/stack.env, then fulfillment worker)"
+        )
+        return None
+    port = context.ports.worker_metrics
+    metrics_url = f"http://127.0.0.1:{port}/metrics"
+    grace = context.environ.get("WORKER_SHUTDOWN_GRACE_SECONDS", _DEV_WORKER_GRACE)
+    try:
+        # Past its own grace the worker is killed: leave it that long, and a little more.
+        stop_grace = float(grace) + 10.0
+    except ValueError:
+        stop_grace = 40.0  # the worker itself refuses the value, naming it
+    component = engine_component(
+        context,
+        "worker",
+        ("worker",),
+        env={"WORKER_METRICS_PORT": str(port), "WORKER_SHUTDOWN_GRACE_SECONDS": grace},
+        ports=(port,),
+        ready=http_check(metrics_url, status=200),
+        url=metrics_url,
+        stop_grace=stop_grace,
+    )
+    return Planned(component, {"worker": {"metrics_url": metrics_url}})
+
+
+COMPONENTS: list[ComponentFactory] = [
+    salesforce_emulator,
+    whmcs_emulator,
+    freebit_emulator,
+    worker,
+]

@@ -1,13 +1,13 @@
 """`fulfillment dev`: the whole stack on one machine, supervised, described in `.dev/stack.json`.
 
-    fulfillment dev [--fresh] [--dir .dev] [--no-emulators] [--free-ports] [--<name>-port N]
-                    [--no-fsync]
+    fulfillment dev [--fresh] [--dir .dev] [--no-emulators] [--no-worker] [--free-ports]
+                    [--<name>-port N] [--no-fsync]
 
 Order: Temporal, Postgres (unless DATABASE_URL), Redis (unless REDIS_URL), migrations, then the
-components of `devstack.components.COMPONENTS` (emulators now; worker, listener and API as they
-are added there). The whole stack is planned first and every port it will listen on is checked
-free before anything starts, so a taken port stops the launcher with one line instead of leaving
-half a stack. Every child runs in its own process group with its output in
+components of `devstack.components.COMPONENTS` (the emulators, then the worker; the listener and
+the API as they are added there). The whole stack is planned first and every port it will listen
+on is checked free before anything starts, so a taken port stops the launcher with one line
+instead of leaving half a stack. Every child runs in its own process group with its output in
 `.dev/logs/<name>.log` and dies with the launcher (the kernel's parent-death signal, so even after
 `kill -9`); Ctrl-C or SIGTERM stops them all, the last started first. A launcher that was killed
 leaves `.dev/pids.json` behind, and the next one stops whatever it left still running.
@@ -43,7 +43,7 @@ from devstack.process import (
 )
 from devstack.services import start_postgres, start_redis, start_temporal
 from devstack.stack_file import Stack, dev_secrets, merge, write_stack
-from devstack.supervisor import ServiceUnit, Supervisor
+from devstack.supervisor import Component, Say, ServiceUnit, Supervisor
 
 T = TypeVar("T")
 
@@ -74,6 +74,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--fresh", action="store_true", help="wipe the state directory first")
     parser.add_argument(
         "--no-emulators", action="store_true", help="do not start the three emulators"
+    )
+    parser.add_argument(
+        "--no-worker",
+        action="store_true",
+        help="do not start the worker; to run your own, source .dev/stack.env "
+        "(set -a; . .dev/stack.env) and run `fulfillment worker`",
     )
     parser.add_argument(
         "--free-ports", action="store_true", help="pick free ports for everything not set"
@@ -196,17 +202,22 @@ class _Step:
     stack: Stack = field(default_factory=dict)
     # (name, address) printed once the stack is up.
     shown: tuple[str, str] | None = None
+    # What a component step will run (None for the servers and one-shot steps).
+    component: Component | None = None
 
 
 class Launcher:
     """One run of the dev stack: plan, check the ports, start, watch, stop."""
 
-    def __init__(self, args: argparse.Namespace, environ: Mapping[str, str]) -> None:
+    def __init__(
+        self, args: argparse.Namespace, environ: Mapping[str, str], say: Say = _say
+    ) -> None:
         self.args = args
         self.environ = environ
+        self.say = say
         self.dev_dir: Path = args.dir.expanduser().resolve()
         self.ports = _ports(args, environ)
-        self.supervisor = Supervisor(self.dev_dir / "logs", say=_say)
+        self.supervisor = Supervisor(self.dev_dir / "logs", say=say)
         # What has been started so far: stack.json never names a part that is not up.
         self.stack: Stack = {}
         self.urls: list[tuple[str, str]] = []
@@ -240,6 +251,9 @@ class Launcher:
             ports=self.ports,
             stack=planned_stack,
             emulators=not self.args.no_emulators,
+            worker=not self.args.no_worker,
+            environ=self.environ,
+            say=self.say,
         )
         for factory in COMPONENTS:
             # Each factory sees the stack planned so far (the DevContext holds it by reference).
@@ -259,6 +273,7 @@ class Launcher:
                     ),
                     dict(planned.stack),
                     (component.name, component.url) if component.url else None,
+                    component,
                 )
             )
         return steps
@@ -356,6 +371,9 @@ class Launcher:
     def _secrets(self) -> _Step:
         secrets = dev_secrets(self.dev_dir)
         section = {
+            # One key for every engine child (and for a shell sourcing stack.env), kept across
+            # restarts: the histories in .dev/temporal.db were written with it.
+            "temporal": {"payload_keys": secrets["temporal_payload_keys"]},
             "api": {
                 "service_token": secrets["api_service_token"],
                 "ops_token": secrets["api_ops_token"],
@@ -375,11 +393,11 @@ class Launcher:
             # Written after each part, so a later one's failure still leaves a usable file.
             write_stack(self.dev_dir, self.stack)
         path = write_stack(self.dev_dir, self.stack)
-        _say(f"\nThe stack is up. Everything is described in {path}:")
+        self.say(f"\nThe stack is up. Everything is described in {path}:")
         width = max(len(name) for name, _ in self.urls)
         for name, url in self.urls:
-            _say(f"  {name.ljust(width)}  {url}")
-        _say(f"Logs: {self.dev_dir / 'logs'}/<name>.log — Ctrl-C stops everything.")
+            self.say(f"  {name.ljust(width)}  {url}")
+        self.say(f"Logs: {self.dev_dir / 'logs'}/<name>.log — Ctrl-C stops everything.")
 
     def watch(self) -> None:
         while True:

@@ -1,11 +1,13 @@
 """`.dev/stack.json`: where everything of the dev stack is and how to log in, plus the dev secrets.
 
 The stack is a JSON-shaped dict with the keys of DESIGN.md ("`.dev/stack.json` keys", plus
-`salesforce.auth_flow` and `salesforce.jwt_key_file`: the engine signs in with JWT bearer);
-`stack_env` turns it into the environment variables the engine's processes read
-(config/settings.py), which the launcher also writes to `.dev/stack.env` for a shell
-(`set -a; . .dev/stack.env`). Dev tokens and secrets are generated once and kept in
-`.dev/secrets.json`, so they survive restarts.
+`salesforce.auth_flow` and `salesforce.jwt_key_file`: the engine signs in with JWT bearer;
+`temporal.payload_keys`: every engine process encrypts payloads with the same key; and
+`worker.metrics_url` once the worker runs); `stack_env` turns it into the environment variables
+the engine's processes read (config/settings.py), which the launcher also writes to
+`.dev/stack.env` for a shell (`set -a; . .dev/stack.env`). Dev tokens, secrets and the payload
+key are generated once and kept in `.dev/secrets.json`, so they survive restarts: a new payload
+key would leave every history in `.dev/temporal.db` unreadable.
 """
 
 from __future__ import annotations
@@ -14,9 +16,11 @@ import json
 import os
 import secrets
 import shlex
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
+
+from config.temporal import generate_payload_key
 
 Stack = dict[str, Any]
 
@@ -25,6 +29,7 @@ ENV_FROM_STACK: tuple[tuple[str, str], ...] = (
     ("TEMPORAL_ADDRESS", "temporal.address"),
     ("TEMPORAL_NAMESPACE", "temporal.namespace"),
     ("TEMPORAL_TASK_QUEUE", "temporal.task_queue"),
+    ("TEMPORAL_PAYLOAD_KEYS", "temporal.payload_keys"),
     ("DATABASE_URL", "database_url"),
     ("REDIS_URL", "redis_url"),
     ("API_SERVICE_TOKEN", "api.service_token"),
@@ -38,6 +43,9 @@ ENV_FROM_STACK: tuple[tuple[str, str], ...] = (
     ("SF_USERNAME", "salesforce.username"),
     ("SF_PASSWORD", "salesforce.password"),
     ("SF_JWT_KEY_FILE", "salesforce.jwt_key_file"),
+    # Never written by the dev stack (it hands out a key file); listed so that a key from the
+    # developer's shell is kept from engine children along with the rest of the section.
+    ("SF_JWT_PRIVATE_KEY", "salesforce.jwt_private_key"),
     ("SF_CA_FILE", "salesforce.ca_file"),
     ("SF_API_VERSION", "salesforce.api_version"),
     ("WHMCS_API_URL", "whmcs.api_url"),
@@ -49,7 +57,23 @@ ENV_FROM_STACK: tuple[tuple[str, str], ...] = (
     ("FREEBIT_OEM_KEY", "freebit.oem_key"),
 )
 
-_SECRET_NAMES = ("api_service_token", "api_ops_token", "whmcs_webhook_secret")
+
+def _token() -> str:
+    return f"dev-{secrets.token_urlsafe(24)}"
+
+
+def _payload_key() -> str:
+    # A fresh id per key: if secrets.json is lost, histories encrypted with the old key fail
+    # with "key id … is not in TEMPORAL_PAYLOAD_KEYS" rather than a puzzling authentication error.
+    return generate_payload_key(f"dev-{secrets.token_hex(4)}")
+
+
+_GENERATORS: dict[str, Callable[[], str]] = {
+    "api_service_token": _token,
+    "api_ops_token": _token,
+    "whmcs_webhook_secret": _token,
+    "temporal_payload_keys": _payload_key,
+}
 
 
 def _private_write(path: Path, text: str) -> None:
@@ -62,15 +86,16 @@ def _private_write(path: Path, text: str) -> None:
 
 
 def dev_secrets(dev_dir: Path) -> dict[str, str]:
-    """The dev stack's tokens and secrets, generated on first use and kept in secrets.json."""
+    """The dev stack's tokens, secrets and payload key, generated on first use and kept in
+    secrets.json (readable by the owner only)."""
     path = dev_dir / "secrets.json"
     try:
         kept: dict[str, str] = json.loads(path.read_text(encoding="utf-8"))
     except (FileNotFoundError, json.JSONDecodeError):
         kept = {}
-    missing = [name for name in _SECRET_NAMES if not kept.get(name)]
+    missing = [name for name in _GENERATORS if not kept.get(name)]
     for name in missing:
-        kept[name] = f"dev-{secrets.token_urlsafe(24)}"
+        kept[name] = _GENERATORS[name]()
     if missing:
         dev_dir.mkdir(parents=True, exist_ok=True)
         _private_write(path, json.dumps(kept, indent=2) + "\n")
