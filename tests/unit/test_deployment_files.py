@@ -57,3 +57,86 @@ def test_dockerfile_copies_every_package() -> None:
     ]
     for package in packages:
         assert f"COPY {package} {package}" in dockerfile, package
+
+
+def _worker() -> dict[str, Any]:
+    service: dict[str, Any] = _compose()["services"]["worker"]
+    return service
+
+
+def _metrics_port(service: dict[str, Any]) -> int:
+    configured = service.get("environment", {}).get("WORKER_METRICS_PORT")
+    if configured is None:
+        configured = Settings.model_fields["worker_metrics_port"].default
+    return int(configured)
+
+
+def test_the_worker_runs_the_one_image_and_scales_out() -> None:
+    worker = _worker()
+    assert worker["image"] == "order-fulfillment:latest"
+    assert worker["command"] == ["worker"]
+    assert worker["deploy"]["replicas"] >= 2, "workers are stateless: run several"
+    assert worker["restart"] in {"always", "unless-stopped"}
+    # Replicas cannot share one host port; Prometheus scrapes each on the compose network.
+    assert "ports" not in worker
+    assert str(_metrics_port(worker)) in {str(port) for port in worker["expose"]}
+
+
+def test_the_worker_health_check_asks_its_own_metrics_port() -> None:
+    worker = _worker()
+    check = " ".join(worker["healthcheck"]["test"])
+    assert f"127.0.0.1:{_metrics_port(worker)}/metrics" in check
+    assert worker["healthcheck"]["test"][0] == "CMD", "the slim image has no shell tools"
+    assert worker["healthcheck"]["test"][1] == "python"
+
+
+def test_the_worker_starts_once_its_servers_are_healthy_and_the_schema_is_migrated() -> None:
+    depends = _worker()["depends_on"]
+    for name in ("temporal", "postgres", "redis"):
+        assert depends[name]["condition"] == "service_healthy", name
+    assert depends["migrate"]["condition"] == "service_completed_successfully"
+    assert depends["temporal-search-attributes"]["condition"] == (
+        "service_completed_successfully"
+    ), "the workflow upserts the custom search attributes from its first task"
+
+
+def test_every_health_condition_waits_on_a_service_that_has_a_health_check() -> None:
+    services = _compose()["services"]
+    for name, service in services.items():
+        depends = service.get("depends_on", {})
+        if isinstance(depends, list):
+            continue
+        for target, rule in depends.items():
+            if rule.get("condition") == "service_healthy":
+                assert "healthcheck" in services[target], f"{name} waits on {target}'s health"
+
+
+def test_docker_lets_running_activities_finish_before_it_kills_a_worker() -> None:
+    worker = _worker()
+    grace = float(
+        worker.get("environment", {}).get(
+            "WORKER_SHUTDOWN_GRACE_SECONDS",
+            Settings.model_fields["worker_shutdown_grace_seconds"].default,
+        )
+    )
+    assert worker["stop_signal"] == "SIGTERM"
+    assert _seconds(worker["stop_grace_period"]) > grace
+
+
+def test_no_secret_is_written_into_the_compose_file() -> None:
+    secret_names = {
+        name.upper()
+        for name, field in Settings.model_fields.items()
+        if "SecretStr" in str(field.annotation)
+    }
+    assert "TEMPORAL_PAYLOAD_KEYS" in secret_names
+    for name, service in _compose()["services"].items():
+        if service.get("image") != "order-fulfillment:latest":
+            continue
+        assert not secret_names & set(service.get("environment", {})), name
+        assert service["env_file"], f"{name} takes its secrets from an env file"
+
+
+def _seconds(duration: str) -> float:
+    units = {"s": 1.0, "m": 60.0}
+    return float(duration[:-1]) * units[duration[-1]]
