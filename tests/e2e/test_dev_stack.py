@@ -12,7 +12,8 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +22,21 @@ import httpx
 import jwt
 import pytest
 import redis
+from temporalio.client import Client
 
-from config.settings import SALESFORCE, load_settings
+from config.settings import SALESFORCE, Settings, load_settings
+from config.temporal import connect_temporal
 from devstack.process import group_alive, process_cmdline
 from devstack.services import SEARCH_ATTRIBUTES
+from domain.fulfillment import (
+    FulfillmentInput,
+    FulfillmentResult,
+    FulfillmentStatus,
+    Trigger,
+    TriggerSource,
+    workflow_id,
+)
+from workflows.order_fulfillment import OrderFulfillment
 
 REPO = Path(__file__).resolve().parents[2]
 UP = "The stack is up"
@@ -84,14 +96,21 @@ def wait_until(condition: Callable[[], bool], timeout: float) -> bool:
     return True
 
 
-def salesforce_product_count(dev_dir: Path) -> int:
-    """Sign in with JWT bearer using only what .dev/stack.env gives the engine; count products."""
+def stack_settings(dev_dir: Path) -> Settings:
+    """The settings a shell gets from `set -a; . .dev/stack.env`."""
     env = dict(
         line.split("=", 1) for line in (dev_dir / "stack.env").read_text().splitlines() if line
     )
-    settings = load_settings(
+    return load_settings(
         require=SALESFORCE, **{name.lower(): shlex.split(value)[0] for name, value in env.items()}
     )
+
+
+@contextmanager
+def salesforce(dev_dir: Path) -> Iterator[tuple[httpx.Client, str]]:
+    """Sign in with JWT bearer using only what .dev/stack.env gives the engine; yield a client
+    with the token and the REST base URL."""
+    settings = stack_settings(dev_dir)
     assert settings.sf_auth_flow == "jwt"
     assert settings.sf_token_url and settings.sf_jwt_key_file and settings.sf_ca_file
     claims = {
@@ -102,7 +121,7 @@ def salesforce_product_count(dev_dir: Path) -> int:
     }
     assertion = jwt.encode(claims, settings.sf_jwt_key_file.read_text(), algorithm="RS256")
     tls = ssl.create_default_context(cafile=settings.sf_ca_file)
-    with httpx.Client(verify=tls, trust_env=False) as http:
+    with httpx.Client(verify=tls, trust_env=False, timeout=10) as http:
         token = http.post(
             settings.sf_token_url,
             data={
@@ -111,14 +130,20 @@ def salesforce_product_count(dev_dir: Path) -> int:
             },
         )
         assert token.status_code == 200, token.text
-        reply = http.get(
-            f"{token.json()['instance_url']}/services/data/v{settings.sf_api_version}/query",
-            params={"q": "SELECT Id FROM Product2"},
-            headers={"Authorization": f"Bearer {token.json()['access_token']}"},
-        )
+        http.headers["Authorization"] = f"Bearer {token.json()['access_token']}"
+        yield http, f"{token.json()['instance_url']}/services/data/v{settings.sf_api_version}"
+
+
+def soql(http: httpx.Client, base: str, query: str) -> list[dict[str, Any]]:
+    reply = http.get(f"{base}/query", params={"q": query})
     assert reply.status_code == 200, reply.text
-    total: int = reply.json()["totalSize"]
-    return total
+    records: list[dict[str, Any]] = reply.json()["records"]
+    return records
+
+
+def salesforce_product_count(dev_dir: Path) -> int:
+    with salesforce(dev_dir) as (http, base):
+        return len(soql(http, base, "SELECT Id FROM Product2"))
 
 
 def assert_stack_answers(stack: dict[str, Any]) -> None:
@@ -140,6 +165,79 @@ def assert_stack_answers(stack: dict[str, Any]) -> None:
     client = redis.Redis.from_url(stack["redis_url"])
     assert client.ping()
     client.close()
+
+
+def internet_order_id(dev_dir: Path) -> str:
+    """The demo internet order, found as a portal developer would: by its product."""
+    with salesforce(dev_dir) as (http, base):
+        (product,) = soql(http, base, "SELECT Id FROM Product2 WHERE ProductCode = 'FIBER-1G'")
+        (item,) = soql(
+            http,
+            base,
+            f"SELECT OrderId FROM OrderItem WHERE Product2Id = '{product['Id']}'",  # noqa: S608
+        )
+    order_id: str = item["OrderId"]
+    return order_id
+
+
+def activate(dev_dir: Path, order_id: str) -> None:
+    """What the portal does: change the order's Status alone."""
+    with salesforce(dev_dir) as (http, base):
+        reply = http.patch(f"{base}/sobjects/Order/{order_id}", json={"Status": "Activated"})
+    assert reply.status_code == 204, reply.text
+
+
+def activation_status(dev_dir: Path, order_id: str) -> str:
+    with salesforce(dev_dir) as (http, base):
+        (order,) = soql(
+            http,
+            base,
+            f"SELECT Activation_Status__c FROM Order WHERE Id = '{order_id}'",  # noqa: S608
+        )
+    status: str = order["Activation_Status__c"]
+    return status
+
+
+def whmcs_order_count(stack: dict[str, Any]) -> int:
+    whmcs = stack["whmcs"]
+    reply = httpx.post(
+        whmcs["api_url"],
+        data={
+            "action": "GetOrders",
+            "identifier": whmcs["identifier"],
+            "secret": whmcs["secret"],
+            "responsetype": "json",
+        },
+    )
+    assert reply.json()["result"] == "success", reply.text
+    total: int = reply.json()["totalresults"]
+    return total
+
+
+async def start_fulfillment(dev_dir: Path, order_id: str) -> None:
+    settings = stack_settings(dev_dir)
+    client = await connect_temporal(settings)
+    await client.start_workflow(
+        OrderFulfillment.run,
+        FulfillmentInput(sf_order_id=order_id, trigger=Trigger(source=TriggerSource.OPERATOR)),
+        id=workflow_id(order_id),
+        task_queue=settings.temporal_task_queue,
+    )
+
+
+async def fulfillment_result(dev_dir: Path, order_id: str) -> FulfillmentResult:
+    client = await connect_temporal(stack_settings(dev_dir))
+    handle = client.get_workflow_handle_for(OrderFulfillment.run, workflow_id(order_id))
+    async with asyncio.timeout(90):
+        return await handle.result()
+
+
+async def started_input_encoding(address: str, order_id: str) -> bytes:
+    """The workflow input's encoding as Temporal stores it, read without our codec."""
+    raw = await Client.connect(address)
+    history = await raw.get_workflow_handle(workflow_id(order_id)).fetch_history()
+    started = history.events[0].workflow_execution_started_event_attributes
+    return started.input.payloads[0].metadata["encoding"]
 
 
 def test_dev_stack_comes_up_and_ctrl_c_leaves_no_process_behind(tmp_path: Path) -> None:
@@ -171,8 +269,16 @@ def test_children_die_with_a_killed_launcher_and_the_next_one_starts_on_the_same
     try:
         first.wait_up()
         orphans = first.children()
-        assert len(orphans) == 6
+        assert len(orphans) == 7
         secrets_before = json.loads((dev_dir / "secrets.json").read_text())
+        order_id = internet_order_id(dev_dir)
+        activate(dev_dir, order_id)
+        asyncio.run(start_fulfillment(dev_dir, order_id))
+        # Finished first: an activity cut short would wait out its timeout (minutes) before
+        # its retry, which the worker tests cover; here the stack's state is the subject.
+        assert asyncio.run(fulfillment_result(dev_dir, order_id)).status is (
+            FulfillmentStatus.ACTIVATED
+        )
     finally:
         first.kill()
     # The kernel's parent-death signal: nobody has to come back to clean up after a kill -9.
@@ -187,6 +293,12 @@ def test_children_die_with_a_killed_launcher_and_the_next_one_starts_on_the_same
         stack = second.wait_up()
         assert_stack_answers(stack)
         assert json.loads((dev_dir / "secrets.json").read_text()) == secrets_before
+        # Its history was encrypted with the first run's key: still readable with this run's.
+        result = asyncio.run(fulfillment_result(dev_dir, order_id))
+        assert result.status is FulfillmentStatus.ACTIVATED, result
+        assert result.whmcs_order_id is not None
+        assert activation_status(dev_dir, order_id) == "Activated"
+        assert whmcs_order_count(stack) == 1
 
         third = DevRun(dev_dir, tmp_path / "third.txt", "--no-emulators")
         assert third.popen.wait(timeout=30) == 1
@@ -242,10 +354,43 @@ def test_dev_stack_runs_the_emulators_with_the_credentials_in_stack_json(tmp_pat
         )
         assert auth.json().get("authKey"), auth.text
         children = run.children()
-        assert len(children) == 6
+        assert len(children) == 7
     finally:
         code = run.interrupt()
     assert code == 0, run.text()
     assert all(gone(pid) for pid in children)
     for name in ("salesforce", "whmcs", "freebit"):
         assert (dev_dir / "emulators" / f"{name}.json").exists(), f"{name} state kept in .dev"
+
+
+def test_the_dev_worker_fulfils_an_activated_order_and_comes_back_when_killed(
+    tmp_path: Path,
+) -> None:
+    dev_dir = tmp_path / ".dev"
+    run = DevRun(dev_dir, tmp_path / "console.txt")
+    try:
+        stack = run.wait_up()
+        metrics_url = stack["worker"]["metrics_url"]
+        assert metrics_url in run.text(), "the summary prints the worker's metrics"
+        assert httpx.get(metrics_url, timeout=5).status_code == 200
+        assert stack_settings(dev_dir).temporal_payload_keys is not None
+
+        record = json.loads((dev_dir / "pids.json").read_text())
+        (worker_pid,) = [c["pid"] for c in record["children"] if c["name"] == "worker"]
+        os.killpg(worker_pid, signal.SIGKILL)
+        # Started while the worker is down: Temporal keeps it until the worker is back.
+        order_id = internet_order_id(dev_dir)
+        activate(dev_dir, order_id)
+        asyncio.run(start_fulfillment(dev_dir, order_id))
+
+        result = asyncio.run(fulfillment_result(dev_dir, order_id))
+        assert result.status is FulfillmentStatus.ACTIVATED, result
+        assert activation_status(dev_dir, order_id) == "Activated"
+        console = run.text()
+        assert "worker exited with signal 9; restarting in" in console
+        assert "worker restarted" in console
+        encoding = asyncio.run(started_input_encoding(stack["temporal"]["address"], order_id))
+        assert encoding == b"binary/encrypted", "the worker and the stack share one key"
+    finally:
+        code = run.interrupt()
+    assert code == 0, run.text()
