@@ -66,6 +66,7 @@ from domain.order import (
     Product,
     SimDetails,
 )
+from domain.reconciliation import MAX_BATCH_SIZE, UnfinishedOrder
 
 log = get_logger(__name__)
 
@@ -241,6 +242,13 @@ CATALOG_SOQL = (
     + " FROM PricebookEntry WHERE IsActive = true AND Product2.IsActive = true AND {pricebook}"
     " ORDER BY Product2.Name"
 )
+# Keyed on the auto-number: unique and never changed, and SOQL compares and sorts text alike, so
+# no order is skipped or read twice; one re-activated or modified meanwhile keeps its place.
+UNFINISHED_ORDERS_SOQL = (
+    "SELECT Id, OrderNumber, Activation_Status__c FROM Order WHERE Status = {status}"
+    " AND (Activation_Status__c = null OR Activation_Status__c NOT IN ({final})){after}"
+    " ORDER BY OrderNumber LIMIT {limit}"
+)
 _NEXT_RECORDS_URL = re.compile(r"/services/data/v\d+\.\d/query/[A-Za-z0-9-]+")
 _EVENT_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,38}__e")
 
@@ -359,6 +367,14 @@ def _order_snapshot(record: Mapping[str, Any], items: Sequence[Mapping[str, Any]
     )
 
 
+def _unfinished_order(row: Mapping[str, Any]) -> UnfinishedOrder:
+    return UnfinishedOrder(
+        sf_order_id=row["Id"],
+        order_number=_text(row.get("OrderNumber")) or "",
+        activation_status=_text(row.get("Activation_Status__c")),
+    )
+
+
 def _catalog_entry(row: Mapping[str, Any]) -> CatalogEntry:
     return CatalogEntry(
         sf_pricebook_entry_id=row["Id"],
@@ -468,6 +484,33 @@ class SalesforceClient:
         return [
             _mapped("read_catalog", functools.partial(_catalog_entry, row))
             for row in rows.get("records") or []
+        ]
+
+    async def unfinished_orders(
+        self, trigger_status: str, *, after: str | None = None, limit: int
+    ) -> list[UnfinishedOrder]:
+        """Orders in `trigger_status` whose `Activation_Status__c` is not final, by order number.
+
+        At most `limit` (1 to 2000), those numbered after `after` (the last order number of the
+        previous page): fewer than `limit` means there are no more.
+        """
+        if not 1 <= limit <= MAX_BATCH_SIZE:
+            raise ValueError(f"limit must be 1 to {MAX_BATCH_SIZE}")
+        final = ", ".join(quote(status.value) for status in ActivationStatus if status.is_final)
+        soql = UNFINISHED_ORDERS_SOQL.format(
+            status=quote(trigger_status),
+            final=final,
+            after="" if after is None else f" AND OrderNumber > {quote(after)}",
+            limit=limit,
+        )
+        # query_all: a reply split into batches is followed to its end, so a short page always
+        # means the last one.
+        reply = await self._read(
+            "read_unfinished_orders", lambda sf: sf.query_all(soql, **self._read_options)
+        )
+        return [
+            _mapped("read_unfinished_orders", functools.partial(_unfinished_order, row))
+            for row in reply.get("records") or []
         ]
 
     async def find_pricebook_id(self, name: str) -> str | None:

@@ -89,6 +89,11 @@ class Settings(BaseSettings):
     temporal_task_queue: str = "order-fulfillment"
     # The payload codec's keys, `id:base64` pairs, the first one encrypts (config/temporal.py).
     temporal_payload_keys: SecretStr | None = None
+    # How often the reconciliation schedule looks for activated orders that have no fulfillment
+    # (events lost past Salesforce's retention, a listener down for days), and how many orders
+    # it reads per Salesforce query (one reply holds up to 2000).
+    reconciliation_interval_seconds: int = Field(default=600, ge=10)
+    reconciliation_batch_size: int = Field(default=200, ge=1, le=2000)
 
     # Storage. Plain strings, because the clients connect with them as they are; their
     # passwords are hidden from repr and dumps below and handed to the log redactor by secrets().

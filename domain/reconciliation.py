@@ -1,0 +1,139 @@
+"""Reconciliation's vocabulary: the unfinished orders it reads, what it starts, what it reports.
+
+Reconciliation is the net under the CDC listener. A Temporal Schedule runs the
+`FulfillmentReconciliation` workflow, which pages through the orders in the trigger status whose
+`Activation_Status__c` is not final and starts the fulfillment of every one that never had one,
+so an activation whose change event was lost (past the 72-hour retention, or while the listener
+was down) still gets fulfilled. It never retries, restarts or signals a fulfillment that exists
+or existed: a parked order waits for its operator, and re-activation is the listener's job.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from domain.fulfillment import FulfillmentOptions
+from domain.order import SF_ID_PATTERN, ActivationStatus
+
+# The workflow type, as the worker registers it and the schedule starts it.
+RECONCILIATION_WORKFLOW_TYPE = "FulfillmentReconciliation"
+# One SOQL reply holds up to 2000 records, so a page never needs a query locator.
+MAX_BATCH_SIZE = 2000
+# Pages read by one run before it continues as new, so its history stays small.
+PAGES_PER_RUN = 10
+# A run lists at most this many started order ids (the count stays exact): the list travels in
+# the input of every continued run.
+MAX_LISTED_ORDERS = 1000
+
+
+class ReconciliationActivity(StrEnum):
+    """Activity type names, as registered by the worker."""
+
+    READ_UNFINISHED_ORDERS = "read_unfinished_orders"
+    START_MISSING_FULFILLMENTS = "start_missing_fulfillments"
+
+
+class UnfinishedOrder(BaseModel):
+    """An order in the trigger status whose activation is not final."""
+
+    model_config = ConfigDict(frozen=True)
+
+    sf_order_id: str = Field(pattern=SF_ID_PATTERN)
+    # The auto-number: unique and never changed, so the pages are keyed on it.
+    order_number: str = Field(min_length=1)
+    # `Activation_Status__c` as Salesforce holds it (a value we do not know stays as it is).
+    activation_status: str | None = None
+
+
+def never_fulfilled(order: UnfinishedOrder) -> bool:
+    """Whether no fulfillment has worked on the order yet, judged by what Salesforce shows.
+
+    A fulfillment's first write is `Activating` (then `Failed`, `Activated` or `Cancelled`), so
+    any other value than none or `Pending` means one ran. Such an order is left alone even when
+    Temporal no longer knows its fulfillment: a closed workflow is deleted after the namespace's
+    retention, and starting it again would re-run an order that parked, expired or was stopped
+    on purpose.
+    """
+    return order.activation_status in (None, ActivationStatus.PENDING.value)
+
+
+class UnfinishedOrdersQuery(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    # The order number the previous page ended at; None for the first page.
+    after: str | None = None
+    # None: the worker's RECONCILIATION_BATCH_SIZE.
+    limit: int | None = Field(default=None, ge=1, le=MAX_BATCH_SIZE)
+
+
+class UnfinishedOrdersPage(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    orders: tuple[UnfinishedOrder, ...] = ()
+    # Where the next page starts; None when this page was the last.
+    next_after: str | None = None
+
+
+class MissingFulfillments(BaseModel):
+    """Orders no fulfillment has worked on: start one for each that Temporal does not have."""
+
+    model_config = ConfigDict(frozen=True)
+
+    sf_order_ids: tuple[str, ...]
+    # For the fulfillments started; None: the defaults of the code that starts them.
+    options: FulfillmentOptions | None = None
+
+
+class StartedFulfillments(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    started: tuple[str, ...] = ()
+    # Temporal has (or had, within its retention) a fulfillment of these: left alone.
+    already_present: tuple[str, ...] = ()
+
+
+class ReconciliationResult(BaseModel):
+    """What a reconciliation found and did, summed over the runs it continued as."""
+
+    model_config = ConfigDict(frozen=True)
+
+    # Unfinished orders read; each is either started or already present.
+    found: int = 0
+    started: int = 0
+    # Orders that have or had a fulfillment: Temporal refused the start, or Salesforce shows
+    # that one worked on the order.
+    already_present: int = 0
+    pages: int = 0
+    started_order_ids: tuple[str, ...] = ()
+
+    def plus(self, page: UnfinishedOrdersPage, starts: StartedFulfillments) -> ReconciliationResult:
+        started = len(starts.started)
+        listed = (self.started_order_ids + starts.started)[:MAX_LISTED_ORDERS]
+        return ReconciliationResult(
+            found=self.found + len(page.orders),
+            started=self.started + started,
+            already_present=self.already_present + len(page.orders) - started,
+            pages=self.pages + 1,
+            started_order_ids=listed,
+        )
+
+    def summary(self) -> str:
+        return (
+            f"{self.found} unfinished orders found, {self.started} fulfillments started, "
+            f"{self.already_present} already present"
+        )
+
+
+class ReconciliationInput(BaseModel):
+    """The schedule starts it empty; a continued run carries where it was and what it found."""
+
+    model_config = ConfigDict(frozen=True)
+
+    # None: the worker's RECONCILIATION_BATCH_SIZE.
+    batch_size: int | None = Field(default=None, ge=1, le=MAX_BATCH_SIZE)
+    # For the fulfillments it starts; None: their defaults (tests shorten the waits).
+    options: FulfillmentOptions | None = None
+    after: str | None = None
+    so_far: ReconciliationResult = Field(default_factory=ReconciliationResult)
