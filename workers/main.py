@@ -1,4 +1,5 @@
-"""The worker process (`fulfillment worker`): hosts the fulfillment workflow and its activities.
+"""The worker process (`fulfillment worker`): hosts the fulfillment and reconciliation workflows
+and their activities.
 
 It builds one client per outside system from the settings, registers the workflow and the
 activities on `TEMPORAL_TASK_QUEUE`, serves `/metrics` on `WORKER_METRICS_PORT`, drains the
@@ -23,6 +24,7 @@ from temporalio.worker import Worker
 from activities.billing import BillingActivities
 from activities.caches import CacheActivities, run_outbox_drainer
 from activities.read_model import ReadModelActivities
+from activities.reconciliation import ReconciliationActivities
 from activities.salesforce import SalesforceActivities
 from activities.sims import SimActivities
 from clients.cache import CacheInvalidator, CacheKeys, create_redis
@@ -36,6 +38,7 @@ from config.settings import Settings
 from config.temporal import connect_temporal
 from workers.metrics import MetricsServer, sdk_runtime
 from workflows.order_fulfillment import OrderFulfillment
+from workflows.reconciliation import FulfillmentReconciliation
 
 log = get_logger(__name__)
 
@@ -83,6 +86,7 @@ def activities(upstreams: Upstreams, settings: Settings) -> Sequence[Any]:
     sims = SimActivities(upstreams.freebit)
     read_model = ReadModelActivities(upstreams.store)
     caches = CacheActivities(upstreams.cache, upstreams.store)
+    reconciliation = ReconciliationActivities(upstreams.salesforce, settings)
     return [
         salesforce.load_order,
         salesforce.write_back_status,
@@ -96,6 +100,8 @@ def activities(upstreams: Upstreams, settings: Settings) -> Sequence[Any]:
         sims.check_sim,
         read_model.record_fulfillment,
         caches.invalidate_caches,
+        reconciliation.read_unfinished_orders,
+        reconciliation.start_missing_fulfillments,
     ]
 
 
@@ -109,7 +115,7 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -
         worker = Worker(
             client,
             task_queue=settings.temporal_task_queue,
-            workflows=[OrderFulfillment],
+            workflows=[OrderFulfillment, FulfillmentReconciliation],
             activities=activities(upstreams, settings),
             max_concurrent_activities=settings.worker_max_concurrent_activities,
             graceful_shutdown_timeout=timedelta(seconds=settings.worker_shutdown_grace_seconds),
