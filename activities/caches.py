@@ -13,7 +13,7 @@ import contextlib
 from temporalio import activity
 
 from activities.errors import translated
-from clients.cache import CacheInvalidator, CacheUnavailableError
+from clients.cache import CacheGroup, CacheInvalidator, CacheUnavailableError
 from clients.errors import ClientError
 from clients.fulfillment_store import FulfillmentStore
 from config.logging import get_logger
@@ -55,6 +55,8 @@ async def drain_outbox(
     for entry in await store.due_invalidations(batch):
         try:
             await cache.delete(entry.keys)
+            for group in entry.groups:
+                await cache.invalidate_group(CacheGroup(group))
         except CacheUnavailableError as down:
             await store.invalidation_failed(entry, str(down))
             continue

@@ -12,7 +12,14 @@ import sys
 from collections.abc import Callable, Sequence
 
 from config.logging import configure_logging, get_logger
-from config.settings import MIGRATE, WORKER, Settings, SettingsError, load_settings
+from config.settings import (
+    LISTENER,
+    MIGRATE,
+    WORKER,
+    Settings,
+    SettingsError,
+    load_settings,
+)
 
 Handler = Callable[[argparse.Namespace, list[str]], int]
 
@@ -55,6 +62,14 @@ def _cmd_worker(_args: argparse.Namespace, _rest: list[str]) -> int:
     return 0
 
 
+def _cmd_listener(_args: argparse.Namespace, _rest: list[str]) -> int:
+    from cdc_listener.main import run_listener
+
+    settings = _settings(LISTENER)
+    asyncio.run(run_listener(settings))
+    return 0
+
+
 def _cmd_dev(_args: argparse.Namespace, rest: list[str]) -> int:
     from devstack.launcher import main as dev_main
 
@@ -84,6 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     worker = sub.add_parser("worker", help="run the fulfillment worker (workflows + activities)")
     worker.set_defaults(handler=_cmd_worker, passthrough=False)
+
+    listener = sub.add_parser(
+        "listener", help="run the CDC listener (Salesforce change events -> fulfillments)"
+    )
+    listener.set_defaults(handler=_cmd_listener, passthrough=False)
 
     migrate = sub.add_parser("migrate", help="apply pending Postgres migrations (DATABASE_URL)")
     migrate.add_argument("--status", action="store_true", help="list applied migrations")

@@ -91,6 +91,9 @@ class CacheKeys:
             keys.append(self.orders_account(sf_account_id))
         return keys
 
+    def orders_pattern(self) -> str:
+        return f"{self.prefix}orders:*"
+
     def for_whmcs_client(self, client_id: int) -> list[str]:
         return [
             self.whmcs_subscriptions(client_id),
@@ -154,18 +157,21 @@ class CacheInvalidator:
 
     async def sweep_group(self, group: CacheGroup, *, batch: int = 500) -> int:
         """Delete every key matching the group's pattern with SCAN (operators' flush only)."""
+        deleted = await self.sweep(self.keys.group_pattern(group), batch=batch)
+        return deleted + await self.invalidate_group(group)
+
+    async def sweep(self, pattern: str, *, batch: int = 500) -> int:
+        """Delete every key matching `pattern` with SCAN: never blocking, O(keyspace) in total,
+        so only for rare broad invalidations (an overflow event, an operator's flush)."""
         deleted = 0
         pending: list[str] = []
         try:
-            async for key in self._redis.scan_iter(
-                match=self.keys.group_pattern(group), count=batch
-            ):
+            async for key in self._redis.scan_iter(match=pattern, count=batch):
                 pending.append(key)
                 if len(pending) >= batch:
                     deleted += await self._unlink(pending)
                     pending = []
             deleted += await self._unlink(pending)
-            deleted += await self.invalidate_group(group)
         except RedisError as exc:
             raise CacheUnavailableError(f"redis sweep failed: {exc}") from exc
         return deleted

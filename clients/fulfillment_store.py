@@ -42,6 +42,7 @@ class DeferredInvalidation:
     id: int
     keys: tuple[str, ...]
     attempts: int
+    groups: tuple[str, ...] = ()
 
 
 class FulfillmentStore:
@@ -76,6 +77,16 @@ class FulfillmentStore:
                 "SELECT * FROM fulfillments WHERE sf_order_id = $1", sf_order_id
             )
         return dict(row) if row is not None else None
+
+    async def accounts_of(self, sf_order_ids: Sequence[str]) -> dict[str, str]:
+        """The account of each order the read model knows."""
+        async with self._errors("read order accounts"):
+            rows = await self._pool.fetch(
+                "SELECT sf_order_id, sf_account_id FROM fulfillments"
+                " WHERE sf_order_id = ANY($1::text[]) AND sf_account_id IS NOT NULL",
+                list(sf_order_ids),
+            )
+        return {row["sf_order_id"]: row["sf_account_id"] for row in rows}
 
     async def mapped_whmcs_client(self, sf_account_id: str) -> int | None:
         """The portal's mapping of a Salesforce account to its WHMCS client, if any."""
@@ -144,23 +155,29 @@ class FulfillmentStore:
                 result.whmcs_invoice_id,
             )
 
-    async def defer_invalidation(self, keys: Sequence[str], reason: str) -> None:
-        """Keep keys Redis refused in the outbox; `drain` retries them."""
+    async def defer_invalidation(
+        self, keys: Sequence[str], reason: str, *, groups: Sequence[str] = ()
+    ) -> None:
+        """Keep keys (and cache groups) Redis refused in the outbox; `drain` retries them."""
         async with self._errors("defer cache invalidation"):
             await self._pool.execute(
-                "INSERT INTO cache_invalidation_outbox (keys, reason) VALUES ($1, $2)",
+                "INSERT INTO cache_invalidation_outbox (keys, groups, reason) VALUES ($1, $2, $3)",
                 list(keys),
+                list(groups),
                 reason,
             )
 
     async def due_invalidations(self, limit: int = 100) -> list[DeferredInvalidation]:
         async with self._errors("read cache outbox"):
             rows = await self._pool.fetch(
-                "SELECT id, keys, attempts FROM cache_invalidation_outbox"
+                "SELECT id, keys, groups, attempts FROM cache_invalidation_outbox"
                 " WHERE next_try_at <= now() ORDER BY id LIMIT $1",
                 limit,
             )
-        return [DeferredInvalidation(r["id"], tuple(r["keys"]), r["attempts"]) for r in rows]
+        return [
+            DeferredInvalidation(r["id"], tuple(r["keys"]), r["attempts"], tuple(r["groups"]))
+            for r in rows
+        ]
 
     async def invalidation_done(self, entry_id: int) -> None:
         async with self._errors("clear cache outbox"):

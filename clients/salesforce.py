@@ -63,6 +63,7 @@ from domain.order import (
     MnpPerson,
     OrderItem,
     OrderSnapshot,
+    OrderState,
     Product,
     SimDetails,
 )
@@ -518,6 +519,42 @@ class SalesforceClient:
         reply = await self._read("find_pricebook", lambda sf: sf.query(soql, **self._read_options))
         records = reply.get("records") or []
         return str(records[0]["Id"]) if records else None
+
+    async def read_order_states(self, order_ids: Sequence[str]) -> list[OrderState]:
+        """Status, account and activation status of these orders (missing ones are left out)."""
+        valid = [_sf_id(order_id, ids.ORDER, ErrorCode.ORDER_NOT_FOUND) for order_id in order_ids]
+        if not valid:
+            return []
+        soql = (
+            "SELECT Id, Status, AccountId, Activation_Status__c FROM Order"  # noqa: S608
+            f" WHERE Id IN ({', '.join(id_literal(order_id) for order_id in valid)})"
+        )
+        reply = await self._read(
+            "read_order_states", lambda sf: sf.query_all(soql, **self._read_options)
+        )
+        return [
+            OrderState(
+                sf_order_id=row["Id"],
+                status=row["Status"],
+                sf_account_id=row.get("AccountId"),
+                activation_status=row.get("Activation_Status__c"),
+            )
+            for row in reply.get("records") or []
+        ]
+
+    async def read_item_orders(self, item_ids: Sequence[str]) -> dict[str, str]:
+        """The order of each of these order items (deleted ones are left out)."""
+        valid = [_sf_id(item_id, ids.ORDER_ITEM, ErrorCode.INVALID_ORDER) for item_id in item_ids]
+        if not valid:
+            return {}
+        soql = (
+            "SELECT Id, OrderId FROM OrderItem"  # noqa: S608
+            f" WHERE Id IN ({', '.join(id_literal(item_id) for item_id in valid)})"
+        )
+        reply = await self._read(
+            "read_item_orders", lambda sf: sf.query_all(soql, **self._read_options)
+        )
+        return {row["Id"]: row["OrderId"] for row in reply.get("records") or []}
 
     async def activation_applied(
         self,

@@ -151,6 +151,20 @@ class Settings(BaseSettings):
     worker_shutdown_grace_seconds: float = Field(default=30.0, ge=0)
     listener_metrics_port: int = Field(default=9102, ge=0, le=65535)
 
+    # CDC listener
+    cdc_channels: str = (
+        "/data/OrderChangeEvent,/data/OrderItemChangeEvent,/data/Product2ChangeEvent,"
+        "/data/PricebookEntryChangeEvent,/event/Account_Eligibility_Update__e"
+    )
+    # Events handled at once; the stream waits while this many are in hand.
+    cdc_concurrency: int = Field(default=32, ge=1, le=1000)
+    # A session that got no connect reply for this long is restarted (Salesforce answers an
+    # idle long poll within 110 s).
+    cdc_watchdog_seconds: float = Field(default=300.0, gt=0)
+    cdc_reconnect_max_seconds: float = Field(default=60.0, gt=0)
+    # How often a standby replica tries to take the lease.
+    cdc_lease_poll_seconds: float = Field(default=5.0, gt=0)
+
     # Logging: "auto" is readable on a terminal and JSON everywhere else.
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -225,6 +239,10 @@ class Settings(BaseSettings):
             if name in _URL_FIELDS and isinstance(value, str):
                 value = redact_url(value)
             yield name, value
+
+    @property
+    def cdc_channel_list(self) -> list[str]:
+        return [channel.strip() for channel in self.cdc_channels.split(",") if channel.strip()]
 
     @property
     def sf_rest_pool_size(self) -> int:

@@ -9,9 +9,11 @@ from __future__ import annotations
 import re
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from domain.order import SF_ID_PATTERN
 
 _CLIENT = re.compile(r";client=([^;]+)")
 
@@ -42,7 +44,8 @@ class ChangeEvent(BaseModel):
     replay_id: int
     entity: str
     change_type: ChangeType
-    record_ids: tuple[str, ...] = ()
+    # Salesforce ids only: they reach SOQL and workflow ids later.
+    record_ids: tuple[Annotated[str, StringConstraints(pattern=SF_ID_PATTERN)], ...] = ()
     changed_fields: tuple[str, ...] = ()
     change_origin: str = ""
     commit_timestamp: datetime

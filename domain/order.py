@@ -111,6 +111,15 @@ class SimDetails(Model):
     mnp_person: MnpPerson = Field(default_factory=MnpPerson)
 
 
+class OrderState(Model):
+    """The few fields that say whether an order is (still) to be fulfilled."""
+
+    sf_order_id: str
+    status: str
+    sf_account_id: str | None = None
+    activation_status: str | None = None
+
+
 class OrderSnapshot(Model):
     """An order with its account, address snapshot, SIM fields, items and their products."""
 

@@ -167,3 +167,9 @@ def test_compound_address_fields_arrive_nested() -> None:
     assert event.fields["BillingAddress"]["City"] == "Shibuya-ku"
     assert event.change_type is ChangeType.UPDATE
     assert plan(message).activations == []
+
+
+def test_a_record_id_that_is_no_salesforce_id_makes_the_event_malformed() -> None:
+    with pytest.raises(MalformedEvent) as refused:
+        parse_message(change(record_ids=("801' OR Id != '",)))
+    assert "recordIds" in refused.value.reason or "record_ids" in refused.value.reason

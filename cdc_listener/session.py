@@ -1,0 +1,302 @@
+"""The streaming session: subscribe from the stored cursors, hand events to the pipeline, and
+own reconnection.
+
+aiocometd-ng cannot retry a lost transport on Python 3.10+ (protocols.md), so every library or
+transport error ends the session here: the client is closed, the listener backs off with jitter,
+authenticates again and subscribes again from the cursors in Postgres. A watchdog ends a session
+that stopped getting connect replies (a silent stall), and a cursor Salesforce no longer
+retains falls back to all retained events (-2), never to new events only, and triggers
+reconciliation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from aiosfstream_ng.client import Client, ReplayMarkerStoragePolicy
+from aiosfstream_ng.replay import ReplayMarker, ReplayMarkerStorage, ReplayOption
+
+from cdc_listener import metrics
+from cdc_listener.decide import plan_for
+from cdc_listener.dispatch import Dispatcher
+from cdc_listener.events import MalformedEvent, parse_message
+from cdc_listener.pipeline import Pipeline
+from cdc_listener.store import ListenerStore
+from clients.errors import ClientError, TransientError
+from clients.http import tls_context
+from clients.salesforce_auth import SalesforceAuth
+from config.logging import get_logger
+from config.settings import Settings
+from domain.events import ChangeEvent, Event
+
+log = get_logger(__name__)
+_STALE_REPLAY = ("replayid", "invalid")
+# An unexpected error handling one event is retried this often before it is dead-lettered;
+# errors of an outside system (transient, configuration) are retried until it is back.
+_UNEXPECTED_ATTEMPTS = 5
+
+
+class CursorStorage(ReplayMarkerStorage):
+    """Gives aiosfstream the replay ids to subscribe from (ours, from Postgres) and notes every
+    successful connect reply for the watchdog. It never stores markers itself: the pipeline
+    moves the cursors once events are handled."""
+
+    def __init__(self, replay_ids: dict[str, int]) -> None:
+        super().__init__()
+        self.replay_ids = replay_ids
+        self.last_connect = time.monotonic()
+
+    async def incoming(self, payload: Any, headers: Any = None) -> None:
+        for message in payload:
+            if message.get("channel") == "/meta/connect" and message.get("successful"):
+                self.last_connect = time.monotonic()
+
+    async def get_replay_marker(self, subscription: str) -> ReplayMarker | None:
+        replay_id = self.replay_ids.get(subscription)
+        return ReplayMarker(date="", replay_id=replay_id) if replay_id is not None else None
+
+    async def set_replay_marker(self, subscription: str, replay_marker: ReplayMarker) -> None:
+        return None
+
+
+class Listener:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        auth: SalesforceAuth,
+        store: ListenerStore,
+        dispatcher: Dispatcher,
+        reconcile: Callable[[], Awaitable[None]],
+        instance: str,
+    ) -> None:
+        self._settings = settings
+        self._auth = auth
+        self._store = store
+        self._dispatcher = dispatcher
+        self._reconcile = reconcile
+        self._instance = instance
+        self._channels = settings.cdc_channel_list
+        self.reconnects = 0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Sessions, one after another, until `stop` is set."""
+        failures = 0
+        while not stop.is_set():
+            started = time.monotonic()
+            reason = await self._session(stop)
+            if stop.is_set():
+                break
+            self.reconnects += 1
+            metrics.RECONNECTS.labels(reason).inc()
+            # A session that ran a while resets the backoff: only quick failures back off far.
+            failures = 1 if time.monotonic() - started > 60 else failures + 1
+            delay = min(self._settings.cdc_reconnect_max_seconds, 0.5 * 2 ** min(failures, 8))
+            delay *= random.uniform(0.5, 1.0)  # noqa: S311 - jitter
+            log.warning("cdc.reconnecting", reason=reason, delay_seconds=round(delay, 2))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=delay)
+
+    async def _session(self, stop: asyncio.Event) -> str:
+        cursors = await self._safe(self._store.cursors(self._channels))
+        if cursors is None:
+            return "postgres_unavailable"
+        storage = CursorStorage(
+            {
+                channel: cursors[channel].replay_id
+                if channel in cursors
+                else int(ReplayOption.ALL_EVENTS)
+                for channel in self._channels
+            }
+        )
+        client = Client(
+            self._auth.streaming_authenticator(),
+            replay=storage,
+            replay_storage_policy=ReplayMarkerStoragePolicy.MANUAL,
+        )
+        # aiocometd-ng passes `Client.ssl` to every request; aiosfstream-ng has no parameter
+        # for it. Verification stays on; SF_CA_FILE adds a private CA (the emulator's).
+        client.ssl = tls_context(self._settings.sf_ca_file)
+        pipeline = Pipeline(self._advancer(storage), concurrency=self._settings.cdc_concurrency)
+        reason = "ended"
+        try:
+            await client.open()
+            for channel in self._channels:
+                await self._subscribe(client, channel, storage)
+            metrics.CONNECTED.set(1)
+            await self._safe(self._report(connected=True))
+            log.info("cdc.subscribed", channels=self._channels, replay_ids=storage.replay_ids)
+            reason = await self._receive(client, storage, pipeline, stop)
+        except Exception as error:
+            reason = type(error).__name__
+            log.warning("cdc.session_failed", error=str(error) or reason, kind=reason)
+        finally:
+            metrics.CONNECTED.set(0)
+            await self._safe(self._report(connected=False))
+            # Events in hand may finish (and move the cursor); the rest come again.
+            await pipeline.drain(within=10)
+            await pipeline.close()
+            with contextlib.suppress(Exception):
+                await client.close()
+        return reason
+
+    async def _subscribe(self, client: Client, channel: str, storage: CursorStorage) -> None:
+        try:
+            await client.subscribe(channel)
+            return
+        except Exception as error:
+            text = str(getattr(error, "error", None) or error).casefold()
+            if not all(word in text for word in _STALE_REPLAY):
+                raise
+        # The cursor is outside Salesforce's retention: take every retained event (never only
+        # new ones), and reconcile what may have been missed before them.
+        metrics.ALERTS.labels("stale_cursor").inc()
+        log.error("cdc.stale_cursor", channel=channel, replay_id=storage.replay_ids.get(channel))
+        await self._store.forget(channel)
+        storage.replay_ids[channel] = int(ReplayOption.ALL_EVENTS)
+        await client.subscribe(channel)
+        await self._reconcile()
+
+    async def _receive(
+        self, client: Client, storage: CursorStorage, pipeline: Pipeline, stop: asyncio.Event
+    ) -> str:
+        stopping = asyncio.create_task(stop.wait())
+        try:
+            while True:
+                receive = asyncio.create_task(client.receive())
+                watchdog = asyncio.create_task(self._stalled(storage))
+                done, _pending = await asyncio.wait(
+                    {receive, stopping, watchdog}, return_when=asyncio.FIRST_COMPLETED
+                )
+                watchdog.cancel()
+                if receive not in done:
+                    receive.cancel()
+                    with contextlib.suppress(BaseException):
+                        await receive
+                    if stopping in done:
+                        return "stopped"
+                    metrics.ALERTS.labels("watchdog").inc()
+                    return "watchdog"
+                message = receive.result()
+                await self._take(message, pipeline)
+                if pipeline.failure is not None:
+                    return "cursor_store_failed"
+        finally:
+            stopping.cancel()
+
+    async def _stalled(self, storage: CursorStorage) -> None:
+        limit = self._settings.cdc_watchdog_seconds
+        while True:
+            # Each connect reply moves `last_connect`, so the wait is measured from the last.
+            remaining = limit - (time.monotonic() - storage.last_connect)
+            if remaining <= 0:
+                return
+            await asyncio.sleep(remaining)
+
+    async def _take(self, message: Any, pipeline: Pipeline) -> None:
+        try:
+            event = parse_message(message)
+        except MalformedEvent as bad:
+            channel, replay_id = bad.channel, bad.replay_id
+            if channel is not None and replay_id is not None:
+                await pipeline.submit(channel, replay_id, None, self._dead_letter(message, bad))
+            else:
+                await self._dead_letter(message, bad)
+            return
+        event_at = event.commit_timestamp if isinstance(event, ChangeEvent) else event.created_date
+        metrics.IN_FLIGHT.inc()
+        await pipeline.submit(event.channel, event.replay_id, event_at, self._handle(event))
+
+    async def _dead_letter(self, message: Any, bad: MalformedEvent) -> None:
+        log.error(
+            "cdc.malformed_event", channel=bad.channel, replay_id=bad.replay_id, reason=bad.reason
+        )
+        metrics.EVENTS.labels(bad.channel or "?", "malformed", "dead_letter").inc()
+        metrics.ALERTS.labels("dead_letter").inc()
+        await self._until_done(
+            lambda: self._store.dead_letter(bad.channel, bad.replay_id, message, bad.reason)
+        )
+
+    async def _handle(self, event: Event) -> None:
+        change_type = event.change_type.value if isinstance(event, ChangeEvent) else "platform"
+        attempts = 0
+        try:
+            while True:
+                plan = plan_for(
+                    event,
+                    trigger_status=self._settings.sf_trigger_status,
+                    own_client=self._settings.sf_client_name,
+                )
+                try:
+                    handled = await self._dispatcher.handle(event, plan)
+                    break
+                except (TransientError, ClientError, OSError) as error:
+                    # An outside system is down or refusing us: wait for it, never drop.
+                    log.warning("cdc.event_retry", replay_id=event.replay_id, error=str(error))
+                    await asyncio.sleep(min(30.0, 1.0 * 2 ** min(attempts, 5)))
+                    attempts += 1
+                except Exception as error:
+                    attempts += 1
+                    if attempts >= _UNEXPECTED_ATTEMPTS:
+                        await self._dead_letter(
+                            event.model_dump(mode="json"),
+                            MalformedEvent(
+                                f"handling failed: {type(error).__name__}: {error}",
+                                channel=event.channel,
+                                replay_id=event.replay_id,
+                            ),
+                        )
+                        return
+                    await asyncio.sleep(attempts)
+            outcome = "ignored" if plan.empty else "handled"
+            metrics.EVENTS.labels(event.channel, change_type, outcome).inc()
+            for decision, count in handled.decisions.items():
+                metrics.ACTIVATIONS.labels(decision).inc(count)
+            if isinstance(event, ChangeEvent):
+                lag = (datetime.now(UTC) - event.commit_timestamp).total_seconds()
+                metrics.LAG.labels(event.channel).observe(max(0.0, lag))
+        finally:
+            metrics.IN_FLIGHT.dec()
+
+    def _advancer(
+        self, storage: CursorStorage
+    ) -> Callable[[str, int, datetime | None], Awaitable[None]]:
+        async def advance(channel: str, replay_id: int, event_at: datetime | None) -> None:
+            await self._until_done(lambda: self._store.advance(channel, replay_id, event_at))
+            # A resubscribe inside this session (after a re-handshake) resumes from here too.
+            storage.replay_ids[channel] = replay_id
+            if event_at is not None:
+                age = (datetime.now(UTC) - event_at).total_seconds()
+                metrics.CURSOR_AGE.labels(channel).set(max(0.0, age))
+
+        return advance
+
+    async def _until_done(self, write: Callable[[], Awaitable[None]]) -> None:
+        """Postgres down must not lose a cursor move or a dead letter: retry until it is back."""
+        delay = 0.5
+        while True:
+            try:
+                await write()
+                return
+            except TransientError as error:
+                log.warning("cdc.store_retry", error=str(error))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    async def _report(self, *, connected: bool) -> None:
+        await self._store.report(
+            self._instance, active=True, connected=connected, reconnects=self.reconnects
+        )
+
+    async def _safe(self, call: Awaitable[Any]) -> Any:
+        try:
+            return await call
+        except TransientError as error:
+            log.warning("cdc.store_unavailable", error=str(error))
+            return None

@@ -1,0 +1,154 @@
+"""The listener's state in Postgres: replay cursors, dead letters, replica status, the lease.
+
+Cursors are written only after an event was handled (at-least-once into idempotent handling),
+so a crash between receiving and storing replays the event, and never skips one.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from clients.errors import System, TransientError
+
+_DOWN = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
+# One advisory lock id for "the active listener": only its holder subscribes.
+LEASE_KEY = 0x46554C46494C4C  # "FULFILL"
+
+
+@dataclass(frozen=True)
+class Cursor:
+    channel: str
+    replay_id: int
+    last_event_at: datetime | None
+    moved_at: datetime
+
+
+class ListenerStore:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def cursors(self, channels: Iterable[str]) -> dict[str, Cursor]:
+        rows = await self._fetch(
+            "SELECT channel, replay_id, last_event_at, updated_at FROM cdc_replay_cursors"
+            " WHERE channel = ANY($1::text[])",
+            list(channels),
+        )
+        return {
+            row["channel"]: Cursor(
+                row["channel"], row["replay_id"], row["last_event_at"], row["updated_at"]
+            )
+            for row in rows
+        }
+
+    async def advance(self, channel: str, replay_id: int, event_at: datetime | None) -> None:
+        await self._execute(
+            "INSERT INTO cdc_replay_cursors (channel, replay_id, last_event_at, updated_at)"
+            " VALUES ($1, $2, $3, now()) ON CONFLICT (channel) DO UPDATE SET"
+            " replay_id = EXCLUDED.replay_id,"
+            " last_event_at = COALESCE(EXCLUDED.last_event_at, cdc_replay_cursors.last_event_at),"
+            " updated_at = now()",
+            channel,
+            replay_id,
+            event_at,
+        )
+
+    async def forget(self, channel: str) -> None:
+        """Drop a cursor Salesforce no longer knows (outside retention)."""
+        await self._execute("DELETE FROM cdc_replay_cursors WHERE channel = $1", channel)
+
+    async def dead_letter(
+        self, channel: str | None, replay_id: int | None, message: Any, reason: str
+    ) -> None:
+        await self._execute(
+            "INSERT INTO cdc_dead_letters (channel, replay_id, message, reason)"
+            " VALUES ($1, $2, $3::jsonb, $4) ON CONFLICT DO NOTHING",
+            channel,
+            replay_id,
+            json.dumps(message, default=str),
+            reason[:1000],
+        )
+
+    async def report(
+        self,
+        instance: str,
+        *,
+        active: bool,
+        connected: bool,
+        last_connect_at: datetime | None = None,
+        last_event_at: datetime | None = None,
+        reconnects: int = 0,
+    ) -> None:
+        await self._execute(
+            "INSERT INTO cdc_listener_status (instance, active, connected, last_connect_at,"
+            " last_event_at, reconnects, updated_at) VALUES ($1, $2, $3, $4, $5, $6, now())"
+            " ON CONFLICT (instance) DO UPDATE SET active = EXCLUDED.active,"
+            " connected = EXCLUDED.connected,"
+            " last_connect_at = COALESCE(EXCLUDED.last_connect_at,"
+            "   cdc_listener_status.last_connect_at),"
+            " last_event_at = COALESCE(EXCLUDED.last_event_at, cdc_listener_status.last_event_at),"
+            " reconnects = EXCLUDED.reconnects, updated_at = now()",
+            instance,
+            active,
+            connected,
+            last_connect_at,
+            last_event_at,
+            reconnects,
+        )
+
+    async def _fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
+        try:
+            return list(await self._pool.fetch(query, *args))
+        except _DOWN as error:
+            raise TransientError(
+                System.POSTGRES, "listener state unavailable", detail=type(error).__name__
+            ) from None
+
+    async def _execute(self, query: str, *args: Any) -> None:
+        try:
+            await self._pool.execute(query, *args)
+        except _DOWN as error:
+            raise TransientError(
+                System.POSTGRES, "listener state unavailable", detail=type(error).__name__
+            ) from None
+
+
+class Lease:
+    """Exactly one active listener: a Postgres session advisory lock on a connection of its own.
+
+    A replica that dies drops its connection and with it the lock, so another takes over within
+    its polling interval. `held()` checks the connection is still alive (a lock on a broken
+    connection is already gone).
+    """
+
+    def __init__(self, database_url: str) -> None:
+        self._url = database_url
+        self._connection: asyncpg.Connection | None = None
+
+    async def try_acquire(self) -> bool:
+        if self._connection is None or self._connection.is_closed():
+            self._connection = await asyncpg.connect(self._url)
+        acquired = await self._connection.fetchval("SELECT pg_try_advisory_lock($1)", LEASE_KEY)
+        return bool(acquired)
+
+    async def held(self) -> bool:
+        if self._connection is None or self._connection.is_closed():
+            return False
+        try:
+            await self._connection.fetchval("SELECT 1", timeout=5)
+        except (*_DOWN, TimeoutError):
+            return False
+        return True
+
+    async def release(self) -> None:
+        if self._connection is not None and not self._connection.is_closed():
+            try:
+                await self._connection.execute("SELECT pg_advisory_unlock_all()")
+            finally:
+                await self._connection.close()
+        self._connection = None
