@@ -1,0 +1,161 @@
+"""The listener when things go wrong: gaps, stale cursors, Salesforce unreachable, a
+re-activation of a parked order, and the listener process killed mid-stream."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import asyncpg
+import pytest
+from prometheus_client import REGISTRY
+
+from domain.fulfillment import FulfillmentProgress, FulfillmentStatus, workflow_id
+from tests.fixtures.engine import Engine
+from tests.integration.listener.test_listener import (
+    fulfilled,
+    listener_settings,
+    listening,
+    runs,
+    until,
+)
+from workflows.order_fulfillment import OrderFulfillment
+
+pytestmark = pytest.mark.usefixtures("worker")
+ORDERS = "/data/OrderChangeEvent"
+ROOT = Path(__file__).resolve().parents[3]
+
+
+async def _subscribed(engine: Engine) -> bool:
+    sessions = engine.sf.control("GET", "streaming/sessions")["sessions"]
+    wanted = set(engine.settings.cdc_channel_list)
+    return any(wanted <= set(session["subscriptions"]) for session in sessions)
+
+
+def _alerts(reason: str) -> float:
+    value = REGISTRY.get_sample_value("fulfillment_cdc_alerts_total", {"reason": reason})
+    return value or 0.0
+
+
+async def test_a_gap_event_is_decided_from_the_order_as_it_is_now(engine: Engine) -> None:
+    async with listening(listener_settings(engine)):
+        await until(lambda: _subscribed(engine))
+        # The order is activated by something whose event Salesforce could not describe.
+        second = engine.demo["orders"]["esim"]
+        # Written as if by the engine itself: its own event starts nothing, so only the gap can.
+        engine.sf.client().restful(
+            f"sobjects/Order/{second}",
+            method="PATCH",
+            json={"Status": "Activated"},
+            headers={"Sforce-Call-Options": "client=order-fulfillment"},
+        )
+        engine.sf.control(
+            "POST",
+            "events/gap",
+            {"entity": "Order", "changeType": "GAP_UPDATE", "recordIds": [second]},
+        )
+        result = await fulfilled(engine, second)
+    assert result.status is FulfillmentStatus.ACTIVATED
+
+
+async def test_a_cursor_outside_retention_falls_back_to_all_events_and_reconciles(
+    engine: Engine,
+) -> None:
+    before = _alerts("stale_cursor")
+    connection = await asyncpg.connect(engine.settings.database_url)
+    try:
+        await connection.execute(
+            "INSERT INTO cdc_replay_cursors (channel, replay_id) VALUES ($1, 987654321)", ORDERS
+        )
+    finally:
+        await connection.close()
+    order_id = engine.activate("internet")  # retained, after the (unknown) cursor
+    async with listening(listener_settings(engine)):
+        result = await fulfilled(engine, order_id)
+    assert result.status is FulfillmentStatus.ACTIVATED
+    assert _alerts("stale_cursor") == before + 1
+    reconciliations = [
+        execution
+        async for execution in engine.client.list_workflows(
+            f'WorkflowType = "FulfillmentReconciliation"'
+            f' AND TaskQueue = "{engine.settings.temporal_task_queue}"'
+        )
+    ]
+    assert reconciliations, "the stale cursor triggered reconciliation"
+
+
+async def test_salesforce_unreachable_for_a_while_is_survived(engine: Engine) -> None:
+    async with listening(listener_settings(engine, cdc_reconnect_max_seconds=1)):
+        await until(lambda: _subscribed(engine))
+        engine.fault(engine.sf, {"kind": "fail", "count": 6, "status": 503, "path": "/cometd"})
+        engine.sf.control("POST", "sessions/drop")
+        order_id = engine.activate("internet")
+        result = await fulfilled(engine, order_id, within=90)
+    assert result.status is FulfillmentStatus.ACTIVATED
+
+
+async def test_reactivating_a_parked_order_in_salesforce_retries_it(engine: Engine) -> None:
+    async with listening(listener_settings(engine)):
+        order_id = engine.activate("no_payment_method")
+        handle = engine.client.get_workflow_handle(workflow_id(order_id))
+
+        async def parked_at(attempt: int) -> bool:
+            try:
+                progress: FulfillmentProgress = await handle.query(OrderFulfillment.progress)
+            except Exception:
+                return False
+            return progress.waiting_for_operator and progress.attempt == attempt
+
+        await until(lambda: parked_at(1), within=60)
+        sf = engine.sf.client()
+        sf.restful(f"sobjects/Order/{order_id}", method="PATCH", json={"Status": "Draft"})
+        sf.restful(f"sobjects/Order/{order_id}", method="PATCH", json={"Status": "Activated"})
+        await until(lambda: parked_at(2), within=60)
+    assert await runs(engine, order_id) == 1
+
+
+async def test_a_listener_killed_mid_stream_loses_nothing_and_doubles_nothing(
+    engine: Engine, tmp_path: Path
+) -> None:
+    env = engine.environment() | {"LISTENER_METRICS_PORT": "0", "CDC_LEASE_POLL_SECONDS": "0.5"}
+    root = ROOT
+
+    def start() -> subprocess.Popen[bytes]:
+        log = (tmp_path / "listener.log").open("ab")
+        return subprocess.Popen(
+            [sys.executable, "-m", "cli", "listener"], env=env, cwd=root, stdout=log, stderr=log
+        )
+
+    first = start()
+    try:
+        await until(lambda: _subscribed(engine), within=60)
+        keys = ["internet", "esim", "physical_sim"]
+        order_ids = [engine.activate(key) for key in keys]
+        # Killed as soon as the first fulfillment exists: the others may be received, in hand,
+        # or not yet read; their cursor has not moved past them.
+        await until(lambda: _any_started(engine, order_ids), within=60)
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=10)
+        second = start()
+        try:
+            results = await asyncio.gather(*(fulfilled(engine, o, within=90) for o in order_ids))
+        finally:
+            second.terminate()
+            second.wait(timeout=20)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert [r.status for r in results] == [FulfillmentStatus.ACTIVATED] * 3
+    for order_id in order_ids:
+        assert await runs(engine, order_id) == 1
+    assert len(engine.whmcs_orders()) == 3
+
+
+async def _any_started(engine: Engine, order_ids: list[str]) -> bool:
+    for order_id in order_ids:
+        if await runs(engine, order_id):
+            return True
+    return False
