@@ -16,7 +16,7 @@ import contextlib
 import random
 import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiosfstream_ng.client import Client, ReplayMarkerStoragePolicy
@@ -27,7 +27,7 @@ from cdc_listener.decide import plan_for
 from cdc_listener.dispatch import Dispatcher
 from cdc_listener.events import MalformedEvent, parse_message
 from cdc_listener.pipeline import Pipeline
-from cdc_listener.store import ListenerStore
+from cdc_listener.store import Cursor, ListenerStore
 from clients.errors import ClientError, TransientError
 from clients.http import tls_context
 from clients.salesforce_auth import SalesforceAuth
@@ -40,6 +40,8 @@ _STALE_REPLAY = ("replayid", "invalid")
 # An unexpected error handling one event is retried this often before it is dead-lettered;
 # errors of an outside system (transient, configuration) are retried until it is back.
 _UNEXPECTED_ATTEMPTS = 5
+# Salesforce retains events 72 hours; a cursor older than this is about to be lost.
+RETENTION_ALERT = timedelta(hours=48)
 
 
 class CursorStorage(ReplayMarkerStorage):
@@ -107,6 +109,7 @@ class Listener:
         cursors = await self._safe(self._store.cursors(self._channels))
         if cursors is None:
             return "postgres_unavailable"
+        self._check_retention(cursors)
         storage = CursorStorage(
             {
                 channel: cursors[channel].replay_id
@@ -145,6 +148,23 @@ class Listener:
             with contextlib.suppress(Exception):
                 await client.close()
         return reason
+
+    def _check_retention(self, cursors: dict[str, Cursor]) -> None:
+        """Alert while there is still time: Salesforce keeps events for 72 hours, and a cursor
+        older than that is lost (then only reconciliation finds what was missed)."""
+        now = datetime.now(UTC)
+        for cursor in cursors.values():
+            seen = cursor.last_event_at or cursor.moved_at
+            age = (now - seen).total_seconds()
+            metrics.CURSOR_AGE.labels(cursor.channel).set(max(0.0, age))
+            if age > RETENTION_ALERT.total_seconds():
+                metrics.ALERTS.labels("cursor_near_retention").inc()
+                log.error(
+                    "cdc.cursor_near_retention",
+                    channel=cursor.channel,
+                    replay_id=cursor.replay_id,
+                    age_hours=round(age / 3600, 1),
+                )
 
     async def _subscribe(self, client: Client, channel: str, storage: CursorStorage) -> None:
         try:

@@ -159,3 +159,20 @@ async def _any_started(engine: Engine, order_ids: list[str]) -> bool:
         if await runs(engine, order_id):
             return True
     return False
+
+
+async def test_a_cursor_about_to_leave_retention_raises_an_alert(engine: Engine) -> None:
+    before = _alerts("cursor_near_retention")
+    connection = await asyncpg.connect(engine.settings.database_url)
+    try:
+        # A listener that was down for 60 hours: 12 hours left before events are lost.
+        await connection.execute(
+            "INSERT INTO cdc_replay_cursors (channel, replay_id, last_event_at, updated_at)"
+            " VALUES ($1, 1, now() - interval '60 hours', now() - interval '60 hours')",
+            ORDERS,
+        )
+    finally:
+        await connection.close()
+    async with listening(listener_settings(engine)):
+        await until(lambda: _subscribed(engine))
+    assert _alerts("cursor_near_retention") == before + 1
