@@ -6,8 +6,8 @@ ports it listens on, and the part of `.dev/stack.json` it provides — or None w
 to run. Every factory is called before anything starts (so that every port is checked first):
 a factory plans, it never starts or waits for anything. Components start in list order, so one
 that needs another's URL or credentials comes after it and reads them from `context.stack`;
-`context.env()` is the engine's environment for that stack. An engine process (the worker now;
-the listener and the API as their issues land) is one more factory appended here that builds
+`context.env()` is the engine's environment for that stack. An engine process (the worker and
+the CDC listener now; the API as its issue lands) is one more factory appended here that builds
 its child with `engine_component`, so every one of them gets the same environment (the stack's
 settings, the payload key among them) and lists its ports (`context.ports.api`, a metrics port)
 in its `Component.ports`.
@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 import httpx
 import jwt
 
-from config.settings import WORKER, env_name
+from config.settings import LISTENER, WORKER, env_name
 from devstack.process import ServiceError
 from devstack.stack_file import ENV_FROM_STACK, lookup, stack_env
 from devstack.supervisor import Check, Component, http_check
@@ -51,6 +51,7 @@ class Ports:
     freebit: int = 8703
     api: int = 8000
     worker_metrics: int = 9101
+    listener_metrics: int = 9102
 
 
 # An upstream counts as the stack's when the stack has its address (the `whmcs` section also
@@ -73,6 +74,7 @@ class DevContext:
     stack: Mapping[str, Any]
     emulators: bool = True
     worker: bool = True
+    listener: bool = True
     # The launcher's environment: what its children inherit, and where settings the stack does
     # not provide (real upstreams when the emulators are off) come from.
     environ: Mapping[str, str] = field(default_factory=dict)
@@ -297,6 +299,15 @@ def _unset(context: DevContext, names: tuple[str, ...]) -> list[str]:
     ]
 
 
+def _not_started(context: DevContext, name: str, missing: list[str]) -> None:
+    context.say(
+        f"{name}: not started: {', '.join(missing)} "
+        f"{'is' if len(missing) == 1 else 'are'} not set; with --no-emulators the {name} "
+        "needs the upstreams' settings in the environment (or run one yourself: "
+        f"set -a; . .dev/stack.env, then fulfillment {name})"
+    )
+
+
 # Dev default of WORKER_SHUTDOWN_GRACE_SECONDS: Ctrl-C should not wait half a minute for an
 # activity to finish; one that is cut short is retried by Temporal when the stack comes back.
 _DEV_WORKER_GRACE = "5"
@@ -307,12 +318,7 @@ def worker(context: DevContext) -> Planned | None:
     if not context.worker:
         return None
     if missing := _unset(context, WORKER):
-        context.say(
-            f"worker: not started: {', '.join(missing)} "
-            f"{'is' if len(missing) == 1 else 'are'} not set; with --no-emulators the worker "
-            "needs the upstreams' settings in the environment (or run one yourself: "
-            "set -a; . .dev/stack.env, then fulfillment worker)"
-        )
+        _not_started(context, "worker", missing)
         return None
     port = context.ports.worker_metrics
     metrics_url = f"http://127.0.0.1:{port}/metrics"
@@ -335,9 +341,43 @@ def worker(context: DevContext) -> Planned | None:
     return Planned(component, {"worker": {"metrics_url": metrics_url}})
 
 
+# On SIGTERM the listener lets the events in hand finish for up to 10 s (their cursors move
+# only once they are handled), then closes its Streaming API session and gives up its lease.
+_LISTENER_STOP_GRACE = 20.0
+
+
+def listener(context: DevContext) -> Planned | None:
+    """`fulfillment listener`: Salesforce change events to fulfillments, by itself.
+
+    Planned after the worker, so the first activation it sees finds a worker to take the
+    workflow. Ready once our child serves GET /metrics: the listener opens that port before it
+    connects anywhere, so "ready" means it runs, not that it is subscribed (it takes the lease,
+    then subscribes from its cursors in Postgres, and nothing it receives is lost meanwhile).
+    """
+    if not context.listener:
+        return None
+    if missing := _unset(context, LISTENER):
+        _not_started(context, "listener", missing)
+        return None
+    port = context.ports.listener_metrics
+    metrics_url = f"http://127.0.0.1:{port}/metrics"
+    component = engine_component(
+        context,
+        "listener",
+        ("listener",),
+        env={"LISTENER_METRICS_PORT": str(port)},
+        ports=(port,),
+        ready=http_check(metrics_url, status=200),
+        url=metrics_url,
+        stop_grace=_LISTENER_STOP_GRACE,
+    )
+    return Planned(component, {"listener": {"metrics_url": metrics_url}})
+
+
 COMPONENTS: list[ComponentFactory] = [
     salesforce_emulator,
     whmcs_emulator,
     freebit_emulator,
     worker,
+    listener,
 ]

@@ -1,11 +1,11 @@
 """`fulfillment dev`: the whole stack on one machine, supervised, described in `.dev/stack.json`.
 
-    fulfillment dev [--fresh] [--dir .dev] [--no-emulators] [--no-worker] [--free-ports]
-                    [--<name>-port N] [--no-fsync]
+    fulfillment dev [--fresh] [--dir .dev] [--no-emulators] [--no-worker] [--no-listener]
+                    [--free-ports] [--<name>-port N] [--no-fsync]
 
 Order: Temporal, Postgres (unless DATABASE_URL), Redis (unless REDIS_URL), migrations, then the
-components of `devstack.components.COMPONENTS` (the emulators, then the worker; the listener and
-the API as they are added there). The whole stack is planned first and every port it will listen
+components of `devstack.components.COMPONENTS` (the emulators, the worker, then the CDC listener;
+the API as it is added there). The whole stack is planned first and every port it will listen
 on is checked free before anything starts, so a taken port stops the launcher with one line
 instead of leaving half a stack. Every child runs in its own process group with its output in
 `.dev/logs/<name>.log` and dies with the launcher (the kernel's parent-death signal, so even after
@@ -80,6 +80,12 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="do not start the worker; to run your own, source .dev/stack.env "
         "(set -a; . .dev/stack.env) and run `fulfillment worker`",
+    )
+    parser.add_argument(
+        "--no-listener",
+        action="store_true",
+        help="do not start the CDC listener; to run your own, source .dev/stack.env and run "
+        "`fulfillment listener`",
     )
     parser.add_argument(
         "--free-ports", action="store_true", help="pick free ports for everything not set"
@@ -252,6 +258,7 @@ class Launcher:
             stack=planned_stack,
             emulators=not self.args.no_emulators,
             worker=not self.args.no_worker,
+            listener=not self.args.no_listener,
             environ=self.environ,
             say=self.say,
         )

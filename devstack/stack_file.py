@@ -3,11 +3,11 @@
 The stack is a JSON-shaped dict with the keys of DESIGN.md ("`.dev/stack.json` keys", plus
 `salesforce.auth_flow` and `salesforce.jwt_key_file`: the engine signs in with JWT bearer;
 `temporal.payload_keys`: every engine process encrypts payloads with the same key; and
-`worker.metrics_url` once the worker runs); `stack_env` turns it into the environment variables
-the engine's processes read (config/settings.py), which the launcher also writes to
-`.dev/stack.env` for a shell (`set -a; . .dev/stack.env`). Dev tokens, secrets and the payload
-key are generated once and kept in `.dev/secrets.json`, so they survive restarts: a new payload
-key would leave every history in `.dev/temporal.db` unreadable.
+`worker.metrics_url` and `listener.metrics_url` once those run); `stack_env` turns it into the
+environment variables the engine's processes read (config/settings.py), which the launcher also
+writes to `.dev/stack.env` for a shell (`set -a; . .dev/stack.env`). Dev tokens, secrets and
+the payload key are generated once and kept in `.dev/secrets.json`, so they survive restarts: a
+new payload key would leave every history in `.dev/temporal.db` unreadable.
 """
 
 from __future__ import annotations

@@ -32,7 +32,6 @@ from domain.fulfillment import (
     FulfillmentInput,
     FulfillmentResult,
     FulfillmentStatus,
-    Trigger,
     TriggerSource,
     workflow_id,
 )
@@ -71,8 +70,16 @@ class DevRun:
         return stack
 
     def children(self) -> list[int]:
+        return list(self.named_children().values())
+
+    def named_children(self) -> dict[str, int]:
         record = json.loads((self.dev_dir / "pids.json").read_text())
-        return [int(child["pid"]) for child in record["children"]]
+        return {child["name"]: int(child["pid"]) for child in record["children"]}
+
+    def log_tail(self, name: str, lines: int = 30) -> str:
+        log = self.dev_dir / "logs" / f"{name}.log"
+        text = log.read_text(encoding="utf-8", errors="replace") if log.exists() else ""
+        return f"--- {name}.log ---\n" + "\n".join(text.splitlines()[-lines:])
 
     def interrupt(self, timeout: float = 60.0) -> int:
         self.popen.send_signal(signal.SIGINT)
@@ -187,15 +194,31 @@ def activate(dev_dir: Path, order_id: str) -> None:
     assert reply.status_code == 204, reply.text
 
 
-def activation_status(dev_dir: Path, order_id: str) -> str:
-    with salesforce(dev_dir) as (http, base):
-        (order,) = soql(
-            http,
-            base,
-            f"SELECT Activation_Status__c FROM Order WHERE Id = '{order_id}'",  # noqa: S608
-        )
+def _activation_status(http: httpx.Client, base: str, order_id: str) -> str:
+    (order,) = soql(
+        http,
+        base,
+        f"SELECT Activation_Status__c FROM Order WHERE Id = '{order_id}'",  # noqa: S608
+    )
     status: str = order["Activation_Status__c"]
     return status
+
+
+def activation_status(dev_dir: Path, order_id: str) -> str:
+    with salesforce(dev_dir) as (http, base):
+        return _activation_status(http, base, order_id)
+
+
+def activation_ends(dev_dir: Path, order_id: str, timeout: float) -> str:
+    """The order's Activation_Status__c once it is final, or whatever it is at the deadline:
+    what a portal developer watching Salesforce sees."""
+    deadline = time.monotonic() + timeout
+    with salesforce(dev_dir) as (http, base):
+        while True:
+            status = _activation_status(http, base, order_id)
+            if status in {"Activated", "Failed", "Cancelled"} or time.monotonic() > deadline:
+                return status
+            time.sleep(0.25)
 
 
 def whmcs_order_count(stack: dict[str, Any]) -> int:
@@ -214,17 +237,6 @@ def whmcs_order_count(stack: dict[str, Any]) -> int:
     return total
 
 
-async def start_fulfillment(dev_dir: Path, order_id: str) -> None:
-    settings = stack_settings(dev_dir)
-    client = await connect_temporal(settings)
-    await client.start_workflow(
-        OrderFulfillment.run,
-        FulfillmentInput(sf_order_id=order_id, trigger=Trigger(source=TriggerSource.OPERATOR)),
-        id=workflow_id(order_id),
-        task_queue=settings.temporal_task_queue,
-    )
-
-
 async def fulfillment_result(dev_dir: Path, order_id: str) -> FulfillmentResult:
     client = await connect_temporal(stack_settings(dev_dir))
     handle = client.get_workflow_handle_for(OrderFulfillment.run, workflow_id(order_id))
@@ -238,6 +250,20 @@ async def started_input_encoding(address: str, order_id: str) -> bytes:
     history = await raw.get_workflow_handle(workflow_id(order_id)).fetch_history()
     started = history.events[0].workflow_execution_started_event_attributes
     return started.input.payloads[0].metadata["encoding"]
+
+
+async def fulfillment_starts(dev_dir: Path, order_id: str) -> list[FulfillmentInput]:
+    """The input of every run of the order's fulfillment (decrypted with the stack's key)."""
+    client = await connect_temporal(stack_settings(dev_dir))
+    query = f"WorkflowId = '{workflow_id(order_id)}'"
+    inputs: list[FulfillmentInput] = []
+    async for execution in client.list_workflows(query):
+        handle = client.get_workflow_handle(execution.id, run_id=execution.run_id)
+        history = await handle.fetch_history()
+        started = history.events[0].workflow_execution_started_event_attributes
+        (decoded,) = await client.data_converter.decode(started.input.payloads, [FulfillmentInput])
+        inputs.append(decoded)
+    return inputs
 
 
 def test_dev_stack_comes_up_and_ctrl_c_leaves_no_process_behind(tmp_path: Path) -> None:
@@ -254,6 +280,7 @@ def test_dev_stack_comes_up_and_ctrl_c_leaves_no_process_behind(tmp_path: Path) 
         for name in ("Temporal", "Postgres", "Redis"):
             assert f"starting {name} … ready in" in console
         assert stack["temporal"]["ui_url"] in console
+        assert "listener: not started: SF_TOKEN_URL, SF_CLIENT_ID are not set" in console
     finally:
         code = run.interrupt()
     assert code == 0, run.text()
@@ -269,13 +296,15 @@ def test_children_die_with_a_killed_launcher_and_the_next_one_starts_on_the_same
     try:
         first.wait_up()
         orphans = first.children()
-        assert len(orphans) == 7
+        assert len(orphans) == 8
         secrets_before = json.loads((dev_dir / "secrets.json").read_text())
         order_id = internet_order_id(dev_dir)
         activate(dev_dir, order_id)
-        asyncio.run(start_fulfillment(dev_dir, order_id))
         # Finished first: an activity cut short would wait out its timeout (minutes) before
         # its retry, which the worker tests cover; here the stack's state is the subject.
+        assert activation_ends(dev_dir, order_id, timeout=60) == "Activated", first.log_tail(
+            "listener"
+        )
         assert asyncio.run(fulfillment_result(dev_dir, order_id)).status is (
             FulfillmentStatus.ACTIVATED
         )
@@ -298,7 +327,9 @@ def test_children_die_with_a_killed_launcher_and_the_next_one_starts_on_the_same
         assert result.status is FulfillmentStatus.ACTIVATED, result
         assert result.whmcs_order_id is not None
         assert activation_status(dev_dir, order_id) == "Activated"
+        # The listener resumed from its cursor in Postgres: the activation is not taken again.
         assert whmcs_order_count(stack) == 1
+        assert len(asyncio.run(fulfillment_starts(dev_dir, order_id))) == 1
 
         third = DevRun(dev_dir, tmp_path / "third.txt", "--no-emulators")
         assert third.popen.wait(timeout=30) == 1
@@ -354,7 +385,7 @@ def test_dev_stack_runs_the_emulators_with_the_credentials_in_stack_json(tmp_pat
         )
         assert auth.json().get("authKey"), auth.text
         children = run.children()
-        assert len(children) == 7
+        assert len(children) == 8
     finally:
         code = run.interrupt()
     assert code == 0, run.text()
@@ -363,34 +394,41 @@ def test_dev_stack_runs_the_emulators_with_the_credentials_in_stack_json(tmp_pat
         assert (dev_dir / "emulators" / f"{name}.json").exists(), f"{name} state kept in .dev"
 
 
-def test_the_dev_worker_fulfils_an_activated_order_and_comes_back_when_killed(
+def test_an_order_activated_in_salesforce_is_fulfilled_by_the_stack_alone_across_kills(
     tmp_path: Path,
 ) -> None:
     dev_dir = tmp_path / ".dev"
     run = DevRun(dev_dir, tmp_path / "console.txt")
     try:
         stack = run.wait_up()
-        metrics_url = stack["worker"]["metrics_url"]
-        assert metrics_url in run.text(), "the summary prints the worker's metrics"
-        assert httpx.get(metrics_url, timeout=5).status_code == 200
+        for name in ("worker", "listener"):
+            metrics_url = stack[name]["metrics_url"]
+            assert metrics_url in run.text(), f"the summary prints the {name}'s metrics"
+            assert httpx.get(metrics_url, timeout=5).status_code == 200
         assert stack_settings(dev_dir).temporal_payload_keys is not None
 
-        record = json.loads((dev_dir / "pids.json").read_text())
-        (worker_pid,) = [c["pid"] for c in record["children"] if c["name"] == "worker"]
-        os.killpg(worker_pid, signal.SIGKILL)
-        # Started while the worker is down: Temporal keeps it until the worker is back.
+        # Both engine children die; the order is activated while they are down or coming
+        # back, and nobody starts a workflow by hand: the listener resumes from its cursor,
+        # Temporal keeps the workflow until the worker is back.
+        children = run.named_children()
+        for name in ("listener", "worker"):
+            os.killpg(children[name], signal.SIGKILL)
         order_id = internet_order_id(dev_dir)
         activate(dev_dir, order_id)
-        asyncio.run(start_fulfillment(dev_dir, order_id))
 
-        result = asyncio.run(fulfillment_result(dev_dir, order_id))
-        assert result.status is FulfillmentStatus.ACTIVATED, result
-        assert activation_status(dev_dir, order_id) == "Activated"
+        status = activation_ends(dev_dir, order_id, timeout=60)
+        assert status == "Activated", (
+            f"{status}\n{run.text()}\n{run.log_tail('listener')}\n{run.log_tail('worker')}"
+        )
         console = run.text()
-        assert "worker exited with signal 9; restarting in" in console
-        assert "worker restarted" in console
+        for name in ("worker", "listener"):
+            assert f"{name} exited with signal 9; restarting in" in console
+            assert f"{name} restarted" in console
+        (started,) = asyncio.run(fulfillment_starts(dev_dir, order_id))
+        assert started.trigger.source is TriggerSource.CDC, started.trigger
+        assert whmcs_order_count(stack) == 1
         encoding = asyncio.run(started_input_encoding(stack["temporal"]["address"], order_id))
-        assert encoding == b"binary/encrypted", "the worker and the stack share one key"
+        assert encoding == b"binary/encrypted", "the listener and the worker share one key"
     finally:
         code = run.interrupt()
     assert code == 0, run.text()

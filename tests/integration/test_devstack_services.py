@@ -19,6 +19,7 @@ from devstack.components import (
     DevContext,
     Ports,
     jwt_grant_check,
+    listener,
     salesforce_emulator,
     whmcs_emulator,
 )
@@ -32,6 +33,7 @@ from devstack.services import (
     temporal_binary,
     temporal_test_server_binary,
 )
+from devstack.stack_file import merge
 from emulators.common.server import ThreadedServer
 from emulators.salesforce.app import create_app as create_salesforce_app
 
@@ -181,6 +183,38 @@ def test_an_emulator_is_not_ready_while_a_stranger_answers_on_its_port(tmp_path:
         assert planned is not None
         assert httpx.get(f"http://127.0.0.1:{port}/__emulator__/state").status_code == 200
         with pytest.raises(ServiceError, match="whmcs-emulator exited before it was ready"):
+            planned.component.launch(tmp_path / "logs")
+    finally:
+        stranger.shutdown()
+        stranger.server_close()
+
+
+def test_the_listener_is_not_ready_while_a_stranger_serves_metrics_on_its_port(
+    tmp_path: Path,
+) -> None:
+    stranger = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Stranger)
+    port = stranger.server_address[1]
+    threading.Thread(target=stranger.serve_forever, daemon=True).start()
+    try:
+        ports = Ports(listener_metrics=port)
+        stack: dict[str, object] = {
+            "temporal": {
+                "address": "127.0.0.1:7233",
+                "namespace": "default",
+                "task_queue": "order-fulfillment",
+            },
+            "database_url": "postgresql://postgres@127.0.0.1:5433/fulfillment",
+            "redis_url": "redis://127.0.0.1:6380/0",
+        }
+        context = DevContext(dev_dir=tmp_path, ports=ports, stack=stack)
+        sf = salesforce_emulator(context)
+        assert sf is not None
+        merge(stack, sf.stack)
+        planned = listener(context)
+        assert planned is not None
+        # An earlier run's listener, say: its /metrics answers 200 just as ours would.
+        assert httpx.get(f"http://127.0.0.1:{port}/metrics").status_code == 200
+        with pytest.raises(ServiceError, match="listener exited before it was ready"):
             planned.component.launch(tmp_path / "logs")
     finally:
         stranger.shutdown()

@@ -1,5 +1,6 @@
-"""The engine's processes in `fulfillment dev`: planned with the whole engine environment pointed
-at the dev stack, the payload key made once and shared by every engine child."""
+"""The engine's processes in `fulfillment dev` (the worker, the CDC listener): planned with the
+whole engine environment pointed at the dev stack, the payload key made once and shared by every
+engine child."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from config.settings import WORKER, env_name, load_settings
+import pytest
+
+from config.settings import LISTENER, WORKER, env_name, load_settings
 from config.temporal import parse_payload_keys
 from devstack.launcher import Launcher, _parser, _wipe
 from devstack.stack_file import merge, write_stack
@@ -45,15 +48,23 @@ def planned(dev_dir: Path, *flags: str, **environ: str) -> tuple[dict[str, Any],
     return stack, chosen
 
 
-def worker(dev_dir: Path, *flags: str, **environ: str) -> Component | None:
+def engine_child(name: str, dev_dir: Path, *flags: str, **environ: str) -> Component | None:
     chosen, _ = launcher(dev_dir, *flags, **environ)
-    steps = [step for step in chosen.plan() if step.name == "worker"]
+    steps = [step for step in chosen.plan() if step.name == name]
     return steps[0].component if steps else None
 
 
-def settings_from(env: dict[str, str | None]) -> Any:
+def worker(dev_dir: Path, *flags: str, **environ: str) -> Component | None:
+    return engine_child("worker", dev_dir, *flags, **environ)
+
+
+def listener(dev_dir: Path, *flags: str, **environ: str) -> Component | None:
+    return engine_child("listener", dev_dir, *flags, **environ)
+
+
+def settings_from(env: Any, require: tuple[str, ...] = WORKER) -> Any:
     return load_settings(
-        require=WORKER, **{name.lower(): value for name, value in env.items() if value is not None}
+        require=require, **{name.lower(): value for name, value in env.items() if value is not None}
     )
 
 
@@ -111,7 +122,7 @@ def test_the_payload_key_is_made_once_kept_private_and_wiped_only_by_fresh(
     assert fresh["temporal"]["payload_keys"] != key
 
 
-def test_stack_env_hands_the_payload_key_to_a_shell_but_not_the_workers_port(
+def test_stack_env_hands_the_payload_key_to_a_shell_but_not_the_engine_childrens_ports(
     tmp_path: Path,
 ) -> None:
     stack, chosen = planned(tmp_path)
@@ -119,17 +130,21 @@ def test_stack_env_hands_the_payload_key_to_a_shell_but_not_the_workers_port(
     lines = (tmp_path / "stack.env").read_text().splitlines()
     env = {name: shlex.split(value)[0] for name, value in (line.split("=", 1) for line in lines)}
     assert env["TEMPORAL_PAYLOAD_KEYS"] == stack["temporal"]["payload_keys"]
-    # A second worker run from that shell must not fight the dev worker for its port.
+    # A second worker or listener run from that shell must not fight the dev one for its port.
     assert "WORKER_METRICS_PORT" not in env
-    assert json.loads((tmp_path / "stack.json").read_text())["worker"]["metrics_url"]
+    assert "LISTENER_METRICS_PORT" not in env
+    written = json.loads((tmp_path / "stack.json").read_text())
+    assert written["worker"]["metrics_url"] and written["listener"]["metrics_url"]
     assert (tmp_path / "stack.env").stat().st_mode & 0o777 == 0o600
     assert chosen.ports.worker_metrics != 9101, "--free-ports moves it too"
+    assert chosen.ports.listener_metrics not in {9101, 9102}
 
 
-def test_the_developers_own_upstream_settings_do_not_reach_the_dev_worker(
-    tmp_path: Path,
+@pytest.mark.parametrize("name", ["worker", "listener"])
+def test_the_developers_own_upstream_settings_do_not_reach_a_dev_engine_child(
+    tmp_path: Path, name: str
 ) -> None:
-    component = worker(tmp_path, **REAL_UPSTREAM)
+    component = engine_child(name, tmp_path, **REAL_UPSTREAM)
     assert component is not None
     for name in REAL_UPSTREAM:
         assert component.env[name] != REAL_UPSTREAM[name], name
@@ -163,3 +178,89 @@ def test_without_emulators_the_worker_needs_the_upstreams_from_the_environment(
         assert name not in component.env, f"{name} is inherited as it is"
     provided = {env_name(name) for name in WORKER} - set(REAL_UPSTREAM)
     assert provided <= {name for name, value in component.env.items() if value}
+
+
+def test_the_listener_runs_after_the_worker_subscribed_to_the_emulator_by_name(
+    tmp_path: Path,
+) -> None:
+    chosen, _ = launcher(tmp_path)
+    steps = chosen.plan()
+    names = [step.name for step in steps]
+    # Events it receives start workflows that the worker must be there to take.
+    assert names.index("listener") > names.index("worker")
+    assert names.index("listener") > names.index("migrations"), "its lease and cursor tables"
+    assert names.index("listener") > names.index("salesforce-emulator")
+    stack: dict[str, Any] = {}
+    for step in steps:
+        merge(stack, step.stack)
+
+    component = steps[names.index("listener")].component
+    assert component is not None
+    assert component.argv[-1] == "listener"
+    assert component.restartable, "the supervisor brings it back when it dies"
+    settings = settings_from(component.env, LISTENER)
+    port = chosen.ports.listener_metrics
+    assert component.ports == (port,), "its metrics port is checked free with the others"
+    assert port != chosen.ports.worker_metrics
+    assert settings.listener_metrics_port == port
+    # aiohttp keeps no cookie from a server addressed by IP, and the Streaming API's session
+    # lives in its cookie: by address, the listener's second long poll would be refused.
+    assert settings.sf_instance_url.startswith("https://localhost:")
+    assert settings.sf_token_url.startswith("https://localhost:")
+    assert settings.sf_ca_file and settings.sf_ca_file.is_file()
+    assert settings.sf_jwt_key_file and settings.sf_jwt_key_file.is_file()
+    assert settings.database_url == stack["database_url"]
+    assert settings.redis_url == stack["redis_url"]
+    assert settings.temporal_address == stack["temporal"]["address"]
+    assert settings.temporal_payload_keys is not None, "it writes workflow inputs"
+    assert settings.temporal_payload_keys.get_secret_value() == stack["temporal"]["payload_keys"]
+    the_worker = steps[names.index("worker")].component
+    assert the_worker is not None
+    shared = {k: v for k, v in component.env.items() if not k.startswith("LISTENER_")}
+    assert shared == {k: v for k, v in the_worker.env.items() if not k.startswith("WORKER_")}, (
+        "one engine environment for every child"
+    )
+    assert stack["listener"]["metrics_url"] == f"http://127.0.0.1:{port}/metrics"
+    assert component.url == stack["listener"]["metrics_url"], "printed in the summary"
+    assert component.ready is not None
+
+
+def test_listener_metrics_port_moves_by_flag_or_dev_variable(tmp_path: Path) -> None:
+    by_flag, _ = launcher(tmp_path, "--listener-metrics-port", "19102")
+    by_env, _ = launcher(tmp_path, DEV_LISTENER_METRICS_PORT="19103")
+    assert by_flag.ports.listener_metrics == 19102
+    assert by_env.ports.listener_metrics == 19103
+    component = listener(tmp_path, "--listener-metrics-port", "19102")
+    assert component is not None
+    assert component.env["LISTENER_METRICS_PORT"] == "19102"
+
+
+def test_no_listener_leaves_the_listener_and_its_port_to_the_developer(tmp_path: Path) -> None:
+    stack, chosen = planned(tmp_path, "--no-listener")
+    assert listener(tmp_path, "--no-listener") is None
+    assert "listener" not in stack
+    assert worker(tmp_path, "--no-listener") is not None, "the worker still runs"
+    ports = [port for step in chosen.plan() for port in step.ports]
+    assert chosen.ports.listener_metrics not in ports
+    assert stack["salesforce"]["token_url"], "a listener of one's own finds Salesforce"
+
+
+def test_without_emulators_the_listener_needs_only_salesforce_from_the_environment(
+    tmp_path: Path,
+) -> None:
+    chosen, said = launcher(tmp_path, "--no-emulators")
+    assert "listener" not in [step.name for step in chosen.plan()]
+    (note,) = [line for line in said if line.startswith("listener")]
+    assert "SF_TOKEN_URL" in note and "SF_CLIENT_ID" in note
+    assert "WHMCS" not in note and "FREEBIT" not in note, "it never talks to them"
+    assert "--no-emulators" in note
+
+    salesforce_only = {k: v for k, v in REAL_UPSTREAM.items() if k.startswith("SF_")}
+    chosen, _ = launcher(tmp_path, "--no-emulators", **salesforce_only)
+    names = [step.name for step in chosen.plan()]
+    assert "listener" in names, "a real Salesforce given in the environment is used"
+    assert "worker" not in names
+    component = listener(tmp_path, "--no-emulators", **salesforce_only)
+    assert component is not None
+    for name in salesforce_only:
+        assert name not in component.env, f"{name} is inherited as it is"
