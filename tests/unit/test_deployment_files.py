@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from cli.main import build_parser
@@ -59,43 +60,67 @@ def test_dockerfile_copies_every_package() -> None:
         assert f"COPY {package} {package}" in dockerfile, package
 
 
-def _worker() -> dict[str, Any]:
-    service: dict[str, Any] = _compose()["services"]["worker"]
+# Each engine process that serves Prometheus metrics, with the setting naming its port.
+METRICS_SETTING = {"worker": "worker_metrics_port", "listener": "listener_metrics_port"}
+ENGINE_PROCESSES = sorted(METRICS_SETTING)
+
+
+def _service(name: str) -> dict[str, Any]:
+    service: dict[str, Any] = _compose()["services"][name]
     return service
 
 
-def _metrics_port(service: dict[str, Any]) -> int:
-    configured = service.get("environment", {}).get("WORKER_METRICS_PORT")
+def _worker() -> dict[str, Any]:
+    return _service("worker")
+
+
+def _metrics_port(name: str) -> int:
+    setting = METRICS_SETTING[name]
+    configured = _service(name).get("environment", {}).get(setting.upper())
     if configured is None:
-        configured = Settings.model_fields["worker_metrics_port"].default
+        configured = Settings.model_fields[setting].default
     return int(configured)
 
 
-def test_the_worker_runs_the_one_image_and_scales_out() -> None:
-    worker = _worker()
-    assert worker["image"] == "order-fulfillment:latest"
-    assert worker["command"] == ["worker"]
-    assert worker["deploy"]["replicas"] >= 2, "workers are stateless: run several"
-    assert worker["restart"] in {"always", "unless-stopped"}
+@pytest.mark.parametrize("name", ENGINE_PROCESSES)
+def test_each_engine_process_runs_the_one_image_with_its_own_command(name: str) -> None:
+    service = _service(name)
+    assert service["image"] == "order-fulfillment:latest"
+    assert service["command"] == [name]
+    assert service["restart"] in {"always", "unless-stopped"}
     # Replicas cannot share one host port; Prometheus scrapes each on the compose network.
-    assert "ports" not in worker
-    assert str(_metrics_port(worker)) in {str(port) for port in worker["expose"]}
+    assert "ports" not in service
+    assert str(_metrics_port(name)) in {str(port) for port in service["expose"]}
 
 
-def test_the_worker_health_check_asks_its_own_metrics_port() -> None:
-    worker = _worker()
-    check = " ".join(worker["healthcheck"]["test"])
-    assert f"127.0.0.1:{_metrics_port(worker)}/metrics" in check
-    assert worker["healthcheck"]["test"][0] == "CMD", "the slim image has no shell tools"
-    assert worker["healthcheck"]["test"][1] == "python"
+def test_workers_scale_out_and_listeners_wait_as_hot_standbys() -> None:
+    assert _worker()["deploy"]["replicas"] >= 2, "workers are stateless: run several"
+    # One listener is active (it holds the Postgres lease); the others take over when it dies,
+    # so the stream stops only for as long as a standby needs to notice.
+    assert _service("listener")["deploy"]["replicas"] >= 2
 
 
-def test_the_worker_starts_once_its_servers_are_healthy_and_the_schema_is_migrated() -> None:
-    depends = _worker()["depends_on"]
-    for name in ("temporal", "postgres", "redis"):
-        assert depends[name]["condition"] == "service_healthy", name
+@pytest.mark.parametrize("name", ENGINE_PROCESSES)
+def test_the_health_check_asks_the_processes_own_metrics_port(name: str) -> None:
+    service = _service(name)
+    check = " ".join(service["healthcheck"]["test"])
+    assert f"127.0.0.1:{_metrics_port(name)}/metrics" in check
+    assert service["healthcheck"]["test"][0] == "CMD", "the slim image has no shell tools"
+    assert service["healthcheck"]["test"][1] == "python"
+
+
+@pytest.mark.parametrize("name", ENGINE_PROCESSES)
+def test_an_engine_process_starts_once_its_servers_are_healthy_and_the_schema_is_migrated(
+    name: str,
+) -> None:
+    depends = _service(name)["depends_on"]
+    for server in ("temporal", "postgres", "redis"):
+        assert depends[server]["condition"] == "service_healthy", server
     assert depends["migrate"]["condition"] == "service_completed_successfully"
-    assert depends["temporal-search-attributes"]["condition"] == (
+
+
+def test_the_worker_starts_once_the_search_attributes_are_registered() -> None:
+    assert _worker()["depends_on"]["temporal-search-attributes"]["condition"] == (
         "service_completed_successfully"
     ), "the workflow upserts the custom search attributes from its first task"
 
@@ -109,6 +134,14 @@ def test_every_health_condition_waits_on_a_service_that_has_a_health_check() -> 
         for target, rule in depends.items():
             if rule.get("condition") == "service_healthy":
                 assert "healthcheck" in services[target], f"{name} waits on {target}'s health"
+
+
+def test_docker_lets_a_stopping_listener_finish_the_events_in_hand() -> None:
+    listener = _service("listener")
+    assert listener["stop_signal"] == "SIGTERM"
+    # It gives the events in hand 10 s to finish (their cursors move only then), then closes
+    # its session and gives up the lease; SIGKILL before that means replays, never losses.
+    assert _seconds(listener["stop_grace_period"]) > 10
 
 
 def test_docker_lets_running_activities_finish_before_it_kills_a_worker() -> None:
