@@ -1,1 +1,2 @@
-"""The thin HTTP API for the portal's reads and the operators' actions."""
+"""The thin HTTP API: the portal's reads, the operators' actions, the public catalog, the WHMCS
+webhook, health, metrics and the Temporal UI's codec endpoint (`fulfillment api`)."""

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 
 from config.logging import configure_logging, get_logger
 from config.settings import (
+    API,
     LISTENER,
     MIGRATE,
     WORKER,
@@ -70,6 +71,13 @@ def _cmd_listener(_args: argparse.Namespace, _rest: list[str]) -> int:
     return 0
 
 
+def _cmd_api(_args: argparse.Namespace, _rest: list[str]) -> int:
+    from api.main import run_api
+
+    run_api(_settings(API))
+    return 0
+
+
 def _cmd_dev(_args: argparse.Namespace, rest: list[str]) -> int:
     from devstack.launcher import main as dev_main
 
@@ -104,6 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
         "listener", help="run the CDC listener (Salesforce change events -> fulfillments)"
     )
     listener.set_defaults(handler=_cmd_listener, passthrough=False)
+
+    api = sub.add_parser("api", help="serve the HTTP API (API_HOST:API_PORT)")
+    api.set_defaults(handler=_cmd_api, passthrough=False)
 
     migrate = sub.add_parser("migrate", help="apply pending Postgres migrations (DATABASE_URL)")
     migrate.add_argument("--status", action="store_true", help="list applied migrations")

@@ -143,6 +143,8 @@ class Settings(BaseSettings):
     # HTTP API and metrics
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=1, le=65535)
+    # Addresses whose X-Forwarded-For is believed (a load balancer); "*" trusts any.
+    api_trusted_proxies: str = "127.0.0.1"
     api_service_token: SecretStr | None = None
     api_ops_token: SecretStr | None = None
     worker_metrics_port: int = Field(default=9101, ge=0, le=65535)

@@ -1,0 +1,56 @@
+"""Bearer tokens: `API_SERVICE_TOKEN` for the portal's reads, `API_OPS_TOKEN` for operators.
+
+Each scope accepts its own token only (a portal token cannot retry or cancel). Tokens are
+compared in constant time; a missing or unknown token is 401, a valid token of the other scope
+403. Operators also say who they are (`X-Requested-By`), recorded with every action.
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated, Literal
+
+from fastapi import Depends, Header, Request
+
+from api.errors import ApiError
+from api.services import ApiServices, services
+
+Scope = Literal["service", "ops"]
+_CHALLENGE = {"WWW-Authenticate": "Bearer"}
+
+
+def _matches(given: str, expected: str | None) -> bool:
+    return expected is not None and hmac.compare_digest(given.encode(), expected.encode())
+
+
+def _check(request: Request, api: ApiServices, scope: Scope) -> None:
+    header = request.headers.get("authorization", "")
+    kind, _, token = header.partition(" ")
+    if kind.casefold() != "bearer" or not token:
+        raise ApiError(401, "unauthorized", "a bearer token is required", headers=_CHALLENGE)
+    service = _matches(token, api.service_token)
+    ops = _matches(token, api.ops_token)
+    if (scope == "service" and service) or (scope == "ops" and ops):
+        return
+    if service or ops:
+        raise ApiError(403, "forbidden", f"this token does not grant the {scope} scope")
+    raise ApiError(401, "unauthorized", "unknown token", headers=_CHALLENGE)
+
+
+def service_scope(request: Request, api: Annotated[ApiServices, Depends(services)]) -> None:
+    _check(request, api, "service")
+
+
+def ops_scope(request: Request, api: Annotated[ApiServices, Depends(services)]) -> None:
+    _check(request, api, "ops")
+
+
+def operator(
+    x_requested_by: Annotated[
+        str | None,
+        Header(max_length=200, description="who asks: an operator's email or a tool's name"),
+    ] = None,
+) -> str:
+    if not x_requested_by or not x_requested_by.strip():
+        raise ApiError(422, "invalid_request", "X-Requested-By names who asks for the action")
+    return x_requested_by.strip()

@@ -1,0 +1,9 @@
+"""One router per area; `ROUTERS` is what the app includes, in this order."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from api.routes import health
+
+ROUTERS: list[APIRouter] = [health.router]

@@ -1,0 +1,163 @@
+"""Health without auth: liveness, readiness (Postgres, Redis, Temporal), the CDC listener, the
+services cache; and `/metrics` for Prometheus."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Response
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from pydantic import BaseModel
+
+from api.services import ApiServices, services
+from clients import postgres
+from clients.cache import CacheGroup
+from clients.cache import ping as redis_ping
+
+router = APIRouter(tags=["health"])
+# Readiness answers quickly even when a dependency hangs: each check gets this long.
+CHECK_TIMEOUT = 2.0
+
+
+class Liveness(BaseModel):
+    status: str
+
+
+class Readiness(BaseModel):
+    status: str
+    checks: dict[str, bool]
+
+
+class ChannelCursor(BaseModel):
+    channel: str
+    replay_id: int
+    last_event_at: datetime | None
+    last_event_age_seconds: float | None
+    moved_at: datetime
+
+
+class ListenerReplica(BaseModel):
+    instance: str
+    active: bool
+    connected: bool
+    last_connect_at: datetime | None
+    reconnects: int
+    updated_at: datetime
+
+
+class CdcHealth(BaseModel):
+    status: str
+    connected: bool
+    replicas: list[ListenerReplica]
+    cursors: list[ChannelCursor]
+    dead_letters: int
+
+
+class CacheHealth(BaseModel):
+    status: str
+    redis: bool
+    catalog_keys: int
+
+
+@router.get("/api/health", response_model=Liveness)
+async def liveness() -> Liveness:
+    return Liveness(status="ok")
+
+
+@router.get(
+    "/api/health/ready",
+    response_model=Readiness,
+    responses={503: {"model": Readiness, "description": "a dependency is down"}},
+)
+async def readiness(
+    api: Annotated[ApiServices, Depends(services)], response: Response
+) -> Readiness:
+    checks = dict(
+        zip(
+            ("postgres", "redis", "temporal"),
+            await asyncio.gather(
+                _within(postgres.ping(api.pool)),
+                _within(redis_ping(api.redis)),
+                _within(_temporal_ok(api)),
+            ),
+            strict=True,
+        )
+    )
+    down = [name for name, ok in checks.items() if not ok]
+    if down:
+        response.status_code = 503
+        return Readiness(status=f"unavailable: {', '.join(down)}", checks=checks)
+    return Readiness(status="ok", checks=checks)
+
+
+@router.get("/api/health/cdc", response_model=CdcHealth)
+async def cdc_health(
+    api: Annotated[ApiServices, Depends(services)], response: Response
+) -> CdcHealth:
+    replicas = await api.pool.fetch(
+        "SELECT instance, active, connected, last_connect_at, reconnects, updated_at"
+        " FROM cdc_listener_status ORDER BY instance"
+    )
+    cursors = await api.pool.fetch(
+        "SELECT channel, replay_id, last_event_at, updated_at FROM cdc_replay_cursors"
+        " ORDER BY channel"
+    )
+    dead = await api.pool.fetchval(
+        "SELECT count(*) FROM cdc_dead_letters WHERE redriven_at IS NULL"
+    )
+    now = datetime.now(UTC)
+    fresh = [r for r in replicas if (now - r["updated_at"]).total_seconds() < 120]
+    connected = any(r["active"] and r["connected"] for r in fresh)
+    if not connected:
+        response.status_code = 503
+    return CdcHealth(
+        status="ok" if connected else "disconnected",
+        connected=connected,
+        replicas=[ListenerReplica(**dict(r)) for r in replicas],
+        cursors=[
+            ChannelCursor(
+                channel=r["channel"],
+                replay_id=r["replay_id"],
+                last_event_at=r["last_event_at"],
+                last_event_age_seconds=(now - r["last_event_at"]).total_seconds()
+                if r["last_event_at"]
+                else None,
+                moved_at=r["updated_at"],
+            )
+            for r in cursors
+        ],
+        dead_letters=int(dead),
+    )
+
+
+@router.get("/api/health/services/cache", response_model=CacheHealth)
+async def services_cache(
+    api: Annotated[ApiServices, Depends(services)], response: Response
+) -> CacheHealth:
+    try:
+        members = await api.redis.scard(api.keys.group_index(CacheGroup.SERVICES_CATALOG))
+        up = True
+    except Exception:
+        members, up = 0, False
+        response.status_code = 503
+    return CacheHealth(
+        status="ok" if up else "redis unavailable", redis=up, catalog_keys=int(members)
+    )
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics() -> Response:
+    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+
+async def _within(check: Any) -> bool:
+    try:
+        return bool(await asyncio.wait_for(check, timeout=CHECK_TIMEOUT))
+    except Exception:
+        return False
+
+
+async def _temporal_ok(api: ApiServices) -> bool:
+    return await api.temporal.service_client.check_health()

@@ -1,0 +1,73 @@
+"""What the routes use: one instance per process, opened by the app's lifespan.
+
+Routes take `ApiServices` through the `services` dependency; tests build the app with services
+pointed at their own Postgres, Redis, Temporal and emulators.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from typing import cast
+
+import asyncpg
+import redis.asyncio as redis
+from fastapi import Request
+from temporalio.client import Client
+
+from clients.cache import CacheInvalidator, CacheKeys, create_redis
+from clients.fulfillment_store import FulfillmentStore
+from clients.postgres import create_pool
+from clients.salesforce import SalesforceClient
+from config.settings import Settings
+from config.temporal import connect_temporal
+
+
+@dataclass
+class ApiServices:
+    settings: Settings
+    pool: asyncpg.Pool
+    redis: redis.Redis
+    temporal: Client
+    # The catalog's source; None where no Salesforce is configured (the catalog answers 503).
+    salesforce: SalesforceClient | None
+    keys: CacheKeys = field(init=False)
+    cache: CacheInvalidator = field(init=False)
+    store: FulfillmentStore = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.keys = CacheKeys(self.settings.cache_key_prefix)
+        self.cache = CacheInvalidator(self.redis, self.keys)
+        self.store = FulfillmentStore(self.pool)
+
+    @property
+    def service_token(self) -> str | None:
+        token = self.settings.api_service_token
+        return token.get_secret_value() if token else None
+
+    @property
+    def ops_token(self) -> str | None:
+        token = self.settings.api_ops_token
+        return token.get_secret_value() if token else None
+
+
+@asynccontextmanager
+async def open_services(settings: Settings) -> AsyncIterator[ApiServices]:
+    assert settings.database_url is not None and settings.redis_url is not None
+    async with AsyncExitStack() as stack:
+        pool = await create_pool(settings.database_url, max_size=10)
+        stack.push_async_callback(pool.close)
+        cache = create_redis(settings.redis_url)
+        stack.push_async_callback(cache.aclose)
+        # Lazy: the API starts (and answers health checks) while Temporal is still coming up.
+        temporal = await connect_temporal(settings, lazy=True)
+        salesforce: SalesforceClient | None = None
+        if settings.sf_token_url and settings.sf_client_id:
+            salesforce = SalesforceClient.from_settings(settings)
+            stack.push_async_callback(salesforce.aclose)
+        yield ApiServices(settings, pool, cache, temporal, salesforce)
+
+
+def services(request: Request) -> ApiServices:
+    return cast(ApiServices, request.app.state.services)
