@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Response
+from fastapi.middleware.cors import CORSMiddleware
 from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -63,6 +64,15 @@ def create_app(settings: Settings, *, services: ApiServices | None = None) -> Fa
     for router in ROUTERS:
         app.include_router(router)
     app.middleware("http")(_observe)
+    # Only the Temporal UI calls from a browser (the codec endpoint); the portal calls
+    # server-to-server and needs no CORS.
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=[o.strip() for o in settings.api_codec_cors_origins.split(",") if o.strip()],
+        allow_methods=["POST", "OPTIONS"],
+        allow_headers=["Authorization", "Content-Type", "X-Namespace"],
+        allow_credentials=True,
+    )
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
     return app
 

@@ -143,6 +143,10 @@ class Settings(BaseSettings):
     # HTTP API and metrics
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=1, le=65535)
+    # The Temporal UI's codec endpoint: the UI's origin (CORS), and whether it needs the ops
+    # token (only the local stack turns it off).
+    api_codec_cors_origins: str = "http://127.0.0.1:8233,http://localhost:8233"
+    api_codec_require_auth: bool = True
     # Addresses whose X-Forwarded-For is believed (a load balancer); "*" trusts any.
     api_trusted_proxies: str = "127.0.0.1"
     api_service_token: SecretStr | None = None
