@@ -30,7 +30,7 @@ from clients.postgres import create_pool
 from clients.salesforce import SalesforceClient
 from clients.salesforce_auth import SalesforceAuth
 from config.logging import get_logger
-from config.settings import Settings
+from config.settings import Settings, SettingsError
 from config.temporal import connect_temporal
 
 log = get_logger(__name__)
@@ -43,7 +43,13 @@ async def run_listener(
     assert settings.database_url is not None and settings.redis_url is not None
     stop = stop or _stop_on_signals()
     instance = instance or f"listener@{socket.gethostname()}:{os.getpid()}"
-    server, _thread = start_http_server(settings.listener_metrics_port)
+    try:
+        server, _thread = start_http_server(settings.listener_metrics_port)
+    except OSError as error:
+        raise SettingsError(
+            f"configuration error: LISTENER_METRICS_PORT {settings.listener_metrics_port}"
+            f" cannot be served: {error.strerror or error}"
+        ) from None
     async with AsyncExitStack() as stack:
         stack.callback(server.shutdown)
         temporal = await connect_temporal(settings)

@@ -132,7 +132,17 @@ class Lease:
 
     async def try_acquire(self) -> bool:
         if self._connection is None or self._connection.is_closed():
-            self._connection = await asyncpg.connect(self._url)
+            # The server must notice a replica whose host vanished without closing the
+            # connection (else its lock lives until the default 2 h TCP keepalive): probe an
+            # idle connection after 10 s, every 5 s, give up after 3 misses.
+            self._connection = await asyncpg.connect(
+                self._url,
+                server_settings={
+                    "tcp_keepalives_idle": "10",
+                    "tcp_keepalives_interval": "5",
+                    "tcp_keepalives_count": "3",
+                },
+            )
         acquired = await self._connection.fetchval("SELECT pg_try_advisory_lock($1)", LEASE_KEY)
         return bool(acquired)
 
