@@ -132,6 +132,9 @@ class Settings(BaseSettings):
     whmcs_secret: SecretStr | None = None
     whmcs_access_key: SecretStr | None = None
     whmcs_webhook_secret: SecretStr | None = None
+    # A webhook signed further than this from our clock is refused: it bounds how long a captured
+    # request can be replayed (a replay only invalidates caches again, but stays refused).
+    whmcs_webhook_tolerance_seconds: int = Field(default=300, ge=1, le=3600)
     # AddOrder's `paymentmethod` when the client's pay method names no gateway.
     whmcs_default_gateway: str = "banktransfer"
 
@@ -151,6 +154,13 @@ class Settings(BaseSettings):
     api_trusted_proxies: str = "127.0.0.1"
     api_service_token: SecretStr | None = None
     api_ops_token: SecretStr | None = None
+    # The public catalog: the price book it shows (the demo's and the portal's is "Portal"), how
+    # long browsers and shared caches may reuse it (no CDN purge exists, so this is the staleness
+    # a price change may show there; the portal overview's 60 s "volatile" TTL), and how many
+    # requests one client address may make per minute (a burst of as many, refilled evenly).
+    catalog_pricebook_name: str = Field(default="Portal", min_length=1, max_length=255)
+    catalog_max_age_seconds: int = Field(default=60, ge=0, le=86400)
+    catalog_rate_limit_per_minute: int = Field(default=60, ge=1, le=100_000)
     worker_metrics_port: int = Field(default=9101, ge=0, le=65535)
     worker_max_concurrent_activities: int = Field(default=20, ge=1, le=1000)
     # On SIGTERM, running activities get this long to finish before the worker stops.
