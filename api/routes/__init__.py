@@ -4,6 +4,6 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from api.routes import catalog, codec, health
+from api.routes import catalog, codec, health, webhooks
 
-ROUTERS: list[APIRouter] = [health.router, codec.router, catalog.router]
+ROUTERS: list[APIRouter] = [health.router, codec.router, catalog.router, webhooks.router]
