@@ -20,9 +20,16 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 import redis.asyncio as redis
+from prometheus_client import Counter
 from redis.exceptions import RedisError
 
 from clients.errors import System, TransientError
+
+INVALIDATED = Counter(
+    "fulfillment_cache_invalidated_keys",
+    "Portal cache keys deleted, by how: exact keys, a group, or a broad sweep (a flush)",
+    ["kind"],
+)
 
 
 class CacheUnavailableError(TransientError):
@@ -128,16 +135,20 @@ class CacheInvalidator:
         if not names:
             return 0
         try:
-            return int(await self._redis.unlink(*names))
+            deleted = int(await self._redis.unlink(*names))
         except RedisError as exc:
             raise CacheUnavailableError(f"redis unlink failed: {exc}") from exc
+        INVALIDATED.labels("keys").inc(deleted)
+        return deleted
 
     async def invalidate_group(self, group: CacheGroup) -> int:
         """Delete every key indexed in `group`; returns how many existed."""
         try:
-            return int(await self._invalidate_group(keys=[self.keys.group_index(group)]))
+            deleted = int(await self._invalidate_group(keys=[self.keys.group_index(group)]))
         except RedisError as exc:
             raise CacheUnavailableError(f"redis group invalidation failed: {exc}") from exc
+        INVALIDATED.labels("group").inc(deleted)
+        return deleted
 
     async def write_in_group(
         self, group: CacheGroup, key: str, value: str, *, ttl_seconds: int
@@ -174,6 +185,7 @@ class CacheInvalidator:
             deleted += await self._unlink(pending)
         except RedisError as exc:
             raise CacheUnavailableError(f"redis sweep failed: {exc}") from exc
+        INVALIDATED.labels("sweep").inc(deleted)
         return deleted
 
     async def _unlink(self, names: Sequence[str]) -> int:
