@@ -4,6 +4,12 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from api.routes import catalog, codec, health, webhooks
+from api.routes import catalog, codec, health, orders, webhooks
 
-ROUTERS: list[APIRouter] = [health.router, codec.router, catalog.router, webhooks.router]
+ROUTERS: list[APIRouter] = [
+    health.router,
+    codec.router,
+    catalog.router,
+    webhooks.router,
+    orders.router,
+]
