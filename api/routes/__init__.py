@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from api.routes import catalog, codec, health, orders, webhooks
+from api.routes import catalog, codec, health, ops, orders, webhooks
 
 ROUTERS: list[APIRouter] = [
     health.router,
@@ -12,4 +12,5 @@ ROUTERS: list[APIRouter] = [
     catalog.router,
     webhooks.router,
     orders.router,
+    ops.router,
 ]

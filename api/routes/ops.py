@@ -1,0 +1,195 @@
+"""Operators (bearer `API_OPS_TOKEN`): retry or cancel a parked fulfillment, list
+fulfillments, flush the portal's caches. The logic is `api.operations`, shared with the CLI;
+this module only speaks HTTP.
+
+Actions name who asks (`X-Requested-By`) and may name the request (`Idempotency-Key`): a POST
+repeated with the same key is recorded and decided once, and answered as the first time.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, Query
+from pydantic import BaseModel, ConfigDict, Field
+
+from api.auth import operator, ops_scope
+from api.errors import ApiError
+from api.operations import (
+    Action,
+    ActionResult,
+    Flushed,
+    FlushScope,
+    OperationError,
+    flush_caches,
+    perform,
+)
+from api.params import NO_STORE, AccountFilter, OrderId, checked, error_responses, no_store
+from api.read_model import (
+    DEFAULT_LIMIT,
+    MAX_LIMIT,
+    FulfillmentPage,
+    InvalidCursorError,
+    list_fulfillments,
+)
+from api.services import ApiServices, services
+from clients.errors import TransientError
+from clients.salesforce_ids import ACCOUNT
+from config.logging import get_logger
+from domain.errors import ErrorCode
+from domain.fulfillment import FulfillmentStatus, OperatorRequest
+from domain.order import SF_ID_PATTERN
+
+log = get_logger(__name__)
+
+router = APIRouter(
+    prefix="/api/ops",
+    tags=["operators"],
+    dependencies=[Depends(ops_scope), Depends(no_store)],
+    responses=error_responses(401, 403, 422, 503),
+)
+
+
+class ActionBody(BaseModel):
+    model_config = ConfigDict(str_strip_whitespace=True)
+
+    reason: str = Field(min_length=1, max_length=500, description="why, for the audit trail")
+
+
+class FlushBody(BaseModel):
+    scope: FlushScope = Field(
+        description="services: the catalog and every eligibility; orders: one account's "
+        "order keys (with `account`) or every order key; all: every key family of the engine"
+    )
+    account: str | None = Field(
+        default=None,
+        pattern=SF_ID_PATTERN,
+        description="a Salesforce Account id (scope orders only)",
+    )
+
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$",
+        description="names the request: a repeat with the same key is decided once and "
+        "answered as the first time (default: a new UUID, so every POST is its own request)",
+    ),
+]
+
+
+def _http(error: OperationError) -> ApiError:
+    return ApiError(error.status, error.code, error.message, headers=NO_STORE)
+
+
+async def _act(
+    action: Action,
+    sf_order_id: str,
+    body: ActionBody,
+    who: str,
+    key: str | None,
+    api: ApiServices,
+) -> ActionResult:
+    request = OperatorRequest(
+        reason=body.reason, requested_by=who, request_id=key or str(uuid.uuid4())
+    )
+    try:
+        return await perform(api, action, sf_order_id, request)
+    except OperationError as error:
+        raise _http(error) from None
+
+
+_ACTION_ERRORS = error_responses(404, 409)
+
+
+@router.post(
+    "/fulfillments/{sfOrderId}/retry",
+    status_code=202,
+    response_model=ActionResult,
+    summary="Retry a parked fulfillment (after fixing its cause)",
+    responses=_ACTION_ERRORS,
+)
+async def retry(
+    sf_order_id: OrderId,
+    body: ActionBody,
+    who: Annotated[str, Depends(operator)],
+    api: Annotated[ApiServices, Depends(services)],
+    idempotency_key: IdempotencyKey = None,
+) -> ActionResult:
+    return await _act(Action.RETRY, sf_order_id, body, who, idempotency_key, api)
+
+
+@router.post(
+    "/fulfillments/{sfOrderId}/cancel",
+    status_code=202,
+    response_model=ActionResult,
+    summary="Cancel a parked fulfillment (what was done is compensated)",
+    responses=_ACTION_ERRORS,
+)
+async def cancel(
+    sf_order_id: OrderId,
+    body: ActionBody,
+    who: Annotated[str, Depends(operator)],
+    api: Annotated[ApiServices, Depends(services)],
+    idempotency_key: IdempotencyKey = None,
+) -> ActionResult:
+    return await _act(Action.CANCEL, sf_order_id, body, who, idempotency_key, api)
+
+
+@router.get(
+    "/fulfillments",
+    response_model=FulfillmentPage,
+    summary="Fulfillments, newest first, filtered by status, error code or account",
+)
+async def fulfillments(
+    api: Annotated[ApiServices, Depends(services)],
+    account: AccountFilter,
+    status: Annotated[FulfillmentStatus | None, Query(description="e.g. failed")] = None,
+    error_code: Annotated[ErrorCode | None, Query()] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="page size")] = DEFAULT_LIMIT,
+    cursor: Annotated[
+        str | None, Query(max_length=200, description="`next_cursor` of the previous page")
+    ] = None,
+) -> FulfillmentPage:
+    try:
+        return await list_fulfillments(
+            api.pool,
+            account=account,
+            status=status,
+            error_code=error_code,
+            limit=limit,
+            cursor=cursor,
+        )
+    except InvalidCursorError as invalid:
+        raise ApiError(422, "invalid_request", str(invalid), headers=NO_STORE) from None
+    except TransientError as down:
+        raise ApiError(503, "unavailable", str(down), headers=NO_STORE) from None
+
+
+@router.post(
+    "/cache/flush",
+    response_model=Flushed,
+    summary="Flush the portal's caches (when invalidation events were missed)",
+)
+async def flush(
+    body: FlushBody,
+    who: Annotated[str, Depends(operator)],
+    api: Annotated[ApiServices, Depends(services)],
+) -> Flushed:
+    account = None
+    if body.account is not None:
+        account = checked(body.account, key_prefix=ACCOUNT, name="account")
+    try:
+        flushed = await flush_caches(api, body.scope, account)
+    except OperationError as error:
+        raise _http(error) from None
+    log.info(
+        "operator.cache_flush",
+        scope=flushed.scope.value,
+        account=flushed.account,
+        deleted=flushed.deleted,
+        requested_by=who,
+    )
+    return flushed
