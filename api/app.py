@@ -65,13 +65,11 @@ def create_app(settings: Settings, *, services: ApiServices | None = None) -> Fa
         app.include_router(router)
     app.middleware("http")(_observe)
     # Only the Temporal UI calls from a browser (the codec endpoint); the portal calls
-    # server-to-server and needs no CORS.
+    # server-to-server. CORS on the codec paths only: elsewhere its `Vary: Origin` would make a
+    # CDN keep a copy of the public catalog per origin.
     app.add_middleware(
-        CORSMiddleware,
-        allow_origins=[o.strip() for o in settings.api_codec_cors_origins.split(",") if o.strip()],
-        allow_methods=["POST", "OPTIONS"],
-        allow_headers=["Authorization", "Content-Type", "X-Namespace"],
-        allow_credentials=True,
+        CodecCORS,
+        origins=[o.strip() for o in settings.api_codec_cors_origins.split(",") if o.strip()],
     )
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
     return app
@@ -88,6 +86,26 @@ async def _observe(
     LATENCY.labels(request.method, template).observe(time.perf_counter() - started)
     REQUESTS.labels(request.method, template, str(response.status_code)).inc()
     return response
+
+
+class CodecCORS:
+    """CORS for `/api/codec/*`; every other path passes untouched."""
+
+    def __init__(self, app: ASGIApp, *, origins: list[str]) -> None:
+        self.app = app
+        self.cors = CORSMiddleware(
+            app,
+            allow_origins=origins,
+            allow_methods=["POST", "OPTIONS"],
+            allow_headers=["Authorization", "Content-Type", "X-Namespace"],
+            allow_credentials=True,
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith("/api/codec/"):
+            await self.cors(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
 
 
 class BodyLimit:

@@ -77,3 +77,9 @@ async def test_the_codec_needs_the_ops_token_and_answers_the_uis_preflight(api: 
 async def test_garbage_is_a_clear_400(api: Api) -> None:
     reply = await api.http.post("/api/codec/decode", content="not json", headers=api.ops())
     assert reply.status_code == 400 and reply.json()["code"] == "bad_request"
+
+
+async def test_cors_is_for_the_codec_only(api: Api) -> None:
+    health = await api.http.get("/api/health", headers={"Origin": UI})
+    assert "access-control-allow-origin" not in health.headers
+    assert "origin" not in health.headers.get("vary", "").casefold()
