@@ -6,11 +6,11 @@ ports it listens on, and the part of `.dev/stack.json` it provides — or None w
 to run. Every factory is called before anything starts (so that every port is checked first):
 a factory plans, it never starts or waits for anything. Components start in list order, so one
 that needs another's URL or credentials comes after it and reads them from `context.stack`;
-`context.env()` is the engine's environment for that stack. An engine process (the worker and
-the CDC listener now; the API as its issue lands) is one more factory appended here that builds
-its child with `engine_component`, so every one of them gets the same environment (the stack's
-settings, the payload key among them) and lists its ports (`context.ports.api`, a metrics port)
-in its `Component.ports`.
+`context.env()` is the engine's environment for that stack. An engine process (the worker, the
+CDC listener, the HTTP API) is one more factory appended here that builds its child with
+`engine_component`, so every one of them gets the same environment (the stack's settings, the
+payload key among them) and lists its ports (`context.ports.api`, a metrics port) in its
+`Component.ports`. The API's tokens and webhook secret go to the API child only.
 
 The dev launcher is one of the two places (with the test fixtures) allowed to know both the
 engine and the emulators: the emulators' default credentials are read from their modules.
@@ -32,7 +32,7 @@ import jwt
 
 from config.settings import LISTENER, WORKER, env_name
 from devstack.process import ServiceError
-from devstack.stack_file import ENV_FROM_STACK, lookup, stack_env
+from devstack.stack_file import API_SECRETS, ENV_FROM_STACK, lookup, stack_env
 from devstack.supervisor import Check, Component, http_check
 
 SF_API_VERSION = "60.0"
@@ -75,6 +75,7 @@ class DevContext:
     emulators: bool = True
     worker: bool = True
     listener: bool = True
+    api: bool = True
     # The launcher's environment: what its children inherit, and where settings the stack does
     # not provide (real upstreams when the emulators are off) come from.
     environ: Mapping[str, str] = field(default_factory=dict)
@@ -86,20 +87,25 @@ class DevContext:
         """The engine's settings (TEMPORAL_ADDRESS, DATABASE_URL, SF_*, …) for the stack so far."""
         return stack_env(self.stack)
 
-    def engine_env(self) -> dict[str, str | None]:
+    def engine_env(self, *, serves_api: bool = False) -> dict[str, str | None]:
         """The environment every engine child gets, laid over the launcher's own.
 
         The stack's settings win; for an upstream the stack provides (an emulator), a setting of
         that system it leaves empty is taken out (None), so the developer's own credentials for a
         real system never mix with the emulator's — an inline SF_JWT_PRIVATE_KEY from the shell
-        would otherwise be used instead of the stack's key file. Everything else (LOG_LEVEL, …)
-        is inherited.
+        would otherwise be used instead of the stack's key file. The API's own secrets (its
+        bearer tokens, the webhook secret) reach only the child that `serves_api`: a worker or
+        listener has no use for them, and a secret a process never holds cannot leak from it.
+        Everything else (LOG_LEVEL, …) is inherited.
         """
         env: dict[str, str | None] = {}
         if "LOG_FORMAT" not in self.environ:
             # The logs go to files that people read (and whose tail the supervisor prints).
             env["LOG_FORMAT"] = "console"
         for name, dotted in ENV_FROM_STACK:
+            if name in API_SECRETS and not serves_api:
+                env[name] = None
+                continue
             value = lookup(self.stack, dotted)
             address = _SYSTEM_ADDRESS.get(dotted.split(".")[0])
             if value is not None:
@@ -117,6 +123,8 @@ class DevContext:
 class Planned:
     component: Component
     stack: Mapping[str, Any] = field(default_factory=dict)
+    # What the launcher's summary prints for it (None: the component's url).
+    shown: str | None = None
 
 
 ComponentFactory = Callable[[DevContext], Planned | None]
@@ -272,6 +280,7 @@ def engine_component(
     ready: Check | None = None,
     url: str | None = None,
     stop_grace: float = 10.0,
+    serves_api: bool = False,
 ) -> Component:
     """An engine process (`fulfillment <command>`) with the engine environment of the stack.
 
@@ -281,7 +290,7 @@ def engine_component(
     return Component(
         name,
         context.fulfillment(*command),
-        env={**context.engine_env(), **(env or {})},
+        env={**context.engine_env(serves_api=serves_api), **(env or {})},
         cwd=context.dev_dir,
         ports=ports,
         ready=ready,
@@ -374,10 +383,58 @@ def listener(context: DevContext) -> Planned | None:
     return Planned(component, {"listener": {"metrics_url": metrics_url}})
 
 
+def api_codec_endpoint(ports: Ports) -> str:
+    """Where the Temporal UI sends payloads to be decoded: the dev API's codec routes."""
+    return f"http://127.0.0.1:{ports.api}/api/codec"
+
+
+def api(context: DevContext) -> Planned | None:
+    """`fulfillment api`: the portal's reads, the operators' actions, health, the UI's codec.
+
+    Planned last: it serves what the others write (the read model, the listener's state), and it
+    needs nothing of them to start. Ready once our child holds its port and GET /api/health
+    answers 200 (liveness: Temporal is connected lazily, so readiness of the dependencies is
+    /api/health/ready's business, not the launcher's).
+    """
+    if not context.api:
+        return None
+    port, ui_port = context.ports.api, context.ports.temporal_ui
+    url = f"http://127.0.0.1:{port}"
+    codec = api_codec_endpoint(context.ports)
+    component = engine_component(
+        context,
+        "api",
+        ("api",),
+        env={
+            "API_HOST": "127.0.0.1",
+            "API_PORT": str(port),
+            # The dev server's Web UI has no login, so it has no token to pass to the codec
+            # (`codec.passAccessToken`): with auth on, every payload would show as an error.
+            # The API listens on 127.0.0.1 only and the payload key is in .dev/ anyway, so an
+            # open codec here discloses nothing the developer's machine does not already hold.
+            # Production keeps the default (ops token required).
+            "API_CODEC_REQUIRE_AUTH": "false",
+            # The UI calls the codec from the browser, from its own origin, whichever port it
+            # was given (--temporal-ui-port, --free-ports).
+            "API_CODEC_CORS_ORIGINS": f"http://127.0.0.1:{ui_port},http://localhost:{ui_port}",
+        },
+        ports=(port,),
+        ready=http_check(f"{url}/api/health", status=200),
+        url=url,
+        serves_api=True,
+    )
+    return Planned(
+        component,
+        {"api": {"url": url, "codec_url": codec}},
+        shown=f"{url}  (docs {url}/api/docs; Temporal UI codec {codec}, no auth in dev)",
+    )
+
+
 COMPONENTS: list[ComponentFactory] = [
     salesforce_emulator,
     whmcs_emulator,
     freebit_emulator,
     worker,
     listener,
+    api,
 ]

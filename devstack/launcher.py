@@ -1,11 +1,12 @@
 """`fulfillment dev`: the whole stack on one machine, supervised, described in `.dev/stack.json`.
 
     fulfillment dev [--fresh] [--dir .dev] [--no-emulators] [--no-worker] [--no-listener]
-                    [--free-ports] [--<name>-port N] [--no-fsync]
+                    [--no-api] [--free-ports] [--<name>-port N] [--no-fsync]
 
-Order: Temporal, Postgres (unless DATABASE_URL), Redis (unless REDIS_URL), migrations, then the
-components of `devstack.components.COMPONENTS` (the emulators, the worker, then the CDC listener;
-the API as it is added there). The whole stack is planned first and every port it will listen
+Order: Temporal (its Web UI decoding payloads through the API's codec), Postgres (unless
+DATABASE_URL), Redis (unless REDIS_URL), migrations, then the components of
+`devstack.components.COMPONENTS` (the emulators, the worker, the CDC listener, then the HTTP
+API). The whole stack is planned first and every port it will listen
 on is checked free before anything starts, so a taken port stops the launcher with one line
 instead of leaving half a stack. Every child runs in its own process group with its output in
 `.dev/logs/<name>.log` and dies with the launcher (the kernel's parent-death signal, so even after
@@ -31,7 +32,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from config.settings import redact_url
-from devstack.components import COMPONENTS, DevContext, Ports
+from devstack.components import COMPONENTS, DevContext, Ports, api_codec_endpoint
 from devstack.leftovers import AlreadyRunning, LauncherLock, record_children, stop_leftovers
 from devstack.process import (
     ChildProcess,
@@ -86,6 +87,12 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="do not start the CDC listener; to run your own, source .dev/stack.env and run "
         "`fulfillment listener`",
+    )
+    parser.add_argument(
+        "--no-api",
+        action="store_true",
+        help="do not start the HTTP API (the Temporal UI then shows payloads encrypted); to run "
+        "your own, source .dev/stack.env and run `fulfillment api`",
     )
     parser.add_argument(
         "--free-ports", action="store_true", help="pick free ports for everything not set"
@@ -259,6 +266,7 @@ class Launcher:
             emulators=not self.args.no_emulators,
             worker=not self.args.no_worker,
             listener=not self.args.no_listener,
+            api=not self.args.no_api,
             environ=self.environ,
             say=self.say,
         )
@@ -279,7 +287,7 @@ class Launcher:
                         partial(self.supervisor.start, component),
                     ),
                     dict(planned.stack),
-                    (component.name, component.url) if component.url else None,
+                    (component.name, shown) if (shown := planned.shown or component.url) else None,
                     component,
                 )
             )
@@ -290,6 +298,10 @@ class Launcher:
         address = f"127.0.0.1:{ports.temporal}"
         ui_url = f"http://127.0.0.1:{ports.temporal_ui}"
         db_file = self.dev_dir / "temporal.db"
+        # Known before the API runs (it starts last): the UI asks the codec only when a page
+        # shows payloads, and by then the whole stack is up.
+        codec = None if self.args.no_api else api_codec_endpoint(ports)
+        shown = f"{address}  (UI {ui_url}" + (f", payloads decoded by {codec})" if codec else ")")
         return self._server(
             "Temporal",
             (ports.temporal, ports.temporal_ui),
@@ -300,6 +312,7 @@ class Launcher:
                     db_file=db_file,
                     namespace=namespace,
                     log_file=log,
+                    ui_codec_endpoint=codec,
                 ).process
             ),
             {
@@ -310,7 +323,7 @@ class Launcher:
                     "task_queue": self.environ.get("TEMPORAL_TASK_QUEUE", TASK_QUEUE_DEFAULT),
                 }
             },
-            f"{address}  (UI {ui_url})",
+            shown,
         )
 
     def _postgres(self) -> list[_Step]:

@@ -172,10 +172,13 @@ def start_temporal(
     namespace: str = "default",
     log_file: Path,
     search_attributes: dict[str, str] | None = None,
+    ui_codec_endpoint: str | None = None,
     timeout: float = 60.0,
 ) -> TemporalServer:
     """Start the Temporal dev server (SQLite file `db_file`, or in memory when None).
 
+    `ui_codec_endpoint` makes the Web UI send the payloads it shows there to be decoded (the
+    API's `/api/codec`); without it the UI shows them as the server holds them, encrypted.
     Ready when the gRPC port accepts and the Web UI lists every custom search attribute.
     """
     wanted = SEARCH_ATTRIBUTES if search_attributes is None else search_attributes
@@ -184,6 +187,8 @@ def start_temporal(
     argv = [str(temporal_binary()), "server", "start-dev", "--ip", _HOST]
     argv += ["--port", str(port), "--ui-port", str(ui_port), "--log-level", "warn"]
     argv += ["--ui-disable-news-fetch"]
+    if ui_codec_endpoint is not None:
+        argv += ["--ui-codec-endpoint", ui_codec_endpoint]
     if db_file is not None:
         db_file.parent.mkdir(parents=True, exist_ok=True)
         argv += ["--db-filename", str(db_file)]

@@ -2,10 +2,11 @@
 
 The stack is a JSON-shaped dict with the keys of DESIGN.md ("`.dev/stack.json` keys", plus
 `salesforce.auth_flow` and `salesforce.jwt_key_file`: the engine signs in with JWT bearer;
-`temporal.payload_keys`: every engine process encrypts payloads with the same key; and
-`worker.metrics_url` and `listener.metrics_url` once those run); `stack_env` turns it into the
-environment variables the engine's processes read (config/settings.py), which the launcher also
-writes to `.dev/stack.env` for a shell (`set -a; . .dev/stack.env`). Dev tokens, secrets and
+`temporal.payload_keys`: every engine process encrypts payloads with the same key;
+`worker.metrics_url`, `listener.metrics_url`, `api.url` and `api.codec_url` once those run);
+`stack_env` turns it into the environment variables the engine's processes read
+(config/settings.py), which the launcher also writes to `.dev/stack.env` for a shell
+(`set -a; . .dev/stack.env`), with `API_URL` added there for curl. Dev tokens, secrets and
 the payload key are generated once and kept in `.dev/secrets.json`, so they survive restarts: a
 new payload key would leave every history in `.dev/temporal.db` unreadable.
 """
@@ -56,6 +57,13 @@ ENV_FROM_STACK: tuple[tuple[str, str], ...] = (
     ("FREEBIT_OEM_ID", "freebit.oem_id"),
     ("FREEBIT_OEM_KEY", "freebit.oem_key"),
 )
+
+
+# Held by the API child only (devstack.components): the worker and the listener never use them.
+API_SECRETS = frozenset({"API_SERVICE_TOKEN", "API_OPS_TOKEN", "WHMCS_WEBHOOK_SECRET"})
+
+# For a shell only, not a setting of any process: `curl "$API_URL/api/health/ready"`.
+SHELL_ONLY: tuple[tuple[str, str], ...] = (("API_URL", "api.url"),)
 
 
 def _token() -> str:
@@ -125,7 +133,11 @@ def stack_env(stack: Mapping[str, Any]) -> dict[str, str]:
 def write_stack(dev_dir: Path, stack: Mapping[str, Any]) -> Path:
     """Write stack.json and stack.env under dev_dir; return the path of stack.json."""
     dev_dir.mkdir(parents=True, exist_ok=True)
-    env_lines = [f"{name}={shlex.quote(value)}" for name, value in stack_env(stack).items()]
+    env = stack_env(stack)
+    for name, dotted in SHELL_ONLY:
+        if (value := lookup(stack, dotted)) is not None:
+            env[name] = str(value)
+    env_lines = [f"{name}={shlex.quote(value)}" for name, value in env.items()]
     _private_write(dev_dir / "stack.env", "\n".join(env_lines) + "\n")
     path = dev_dir / "stack.json"
     _private_write(path, json.dumps(stack, indent=2) + "\n")

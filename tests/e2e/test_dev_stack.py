@@ -1,4 +1,5 @@
-"""`fulfillment dev` as a user runs it: the stack comes up, answers, Ctrl-C leaves nothing."""
+"""`fulfillment dev` as a user runs it: the stack comes up, answers (the API and the Temporal UI's
+codec included), Ctrl-C leaves nothing."""
 
 from __future__ import annotations
 
@@ -22,6 +23,8 @@ import httpx
 import jwt
 import pytest
 import redis
+from google.protobuf import json_format
+from temporalio.api.common.v1 import Payloads
 from temporalio.client import Client
 
 from config.settings import SALESFORCE, Settings, load_settings
@@ -266,6 +269,19 @@ async def fulfillment_starts(dev_dir: Path, order_id: str) -> list[FulfillmentIn
     return inputs
 
 
+def api_get(stack: dict[str, Any], path: str, token: str) -> httpx.Response:
+    """A GET on the dev API with one of the tokens stack.json hands out."""
+    headers = {"Authorization": f"Bearer {stack['api'][token]}"}
+    return httpx.get(f"{stack['api']['url']}{path}", headers=headers, timeout=10)
+
+
+async def started_input_payloads(address: str, order_id: str) -> Payloads:
+    """The workflow input exactly as Temporal stores it (encrypted), as the Web UI receives it."""
+    raw = await Client.connect(address)
+    history = await raw.get_workflow_handle(workflow_id(order_id)).fetch_history()
+    return history.events[0].workflow_execution_started_event_attributes.input
+
+
 def test_dev_stack_comes_up_and_ctrl_c_leaves_no_process_behind(tmp_path: Path) -> None:
     run = DevRun(tmp_path / ".dev", tmp_path / "console.txt", "--no-emulators")
     try:
@@ -275,12 +291,14 @@ def test_dev_stack_comes_up_and_ctrl_c_leaves_no_process_behind(tmp_path: Path) 
         assert stack["api"]["service_token"] and stack["api"]["ops_token"]
         assert_stack_answers(stack)
         children = run.children()
-        assert len(children) == 3
+        assert len(children) == 4, "Temporal, Postgres, Redis and the API"
         console = run.text()
-        for name in ("Temporal", "Postgres", "Redis"):
+        for name in ("Temporal", "Postgres", "Redis", "api"):
             assert f"starting {name} … ready in" in console
         assert stack["temporal"]["ui_url"] in console
         assert "listener: not started: SF_TOKEN_URL, SF_CLIENT_ID are not set" in console
+        # The API needs no upstream; without Salesforce only the catalog has nothing to serve.
+        assert api_get(stack, "/api/health/ready", "service_token").status_code == 200
     finally:
         code = run.interrupt()
     assert code == 0, run.text()
@@ -296,7 +314,7 @@ def test_children_die_with_a_killed_launcher_and_the_next_one_starts_on_the_same
     try:
         first.wait_up()
         orphans = first.children()
-        assert len(orphans) == 8
+        assert len(orphans) == 9
         secrets_before = json.loads((dev_dir / "secrets.json").read_text())
         order_id = internet_order_id(dev_dir)
         activate(dev_dir, order_id)
@@ -385,7 +403,7 @@ def test_dev_stack_runs_the_emulators_with_the_credentials_in_stack_json(tmp_pat
         )
         assert auth.json().get("authKey"), auth.text
         children = run.children()
-        assert len(children) == 8
+        assert len(children) == 9
     finally:
         code = run.interrupt()
     assert code == 0, run.text()
@@ -429,6 +447,50 @@ def test_an_order_activated_in_salesforce_is_fulfilled_by_the_stack_alone_across
         assert whmcs_order_count(stack) == 1
         encoding = asyncio.run(started_input_encoding(stack["temporal"]["address"], order_id))
         assert encoding == b"binary/encrypted", "the listener and the worker share one key"
+        assert_the_api_serves_the_fulfillment(run, stack, order_id)
     finally:
         code = run.interrupt()
     assert code == 0, run.text()
+
+
+def assert_the_api_serves_the_fulfillment(
+    run: DevRun, stack: dict[str, Any], order_id: str
+) -> None:
+    """What the portal and an operator see of the order through the stack's API."""
+    api = stack["api"]
+    assert api["url"] in run.text() and api["codec_url"] in run.text(), "the summary names both"
+    ready = api_get(stack, "/api/health/ready", "service_token")
+    assert ready.status_code == 200, ready.text
+    assert ready.json()["checks"] == {"postgres": True, "redis": True, "temporal": True}
+
+    path = f"/api/orders/{order_id}/fulfillment"
+    reads: list[httpx.Response] = []
+
+    def activated() -> bool:
+        # Salesforce's write-back comes before the workflow's last read-model write: poll as
+        # the portal would.
+        reads.append(api_get(stack, path, "service_token"))
+        return reads[-1].status_code == 200 and reads[-1].json()["status"] == "activated"
+
+    assert wait_until(activated, timeout=30), f"{reads[-1].text}\n{run.log_tail('api')}"
+    read = reads[-1]
+    assert read.json()["whmcs_order_id"] is not None
+    assert api_get(stack, path, "ops_token").status_code == 403, "two tokens, two scopes"
+
+    # What the Web UI does with the stored input: it was told where the codec is, and calls it
+    # from its own origin, without a token (the dev UI has no login).
+    ui = stack["temporal"]["ui_url"]
+    ui_settings = httpx.get(f"{ui}/api/v1/settings", timeout=5).json()
+    assert ui_settings["Codec"]["Endpoint"] == api["codec_url"]
+    stored = asyncio.run(started_input_payloads(stack["temporal"]["address"], order_id))
+    decoded = httpx.post(
+        f"{api['codec_url']}/decode",
+        content=json_format.MessageToJson(stored),
+        headers={"Origin": ui, "Content-Type": "application/json", "X-Namespace": "default"},
+        timeout=10,
+    )
+    assert decoded.status_code == 200, decoded.text
+    assert decoded.headers["access-control-allow-origin"] == ui
+    (plain,) = json_format.Parse(decoded.text, Payloads()).payloads
+    assert plain.metadata["encoding"] == b"json/plain"
+    assert json.loads(plain.data)["sf_order_id"] == order_id

@@ -18,6 +18,7 @@ from temporalio.client import Client
 from devstack.components import (
     DevContext,
     Ports,
+    api,
     jwt_grant_check,
     listener,
     salesforce_emulator,
@@ -107,7 +108,7 @@ async def _custom_attributes(address: str) -> dict[str, int]:
     return dict(response.custom_attributes)
 
 
-async def test_temporal_registers_search_attributes_and_restarts_on_its_database(
+async def test_temporal_registers_search_attributes_restarts_on_its_database_and_names_a_codec(
     tmp_path: Path,
 ) -> None:
     db = tmp_path / "temporal.db"
@@ -122,11 +123,23 @@ async def test_temporal_registers_search_attributes_and_restarts_on_its_database
         search_attributes=older,
     )
     assert set(await _custom_attributes(first.address)) >= set(older)
+    without = httpx.get(f"{first.ui_url}/api/v1/settings", timeout=5).json()
+    assert not without["Codec"]["Endpoint"], "no codec unless asked: payloads shown as stored"
     _kill_hard(first.pid)
 
-    again = start_temporal(port=port, ui_port=ui_port, db_file=db, log_file=tmp_path / "t2.log")
+    codec = "http://127.0.0.1:8000/api/codec"
+    again = start_temporal(
+        port=port,
+        ui_port=ui_port,
+        db_file=db,
+        log_file=tmp_path / "t2.log",
+        ui_codec_endpoint=codec,
+    )
     try:
         assert set(await _custom_attributes(again.address)) >= set(SEARCH_ATTRIBUTES)
+        # What the Web UI's own page reads to decide where payloads go to be decoded.
+        ui_settings = httpx.get(f"{again.ui_url}/api/v1/settings", timeout=5).json()
+        assert ui_settings["Codec"]["Endpoint"] == codec
     finally:
         again.stop()
     assert not group_alive(again.pid)
@@ -215,6 +228,32 @@ def test_the_listener_is_not_ready_while_a_stranger_serves_metrics_on_its_port(
         # An earlier run's listener, say: its /metrics answers 200 just as ours would.
         assert httpx.get(f"http://127.0.0.1:{port}/metrics").status_code == 200
         with pytest.raises(ServiceError, match="listener exited before it was ready"):
+            planned.component.launch(tmp_path / "logs")
+    finally:
+        stranger.shutdown()
+        stranger.server_close()
+
+
+def test_the_api_is_not_ready_while_a_stranger_answers_health_on_its_port(tmp_path: Path) -> None:
+    stranger = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Stranger)
+    port = stranger.server_address[1]
+    threading.Thread(target=stranger.serve_forever, daemon=True).start()
+    try:
+        stack: dict[str, object] = {
+            "temporal": {
+                "address": "127.0.0.1:7233",
+                "namespace": "default",
+                "task_queue": "order-fulfillment",
+            },
+            "database_url": "postgresql://postgres@127.0.0.1:5433/fulfillment",
+            "redis_url": "redis://127.0.0.1:6380/0",
+            "api": {"service_token": "dev-service", "ops_token": "dev-ops"},
+        }
+        planned = api(DevContext(dev_dir=tmp_path, ports=Ports(api=port), stack=stack))
+        assert planned is not None
+        # An earlier run's API, say: its /api/health answers 200 just as ours would.
+        assert httpx.get(f"http://127.0.0.1:{port}/api/health").status_code == 200
+        with pytest.raises(ServiceError, match="api exited before it was ready"):
             planned.component.launch(tmp_path / "logs")
     finally:
         stranger.shutdown()

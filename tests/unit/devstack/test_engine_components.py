@@ -1,6 +1,6 @@
-"""The engine's processes in `fulfillment dev` (the worker, the CDC listener): planned with the
-whole engine environment pointed at the dev stack, the payload key made once and shared by every
-engine child."""
+"""The engine's processes in `fulfillment dev` (the worker, the CDC listener, the API): planned
+with the whole engine environment pointed at the dev stack, the payload key made once and shared
+by every engine child, the API's tokens held by the API alone."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from config.settings import LISTENER, WORKER, env_name, load_settings
+from config.settings import API, LISTENER, WORKER, env_name, load_settings
 from config.temporal import parse_payload_keys
 from devstack.launcher import Launcher, _parser, _wipe
 from devstack.stack_file import merge, write_stack
@@ -264,3 +264,120 @@ def test_without_emulators_the_listener_needs_only_salesforce_from_the_environme
     assert component is not None
     for name in salesforce_only:
         assert name not in component.env, f"{name} is inherited as it is"
+
+
+def api(dev_dir: Path, *flags: str, **environ: str) -> Component | None:
+    return engine_child("api", dev_dir, *flags, **environ)
+
+
+def test_the_api_runs_last_on_the_stack_with_the_dev_tokens(tmp_path: Path) -> None:
+    chosen, _ = launcher(tmp_path)
+    steps = chosen.plan()
+    names = [step.name for step in steps]
+    assert names[-1] == "api", "it serves what the others write"
+    assert names.index("api") > names.index("migrations")
+    stack: dict[str, Any] = {}
+    for step in steps:
+        merge(stack, step.stack)
+
+    component = steps[-1].component
+    assert component is not None
+    assert component.argv[-1] == "api"
+    assert component.restartable
+    settings = settings_from(component.env, API)
+    port = chosen.ports.api
+    assert component.ports == (port,), "its port is checked free with the others"
+    assert port != 8000, "--free-ports moves it too"
+    assert (settings.api_host, settings.api_port) == ("127.0.0.1", port)
+    assert stack["api"]["url"] == f"http://127.0.0.1:{port}" == component.url
+    assert settings.api_service_token is not None and settings.api_ops_token is not None
+    assert settings.api_service_token.get_secret_value() == stack["api"]["service_token"]
+    assert settings.api_ops_token.get_secret_value() == stack["api"]["ops_token"]
+    assert settings.api_service_token != settings.api_ops_token, "two scopes, two tokens"
+    assert settings.whmcs_webhook_secret is not None
+    assert settings.whmcs_webhook_secret.get_secret_value() == stack["whmcs"]["webhook_secret"]
+    assert settings.database_url == stack["database_url"]
+    assert settings.redis_url == stack["redis_url"]
+    assert settings.temporal_address == stack["temporal"]["address"]
+    assert settings.temporal_payload_keys is not None, "the codec decrypts with the stack's key"
+    assert settings.temporal_payload_keys.get_secret_value() == stack["temporal"]["payload_keys"]
+    assert settings.sf_token_url == stack["salesforce"]["token_url"], "the catalog's source"
+    assert component.ready is not None
+
+
+def test_the_temporal_ui_decodes_payloads_through_the_dev_apis_codec(tmp_path: Path) -> None:
+    chosen, _ = launcher(tmp_path)
+    steps = {step.name: step for step in chosen.plan()}
+    component = steps["api"].component
+    assert component is not None
+    settings = settings_from(component.env, API)
+    codec = f"http://127.0.0.1:{chosen.ports.api}/api/codec"
+    assert steps["api"].stack["api"]["codec_url"] == codec
+    # The dev UI has no login and so no token to pass: an authenticated codec would answer it
+    # 401 for every payload.
+    assert settings.api_codec_require_auth is False
+    ui = chosen.ports.temporal_ui
+    origins = settings.api_codec_cors_origins.split(",")
+    assert f"http://127.0.0.1:{ui}" in origins and f"http://localhost:{ui}" in origins, (
+        "the browser calls from the UI's origin, on whatever port the UI was given"
+    )
+    temporal_shown, api_shown = steps["Temporal"].shown, steps["api"].shown
+    assert temporal_shown is not None and codec in temporal_shown[1]
+    assert api_shown is not None and codec in api_shown[1]
+    assert f"http://127.0.0.1:{chosen.ports.api}" in api_shown[1]
+
+
+def test_only_the_api_child_holds_the_api_tokens_and_the_webhook_secret(tmp_path: Path) -> None:
+    mine = {"API_SERVICE_TOKEN": "shell-token", "API_OPS_TOKEN": "shell-ops"}
+    stack, _ = planned(tmp_path, **mine)
+    the_api = api(tmp_path, **mine)
+    assert the_api is not None
+    assert the_api.env["API_SERVICE_TOKEN"] == stack["api"]["service_token"] != "shell-token"
+    for name in ("worker", "listener"):
+        component = engine_child(name, tmp_path, **mine)
+        assert component is not None
+        for secret in ("API_SERVICE_TOKEN", "API_OPS_TOKEN", "WHMCS_WEBHOOK_SECRET"):
+            assert component.env[secret] is None, f"{name} gets no {secret}, not even the shell's"
+
+
+def test_api_port_moves_by_flag_or_dev_variable(tmp_path: Path) -> None:
+    by_flag, _ = launcher(tmp_path, "--api-port", "18000")
+    by_env, _ = launcher(tmp_path, DEV_API_PORT="18001")
+    assert (by_flag.ports.api, by_env.ports.api) == (18000, 18001)
+    component = api(tmp_path, "--api-port", "18000")
+    assert component is not None
+    assert component.env["API_PORT"] == "18000"
+    temporal = next(step for step in by_flag.plan() if step.name == "Temporal")
+    assert temporal.shown is not None and "127.0.0.1:18000/api/codec" in temporal.shown[1]
+
+
+def test_stack_env_gives_a_shell_the_api_url_and_tokens_but_not_its_port(tmp_path: Path) -> None:
+    stack, _ = planned(tmp_path)
+    write_stack(tmp_path, stack)
+    lines = (tmp_path / "stack.env").read_text().splitlines()
+    env = {name: shlex.split(value)[0] for name, value in (line.split("=", 1) for line in lines)}
+    assert env["API_URL"] == stack["api"]["url"]
+    assert env["API_SERVICE_TOKEN"] == stack["api"]["service_token"]
+    assert env["API_OPS_TOKEN"] == stack["api"]["ops_token"]
+    # `fulfillment api` from that shell must not fight the dev one for its port.
+    assert "API_PORT" not in env
+
+
+def test_api_tokens_are_made_once_and_kept_across_restarts(tmp_path: Path) -> None:
+    first, _ = planned(tmp_path)
+    again, _ = planned(tmp_path)
+    assert first["api"]["service_token"] == again["api"]["service_token"]
+    assert first["api"]["ops_token"] == again["api"]["ops_token"]
+    kept = json.loads((tmp_path / "secrets.json").read_text())
+    assert kept["api_service_token"] == first["api"]["service_token"]
+
+
+def test_no_api_leaves_the_api_its_port_and_the_ui_codec_to_the_developer(tmp_path: Path) -> None:
+    stack, chosen = planned(tmp_path, "--no-api")
+    assert api(tmp_path, "--no-api") is None
+    assert "url" not in stack["api"], "stack.json never names a part that does not run"
+    assert stack["api"]["service_token"], "an API of one's own uses the stack's tokens"
+    steps = chosen.plan()
+    assert chosen.ports.api not in [port for step in steps for port in step.ports]
+    temporal = next(step for step in steps if step.name == "Temporal")
+    assert temporal.shown is not None and "/api/codec" not in temporal.shown[1]

@@ -28,10 +28,11 @@ def test_every_server_the_stack_runs_claims_its_ports(tmp_path: Path) -> None:
         "freebit-emulator",
         "worker",
         "listener",
+        "api",
     ]
     assert len(planned["Temporal"]) == 2, "the frontend and the Web UI"
     every = [port for ports in planned.values() for port in ports]
-    assert len(set(every)) == len(every) == 9
+    assert len(set(every)) == len(every) == 10
 
 
 def test_servers_given_by_url_or_left_out_claim_no_port(tmp_path: Path) -> None:
@@ -41,7 +42,8 @@ def test_servers_given_by_url_or_left_out_claim_no_port(tmp_path: Path) -> None:
         DATABASE_URL="postgresql://somewhere/fulfillment",
         REDIS_URL="redis://somewhere/0",
     )
-    assert list(planned) == ["Temporal"]
+    # The API needs no upstream: it runs on the servers alone.
+    assert list(planned) == ["Temporal", "api"]
 
 
 def test_two_parts_given_one_port_are_refused_naming_both(tmp_path: Path) -> None:
