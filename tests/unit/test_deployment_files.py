@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -109,7 +110,7 @@ def test_the_health_check_asks_the_processes_own_metrics_port(name: str) -> None
     assert service["healthcheck"]["test"][1] == "python"
 
 
-@pytest.mark.parametrize("name", ENGINE_PROCESSES)
+@pytest.mark.parametrize("name", [*ENGINE_PROCESSES, "api"])
 def test_an_engine_process_starts_once_its_servers_are_healthy_and_the_schema_is_migrated(
     name: str,
 ) -> None:
@@ -173,3 +174,58 @@ def test_no_secret_is_written_into_the_compose_file() -> None:
 def _seconds(duration: str) -> float:
     units = {"s": 1.0, "m": 60.0}
     return float(duration[:-1]) * units[duration[-1]]
+
+
+def _api_port() -> int:
+    configured = _service("api")["environment"].get("API_PORT")
+    return int(configured or Settings.model_fields["api_port"].default)
+
+
+def _published(service: dict[str, Any]) -> dict[int, int]:
+    """Container port -> host port of a service's short-syntax `ports`."""
+    published: dict[int, int] = {}
+    for entry in service.get("ports", []):
+        host, _, container = str(entry).rpartition(":")
+        published[int(container)] = int(host)
+    return published
+
+
+def test_the_api_runs_the_one_image_listening_on_every_interface_of_its_container() -> None:
+    api = _service("api")
+    assert api["image"] == "order-fulfillment:latest"
+    assert api["command"] == ["api"]
+    assert api["restart"] in {"always", "unless-stopped"}
+    # Settings default to 127.0.0.1, where a published port reaches nobody.
+    assert api["environment"]["API_HOST"] == "0.0.0.0"
+    assert _api_port() in _published(api), "the portal and the operators' browsers reach it"
+
+
+def test_a_published_api_port_is_held_by_one_replica() -> None:
+    api = _service("api")
+    replicas = api.get("deploy", {}).get("replicas", 1)
+    # Two containers cannot bind one host port: scaling out means a load balancer, no `ports`.
+    assert "ports" not in api or replicas == 1
+
+
+def test_the_api_health_check_asks_readiness_on_its_own_port() -> None:
+    check = _service("api")["healthcheck"]["test"]
+    assert check[:2] == ["CMD", "python"], "the slim image has no shell tools"
+    assert f"127.0.0.1:{_api_port()}/api/health/ready" in " ".join(check)
+
+
+def test_the_temporal_ui_decodes_payloads_through_the_apis_codec_with_a_token() -> None:
+    ui, api = _service("temporal-ui"), _service("api")
+    endpoint = urlsplit(ui["environment"]["TEMPORAL_CODEC_ENDPOINT"])
+    # The operator's browser calls the codec: the API's published port, not a compose name.
+    assert endpoint.hostname in {"localhost", "127.0.0.1"}
+    assert endpoint.port == _published(api)[_api_port()]
+    assert endpoint.path == "/api/codec"
+    # Production keeps the codec behind the ops token: the UI must send one.
+    assert str(ui["environment"]["TEMPORAL_CODEC_PASS_ACCESS_TOKEN"]).lower() == "true"
+    assert "API_CODEC_REQUIRE_AUTH" not in api["environment"], "the default (on) holds"
+    # ... and the browser's calls come from the UI's own origin, which CORS must allow.
+    ui_origin = f"http://{endpoint.hostname}:{_published(ui)[8080]}"
+    origins = api["environment"].get(
+        "API_CODEC_CORS_ORIGINS", Settings.model_fields["api_codec_cors_origins"].default
+    )
+    assert ui_origin in origins.split(",")
