@@ -301,7 +301,9 @@ class Flushed(BaseModel):
     deleted: int = Field(description="how many keys were deleted")
 
 
-async def flush_caches(api: ApiServices, scope: FlushScope, account: str | None = None) -> Flushed:
+async def flush_caches(
+    api: ApiServices, scope: FlushScope, account: str | None = None, *, requested_by: str
+) -> Flushed:
     """The runbook's "flush caches": for when invalidation events were missed.
 
     - services: the catalog (its indexed group, then a SCAN for keys nobody indexed) and every
@@ -331,6 +333,13 @@ async def flush_caches(api: ApiServices, scope: FlushScope, account: str | None 
             deleted += await api.cache.sweep(f"{keys.prefix}whmcs:*")
     except CacheUnavailableError as down:
         raise UnavailableError(f"Redis unavailable: {down}") from None
+    log.info(
+        "operator.cache_flush",
+        scope=scope.value,
+        account=account,
+        deleted=deleted,
+        requested_by=requested_by,
+    )
     return Flushed(scope=scope, account=account, deleted=deleted)
 
 

@@ -11,6 +11,7 @@ import asyncio
 import sys
 from collections.abc import Callable, Sequence
 
+from cli import operators
 from config.logging import configure_logging, get_logger
 from config.settings import (
     API,
@@ -119,6 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     migrate = sub.add_parser("migrate", help="apply pending Postgres migrations (DATABASE_URL)")
     migrate.add_argument("--status", action="store_true", help="list applied migrations")
     migrate.set_defaults(handler=_cmd_migrate, passthrough=False)
+
+    operators.register(sub)
     return parser
 
 

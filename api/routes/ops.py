@@ -36,12 +36,9 @@ from api.read_model import (
 from api.services import ApiServices, services
 from clients.errors import TransientError
 from clients.salesforce_ids import ACCOUNT
-from config.logging import get_logger
 from domain.errors import ErrorCode
 from domain.fulfillment import FulfillmentStatus, OperatorRequest
 from domain.order import SF_ID_PATTERN
-
-log = get_logger(__name__)
 
 router = APIRouter(
     prefix="/api/ops",
@@ -182,14 +179,6 @@ async def flush(
     if body.account is not None:
         account = checked(body.account, key_prefix=ACCOUNT, name="account")
     try:
-        flushed = await flush_caches(api, body.scope, account)
+        return await flush_caches(api, body.scope, account, requested_by=who)
     except OperationError as error:
         raise _http(error) from None
-    log.info(
-        "operator.cache_flush",
-        scope=flushed.scope.value,
-        account=flushed.account,
-        deleted=flushed.deleted,
-        requested_by=who,
-    )
-    return flushed

@@ -1,0 +1,305 @@
+"""What the operators' commands do (`cli.operators` puts them on the parser).
+
+They run the API's own code (`api.operations`, `api.read_model`) straight against Postgres,
+Redis and Temporal from the settings, not over HTTP: whoever has the engine's environment needs
+no token, and the answers and the audit trail are the API's. `status` and `failed` read the
+read model itself, never the portal's cached copy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+from pydantic import BaseModel
+
+from api.operations import (
+    Action,
+    ActionResult,
+    Flushed,
+    FlushScope,
+    NotFoundError,
+    OperationError,
+    flush_caches,
+    perform,
+)
+from api.read_model import Fulfillment, FulfillmentPage, fetch_fulfillment, list_fulfillments
+from api.services import ApiServices
+from clients.cache import create_redis
+from clients.errors import ClientError
+from clients.postgres import create_pool
+from clients.salesforce_ids import ACCOUNT, ORDER, InvalidSalesforceId, validate_sf_id
+from config.logging import configure_logging
+from config.settings import TEMPORAL, Settings, load_settings
+from config.temporal import connect_temporal
+from domain.errors import ErrorCode
+from domain.fulfillment import FulfillmentStatus, OperatorRequest
+
+OPERATOR = (*TEMPORAL, "database_url", "redis_url")
+
+
+@dataclass(frozen=True)
+class Output:
+    """What a command answers: `data` for `--json`, `text` for people."""
+
+    data: BaseModel
+    text: str
+
+
+class _BadInputError(Exception):
+    """An argument the command cannot use (exit 2, like argparse's own errors)."""
+
+
+Command = Callable[[argparse.Namespace, ApiServices], Awaitable[Output]]
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the operator command `args` names; its exit status."""
+    name = " ".join(p for p in (args.command, getattr(args, "cache_command", None)) if p)
+    command = _COMMANDS[name]
+    settings = load_settings(require=OPERATOR)
+    # The answer is the output; the log (stderr) only speaks up when something is wrong.
+    level = "WARNING" if settings.log_level == "INFO" else settings.log_level
+    configure_logging(level=level, fmt=settings.log_format, secrets=settings.secrets())
+    try:
+        output = asyncio.run(_with_services(settings, args, command))
+    except _BadInputError as bad:
+        return _fail(args, name, "invalid_request", str(bad), status=2)
+    except OperationError as error:
+        return _fail(args, name, error.code, error.message)
+    except ClientError as error:
+        return _fail(args, name, "unavailable", str(error))
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+        return _fail(args, name, "unavailable", f"Postgres unavailable ({type(error).__name__})")
+    if args.json:
+        print(output.data.model_dump_json(indent=2))
+    else:
+        print(output.text)
+    return 0
+
+
+def _fail(args: argparse.Namespace, name: str, code: str, message: str, *, status: int = 1) -> int:
+    if args.json:
+        print(json.dumps({"code": code, "message": message}))
+    print(f"fulfillment {name}: {message}", file=sys.stderr)
+    return status
+
+
+async def _with_services(settings: Settings, args: argparse.Namespace, command: Command) -> Output:
+    async with _services(settings) as api:
+        return await command(args, api)
+
+
+@asynccontextmanager
+async def _services(settings: Settings) -> AsyncIterator[ApiServices]:
+    assert settings.database_url is not None and settings.redis_url is not None
+    pool = await create_pool(
+        settings.database_url, min_size=1, max_size=2, application_name="fulfillment-cli"
+    )
+    redis = create_redis(settings.redis_url)
+    try:
+        # Lazy: `status` and `failed` never need Temporal.
+        temporal = await connect_temporal(settings, lazy=True)
+        yield ApiServices(settings, pool, redis, temporal, None)
+    finally:
+        await redis.aclose()
+        await pool.close()
+
+
+def _id(value: str, *, key_prefix: str, name: str) -> str:
+    try:
+        return validate_sf_id(value, key_prefix=key_prefix)
+    except InvalidSalesforceId as invalid:
+        raise _BadInputError(f"{name}: {invalid}") from None
+
+
+def _who(args: argparse.Namespace) -> str:
+    who = (args.requested_by or "").strip()
+    if not who:
+        raise _BadInputError("say who asks with --as (no $USER to default to)")
+    return str(who)
+
+
+# -- commands -------------------------------------------------------------------------------
+
+
+async def _status(args: argparse.Namespace, api: ApiServices) -> Output:
+    order_id = _id(args.order_id, key_prefix=ORDER, name="ORDER_ID")
+    found = await fetch_fulfillment(api.pool, order_id)
+    if found is None:
+        raise NotFoundError(f"no fulfillment for order {order_id}")
+    return Output(found, _describe(found))
+
+
+async def _act(args: argparse.Namespace, api: ApiServices) -> Output:
+    action = Action(args.command)
+    order_id = _id(args.order_id, key_prefix=ORDER, name="ORDER_ID")
+    request_id = args.request_id or str(uuid.uuid4())
+    try:
+        request = OperatorRequest(
+            reason=args.reason.strip(), requested_by=_who(args), request_id=request_id
+        )
+    except ValueError as invalid:
+        raise _BadInputError(_first_problem(invalid)) from None
+    result = await perform(api, action, order_id, request)
+    return Output(result, _acted(result))
+
+
+async def _failed(args: argparse.Namespace, api: ApiServices) -> Output:
+    account = None
+    if args.account is not None:
+        account = _id(args.account, key_prefix=ACCOUNT, name="--account")
+    if args.limit < 1:
+        raise _BadInputError("--limit: at least 1")
+    page = await list_fulfillments(
+        api.pool,
+        status=FulfillmentStatus.FAILED,
+        error_code=ErrorCode(args.error_code) if args.error_code else None,
+        account=account,
+        limit=args.limit,
+    )
+    return Output(page, _failed_table(page, limit=args.limit))
+
+
+async def _flush(args: argparse.Namespace, api: ApiServices) -> Output:
+    scope = FlushScope(args.scope)
+    account: str | None = None
+    if scope is FlushScope.ORDERS:
+        if args.account is None:
+            raise _BadInputError("--account: name an account, or all, for the orders scope")
+        if args.account != "all":
+            account = _id(args.account, key_prefix=ACCOUNT, name="--account")
+    elif args.account not in (None, "all"):
+        raise _BadInputError("--account: only the orders scope takes an account")
+    flushed = await flush_caches(api, scope, account, requested_by=_who(args))
+    return Output(flushed, _flushed(flushed))
+
+
+_COMMANDS: dict[str, Command] = {
+    "status": _status,
+    "retry": _act,
+    "cancel": _act,
+    "failed": _failed,
+    "cache flush": _flush,
+}
+
+
+# -- for people -----------------------------------------------------------------------------
+
+
+def _describe(f: Fulfillment) -> str:
+    rows: list[tuple[str, str]] = [
+        ("order", f.sf_order_id),
+        ("account", f.sf_account_id or "-"),
+        ("status", f.status.value),
+        ("step", f.step.value if f.step else "-"),
+    ]
+    if f.error_code:
+        rows.append(("error", f"{f.error_code.value}: {f.error_message or ''}".rstrip(": ")))
+    if f.whmcs_order_id is not None:
+        services = ", ".join(str(s) for s in f.whmcs_service_ids) or "none"
+        rows.append(
+            (
+                "whmcs",
+                f"order {f.whmcs_order_id}, invoice {f.whmcs_invoice_id or '-'}, "
+                f"services {services}",
+            )
+        )
+    rows += [
+        ("attempts", str(f.attempts)),
+        ("created", _when(f.created_at)),
+        ("updated", _when(f.updated_at)),
+        ("workflow", f.workflow_id),
+    ]
+    width = max(len(label) for label, _ in rows)
+    return "\n".join(f"{label.ljust(width)}  {value}" for label, value in rows)
+
+
+def _acted(result: ActionResult) -> str:
+    head = (
+        f"{result.action.value} of order {result.sf_order_id} accepted "
+        f"(by {result.requested_by}, request {result.request_id})"
+    )
+    progress = result.progress
+    if progress is None:
+        return f"{head}; it was accepted earlier and that run has ended since"
+    if result.action is Action.RETRY:
+        where = progress.step.value if progress.step else "the start"
+        return f"{head}: resuming at {where}, attempt {progress.attempt}"
+    return f"{head}: undoing what was done; the order ends Cancelled"
+
+
+def _failed_table(page: FulfillmentPage, *, limit: int) -> str:
+    if not page.items:
+        return "no parked fulfillments"
+    now = datetime.now(UTC)
+    header = ("ORDER", "ACCOUNT", "CODE", "STEP", "AGE", "TRIES", "MESSAGE")
+    rows = [
+        (
+            f.sf_order_id,
+            f.sf_account_id or "-",
+            f.error_code.value if f.error_code else "-",
+            f.step.value if f.step else "-",
+            _age(now - f.updated_at),
+            str(f.attempts),
+            _clip(f.error_message or "", 60),
+        )
+        for f in page.items
+    ]
+    lines = _table(header, rows)
+    if page.next_cursor is not None:
+        lines.append(f"(the newest {limit}; more with --limit, or narrow with --error-code)")
+    return "\n".join(lines)
+
+
+def _flushed(flushed: Flushed) -> str:
+    what = {
+        FlushScope.SERVICES: "services (catalog and eligibility)",
+        FlushScope.ORDERS: f"orders of account {flushed.account}"
+        if flushed.account
+        else "orders of every account",
+        FlushScope.ALL: "every engine key (orders, services, whmcs)",
+    }[flushed.scope]
+    return f"flushed {flushed.deleted} key(s): {what}"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    return [
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in [header, *rows]
+    ]
+
+
+def _when(at: datetime) -> str:
+    return f"{at.astimezone(UTC):%Y-%m-%d %H:%M:%S}Z ({_age(datetime.now(UTC) - at)} ago)"
+
+
+def _age(span: timedelta) -> str:
+    seconds = max(0, int(span.total_seconds()))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _first_problem(invalid: ValueError) -> str:
+    errors = getattr(invalid, "errors", None)
+    if callable(errors):
+        first = errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        names = {"reason": "--reason", "requested_by": "--as", "request_id": "--request-id"}
+        return f"{names.get(where, where)}: {first.get('msg', 'invalid')}"
+    return str(invalid)

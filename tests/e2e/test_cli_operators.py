@@ -1,0 +1,194 @@
+"""The operator commands as an operator runs them: `fulfillment status|retry|cancel|failed|cache
+flush`, each its own process with the engine's environment, against the test's Postgres, Redis,
+Temporal and the real worker (in this process, so the commands run without blocking it)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+import redis.asyncio as redis
+
+from clients.cache import CacheKeys
+from domain.fulfillment import FulfillmentProgress, FulfillmentStatus
+from tests.fixtures.engine import Engine
+
+REPO = Path(__file__).resolve().parents[2]
+PAY_METHOD = {
+    "records": {"paymethods": [{"clientid": 3, "type": "RemoteCreditCard", "gateway": "stripe"}]}
+}
+
+
+@dataclass
+class Ran:
+    status: int
+    stdout: str
+    stderr: str
+
+    def json(self) -> Any:
+        return json.loads(self.stdout)
+
+
+async def fulfillment(engine: Engine, *args: str, env: dict[str, str] | None = None) -> Ran:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "cli",
+        *args,
+        env=env if env is not None else engine.environment() | {"USER": "tester"},
+        cwd=REPO,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    async with asyncio.timeout(60):
+        out, err = await process.communicate()
+    assert process.returncode is not None
+    return Ran(process.returncode, out.decode(), err.decode())
+
+
+async def parked(engine: Engine, key: str = "no_payment_method") -> tuple[str, Any]:
+    order_id = engine.activate(key)
+    handle = await engine.start(order_id)
+    async with asyncio.timeout(60):
+        while True:
+            progress = await handle.query("progress", result_type=FulfillmentProgress)
+            if progress.waiting_for_operator:
+                return order_id, handle
+            await asyncio.sleep(0.1)
+
+
+@pytest.mark.usefixtures("worker")
+async def test_an_operator_finds_a_parked_order_retries_it_and_it_activates(
+    engine: Engine, db: asyncpg.Connection
+) -> None:
+    order_id, handle = await parked(engine)
+
+    failed = await fulfillment(engine, "failed")
+    assert failed.status == 0, failed.stderr
+    header, row = failed.stdout.splitlines()
+    assert header.split() == ["ORDER", "ACCOUNT", "CODE", "STEP", "AGE", "TRIES", "MESSAGE"]
+    assert row.split()[:4] == [
+        order_id,
+        engine.order(order_id)["AccountId"],
+        "PAYMENT_METHOD_MISSING",
+        "validate_payment_method",
+    ]
+    scripted = await fulfillment(engine, "failed", "--json", "--error-code", "INVALID_ORDER")
+    assert scripted.json() == {"items": [], "next_cursor": None}
+
+    status = await fulfillment(engine, "status", order_id)
+    assert status.status == 0
+    lines = dict(line.split(None, 1) for line in status.stdout.splitlines())
+    assert (lines["status"], lines["step"]) == ("failed", "validate_payment_method")
+    assert lines["error"].startswith("PAYMENT_METHOD_MISSING: ")
+    assert (await fulfillment(engine, "status", order_id, "--json")).json()["attempts"] == 1
+
+    engine.whmcs.http.post(f"{engine.whmcs.control_url}/seed", json=PAY_METHOD).raise_for_status()
+    retry = ["retry", order_id, "--reason", "card added", "--as", "alice", "--request-id", "r-1"]
+    first, again = await asyncio.gather(fulfillment(engine, *retry), fulfillment(engine, *retry))
+
+    assert (first.status, again.status) == (0, 0), first.stderr + again.stderr
+    assert first.stdout.startswith(f"retry of order {order_id} accepted (by alice, request r-1)"), (
+        first.stdout
+    )
+    assert first.stderr == ""  # nothing but the answer
+    assert (await handle.result()).status is FulfillmentStatus.ACTIVATED
+    actions = await db.fetch(
+        "SELECT requested_by, reason, outcome FROM operator_actions WHERE sf_order_id = $1",
+        order_id,
+    )
+    assert [tuple(a) for a in actions] == [("alice", "card added", "accepted")]
+
+    late = await fulfillment(engine, "retry", order_id, "--reason", "again")
+    assert late.status == 1
+    assert late.stdout == ""
+    assert late.stderr == (
+        "fulfillment retry: cannot retry: the fulfillment is activated and its workflow has ended\n"
+    )
+    scripted_late = await fulfillment(engine, "retry", order_id, "--reason", "again", "--json")
+    assert scripted_late.status == 1
+    assert scripted_late.json()["code"] == "conflict"
+    assert (await fulfillment(engine, "failed")).stdout == "no parked fulfillments\n"
+
+
+@pytest.mark.usefixtures("worker")
+async def test_cancel_from_the_command_line_ends_the_fulfillment_cancelled(
+    engine: Engine, db: asyncpg.Connection
+) -> None:
+    order_id, handle = await parked(engine, "unmapped_product")
+
+    ran = await fulfillment(engine, "cancel", order_id, "--reason", "product withdrawn", "--json")
+
+    assert ran.status == 0, ran.stderr
+    answer = ran.json()
+    assert (answer["action"], answer["requested_by"], answer["outcome"]) == (
+        "cancel",
+        "tester",
+        "accepted",
+    )
+    assert (await handle.result()).status is FulfillmentStatus.CANCELLED
+    assert engine.order(order_id)["Activation_Status__c"] == "Cancelled"
+    status = (await fulfillment(engine, "status", order_id, "--json")).json()
+    assert status["status"] == "cancelled"
+
+
+async def test_cache_flush_from_the_command_line(engine: Engine, redis_client: redis.Redis) -> None:
+    keys = CacheKeys(engine.settings.cache_key_prefix)
+    account = "001000000000001AAA"
+    await redis_client.set(keys.orders_account(account), "cached")
+    await redis_client.set(keys.services_catalog("book"), "cached")
+
+    by_account = await fulfillment(
+        engine, "cache", "flush", "--scope", "orders", "--account", account
+    )
+    assert by_account.status == 0, by_account.stderr
+    assert by_account.stdout == f"flushed 1 key(s): orders of account {account}\n"
+    everything = await fulfillment(engine, "cache", "flush", "--scope", "all", "--json")
+    assert everything.json()["scope"] == "all" and everything.json()["deleted"] >= 1
+    assert not await redis_client.exists(keys.services_catalog("book"))
+
+    unnamed = await fulfillment(engine, "cache", "flush", "--scope", "orders")
+    assert unnamed.status == 2
+    assert unnamed.stderr == (
+        "fulfillment cache flush: --account: name an account, or all, for the orders scope\n"
+    )
+
+
+async def test_failures_are_one_clear_line_and_a_non_zero_status(engine: Engine) -> None:
+    unknown = await fulfillment(engine, "status", "801000000000001AAA")
+    assert (unknown.status, unknown.stderr) == (
+        1,
+        "fulfillment status: no fulfillment for order 801000000000001AAA\n",
+    )
+    not_an_order = await fulfillment(engine, "retry", "001000000000001AAA", "--reason", "x")
+    assert not_an_order.status == 2
+    assert not_an_order.stderr.count("\n") == 1
+    assert "ORDER_ID: not a Salesforce id of the expected object" in not_an_order.stderr
+
+    nobody = engine.environment()
+    nobody.pop("USER", None)
+    anonymous = await fulfillment(
+        engine, "retry", "801000000000001AAA", "--reason", "x", env=nobody
+    )
+    assert (anonymous.status, anonymous.stderr) == (
+        2,
+        "fulfillment retry: say who asks with --as (no $USER to default to)\n",
+    )
+
+    down = engine.environment() | {"DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none"}
+    unreachable = await fulfillment(engine, "failed", env=down)
+    assert unreachable.status == 1
+    assert unreachable.stderr.count("\n") == 1
+    assert unreachable.stderr.startswith("fulfillment failed: Postgres unavailable")
+    assert "Traceback" not in unreachable.stderr
+
+    unset = {k: v for k, v in engine.environment().items() if k != "DATABASE_URL"}
+    missing = await fulfillment(engine, "failed", env=unset)
+    assert missing.status == 2
+    assert missing.stderr.count("\n") == 1 and "DATABASE_URL" in missing.stderr
