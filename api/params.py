@@ -20,10 +20,12 @@ from domain.order import SF_ID_PATTERN
 NO_STORE = {"Cache-Control": "private, no-store"}
 
 _SAID = {
+    400: "a body that is not JSON",
     401: "no bearer token, or an unknown one",
     403: "a valid token of the other scope",
     404: "nothing by that id",
     409: "the fulfillment is not in a state that allows this, or the key was used before",
+    413: "a body over the size limit",
     422: "an invalid id, parameter, header or body",
     503: "a dependency is down; nothing was decided",
 }

@@ -98,7 +98,8 @@ async def _act(
         raise _http(error) from None
 
 
-_ACTION_ERRORS = error_responses(404, 409)
+_BODY_ERRORS = error_responses(400, 413)
+_ACTION_ERRORS = error_responses(404, 409) | _BODY_ERRORS
 
 
 @router.post(
@@ -169,6 +170,7 @@ async def fulfillments(
     "/cache/flush",
     response_model=Flushed,
     summary="Flush the portal's caches (when invalidation events were missed)",
+    responses=_BODY_ERRORS,
 )
 async def flush(
     body: FlushBody,
