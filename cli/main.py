@@ -11,7 +11,7 @@ import asyncio
 import sys
 from collections.abc import Callable, Sequence
 
-from cli import operators
+from cli import demo_command, operators
 from config.logging import configure_logging, get_logger
 from config.settings import (
     API,
@@ -122,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     migrate.set_defaults(handler=_cmd_migrate, passthrough=False)
 
     operators.register(sub)
+    demo_command.register(sub)
     return parser
 
 

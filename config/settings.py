@@ -84,6 +84,7 @@ class Settings(BaseSettings):
     )
 
     # Temporal
+    # The Temporal frontend, host:port.
     temporal_address: str = "127.0.0.1:7233"
     temporal_namespace: str = "default"
     temporal_task_queue: str = "order-fulfillment"
@@ -95,10 +96,14 @@ class Settings(BaseSettings):
     reconciliation_interval_seconds: int = Field(default=600, ge=10)
     reconciliation_batch_size: int = Field(default=200, ge=1, le=2000)
 
-    # Storage. Plain strings, because the clients connect with them as they are; their
-    # passwords are hidden from repr and dumps below and handed to the log redactor by secrets().
+    # Storage
+    # Postgres, `postgresql://…` (a unix-socket form `?host=/dir` works). Plain strings, because
+    # the clients connect with them as they are; their passwords are hidden from repr and dumps
+    # below and handed to the log redactor by secrets().
     database_url: str | None = None
+    # Redis, `redis://…`, `rediss://…` or `unix://…`.
     redis_url: str | None = None
+    # Prefix of every portal cache key.
     cache_key_prefix: str = "portal:"
     services_cache_safety_ttl_seconds: int = Field(default=43200, gt=0)
 
