@@ -9,7 +9,8 @@ Temporal update (the server deduplicates update ids within a run), and one decis
 workflow ignores a request id it has handled).
 
 A repeat answers as the first request did. Outcomes in the audit row: `pending` (recorded, no
-answer yet) and `unavailable: <why>` (Temporal did not answer) are sent again; `refused:
+answer yet) and `unavailable: <why>` (Temporal or the workflow did not answer in time; it may
+still act on the update, which a repeat then finds) are sent again; `refused:
 <validator's reason>` is answered 409 again without asking the workflow; `accepted` is sent
 again to the same run, which answers with the first result, or, when that run has ended,
 answered from the record alone (no progress).
@@ -17,8 +18,9 @@ answered from the record alone (no progress).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, ClassVar, NoReturn, TypeVar
 
@@ -42,6 +44,9 @@ from domain.fulfillment import FulfillmentProgress, OperatorRequest, workflow_id
 
 log = get_logger(__name__)
 T = TypeVar("T")
+
+# How long an action waits for the workflow's answer (a worker must pick the update up).
+UPDATE_WAIT = timedelta(seconds=20)
 
 ACCEPTED = "accepted"
 _REFUSED = "refused: "
@@ -134,9 +139,18 @@ WHERE request_id = $1
 
 
 async def perform(
-    api: ApiServices, action: Action, sf_order_id: str, request: OperatorRequest
+    api: ApiServices,
+    action: Action,
+    sf_order_id: str,
+    request: OperatorRequest,
+    *,
+    wait: timedelta = UPDATE_WAIT,
 ) -> ActionResult:
-    """Send `action` to the order's parked fulfillment; `request.request_id` is required."""
+    """Send `action` to the order's parked fulfillment; `request.request_id` is required.
+
+    Waits at most `wait` for the workflow to take or refuse it (the update is answered by a
+    worker: with none polling it would wait for ever).
+    """
     request_id = request.request_id
     if not request_id:
         raise InvalidOperationError("a request id is required")
@@ -187,10 +201,16 @@ async def perform(
         reason=recorded.reason, requested_by=recorded.requested_by, request_id=request_id
     )
     try:
-        progress = await handle.execute_update(
-            action.value, sent, id=request_id, result_type=FulfillmentProgress
-        )
-    except (WorkflowUpdateFailedError, RPCError, WorkflowUpdateRPCTimeoutOrCancelledError) as error:
+        async with asyncio.timeout(wait.total_seconds()):
+            progress = await handle.execute_update(
+                action.value, sent, id=request_id, result_type=FulfillmentProgress
+            )
+    except (
+        WorkflowUpdateFailedError,
+        RPCError,
+        WorkflowUpdateRPCTimeoutOrCancelledError,
+        TimeoutError,
+    ) as error:
         if accepted_before:
             # Decided before; the record is the answer even if the run cannot repeat it.
             return answer(None)
@@ -271,7 +291,8 @@ async def _refuse(pool: asyncpg.Pool, request_id: str, reason: str) -> NoReturn:
 async def _unavailable(pool: asyncpg.Pool, request_id: str, why: str) -> NoReturn:
     await _finish(pool, request_id, _UNAVAILABLE + why)
     raise UnavailableError(
-        f"{why}; nothing was decided: repeat the request with the same Idempotency-Key"
+        f"{why}; it may still be acted on: repeat the request with the same Idempotency-Key "
+        "to learn its outcome"
     )
 
 

@@ -4,6 +4,7 @@ trail, repeated and racing requests, the list, and the cache flush."""
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 from typing import Any
 
 import asyncpg
@@ -11,11 +12,13 @@ import pytest
 import redis.asyncio as redis
 from temporalio.client import WorkflowHandle
 
+from api.operations import Action, UnavailableError, perform
+from api.services import open_services
 from clients.cache import CacheGroup, CacheInvalidator, CacheKeys
 from domain.errors import ErrorCode
-from domain.fulfillment import FulfillmentProgress, FulfillmentStatus, Step
+from domain.fulfillment import FulfillmentProgress, FulfillmentStatus, OperatorRequest, Step
 from tests.fixtures.api import Api
-from tests.fixtures.engine import Engine
+from tests.fixtures.engine import Engine, worker_running
 from tests.integration.api._support import Record, degraded_services, served, sf_id
 
 PAY_METHOD = {
@@ -472,3 +475,34 @@ async def test_a_repeated_cancel_never_reaches_a_fresh_run_of_the_order(
     assert repeat.json() == first.json() | {"progress": None}
     assert (await fresh.query("progress", result_type=FulfillmentProgress)).waiting_for_operator
     assert len(await audit(db, order_id)) == 1
+
+
+async def test_a_retry_no_worker_answered_in_time_is_settled_by_its_repeat_once(
+    api: Api, engine: Engine, db: asyncpg.Connection
+) -> None:
+    async with worker_running(engine.settings):
+        order_id, handle = await parked_without_payment_method(engine)
+    engine.whmcs.http.post(f"{engine.whmcs.control_url}/seed", json=PAY_METHOD).raise_for_status()
+    request = OperatorRequest(reason="card added", requested_by="ops", request_id="unanswered")
+
+    # No worker polls: the update cannot be answered, and the caller is told to repeat.
+    async with open_services(engine.settings) as services:
+        with pytest.raises(UnavailableError, match="repeat the request with the same"):
+            await perform(services, Action.RETRY, order_id, request, wait=timedelta(seconds=1))
+    [unanswered] = await audit(db, order_id)
+    assert unanswered["outcome"] == "unavailable: the workflow did not answer in time"
+
+    async with worker_running(engine.settings):
+        repeat = await api.http.post(
+            f"/api/ops/fulfillments/{order_id}/retry",
+            json={"reason": "card added"},
+            headers=api.ops() | {"Idempotency-Key": "unanswered"},
+        )
+        assert repeat.status_code == 202, repeat.text
+        assert (await handle.result()).status is FulfillmentStatus.ACTIVATED
+    [settled] = await audit(db, order_id)
+    assert settled["outcome"] == "accepted"
+    attempts = await db.fetchval(
+        "SELECT attempts FROM fulfillments WHERE sf_order_id = $1", order_id
+    )
+    assert attempts == 2
