@@ -108,6 +108,13 @@ async def _custom_attributes(address: str) -> dict[str, int]:
     return dict(response.custom_attributes)
 
 
+async def _ui_codec_endpoint(ui_url: str) -> str:
+    """Where the Web UI's page sends payloads to be decoded ("" for nowhere), as it reads it."""
+    async with httpx.AsyncClient(timeout=5) as http:
+        endpoint: str = (await http.get(f"{ui_url}/api/v1/settings")).json()["Codec"]["Endpoint"]
+    return endpoint
+
+
 async def test_temporal_registers_search_attributes_restarts_on_its_database_and_names_a_codec(
     tmp_path: Path,
 ) -> None:
@@ -123,8 +130,7 @@ async def test_temporal_registers_search_attributes_restarts_on_its_database_and
         search_attributes=older,
     )
     assert set(await _custom_attributes(first.address)) >= set(older)
-    without = httpx.get(f"{first.ui_url}/api/v1/settings", timeout=5).json()
-    assert not without["Codec"]["Endpoint"], "no codec unless asked: payloads shown as stored"
+    assert not await _ui_codec_endpoint(first.ui_url), "no codec unless asked: shown as stored"
     _kill_hard(first.pid)
 
     codec = "http://127.0.0.1:8000/api/codec"
@@ -137,9 +143,7 @@ async def test_temporal_registers_search_attributes_restarts_on_its_database_and
     )
     try:
         assert set(await _custom_attributes(again.address)) >= set(SEARCH_ATTRIBUTES)
-        # What the Web UI's own page reads to decide where payloads go to be decoded.
-        ui_settings = httpx.get(f"{again.ui_url}/api/v1/settings", timeout=5).json()
-        assert ui_settings["Codec"]["Endpoint"] == codec
+        assert await _ui_codec_endpoint(again.ui_url) == codec
     finally:
         again.stop()
     assert not group_alive(again.pid)
