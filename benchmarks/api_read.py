@@ -1,0 +1,255 @@
+"""Cached API reads: `GET /api/orders/{id}/fulfillment` as the portal calls it, against a bare
+FastAPI route returning the same JSON, in the same run on the same machine.
+
+The real API runs as `fulfillment api` does in production (its own process, uvicorn, every
+middleware, the bearer check, the id check, the Redis read) on an embedded Postgres and Redis
+(devstack.services). One read-model row is seeded and the first call fills
+`orders:detail:<id>`; after that every measured read is a Redis hit (checked through the API's
+own cache metrics, not assumed). Temporal is never called on this path; the app's client is
+lazy, pointed at a port nothing listens on. The baseline (`benchmarks.bare_app`) answers the
+document the real API returned, from memory, through the same server and framework. Both run as
+subprocesses; the load comes from this process (benchmarks.load). The two targets alternate
+within each round, so drift on a shared machine hits both alike; figures are medians of rounds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import sys
+import tempfile
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from benchmarks.load import LoadResult, drive
+from benchmarks.results import BenchmarkResult, Metric, Options, median
+from clients.cache import CacheKeys, create_redis
+from clients.fulfillment_store import FulfillmentStore
+from clients.postgres import create_pool
+from devstack.process import ChildProcess, free_port
+from devstack.services import start_postgres, start_redis
+from domain.fulfillment import FulfillmentStatus, Step
+from domain.steps import FulfillmentRecord
+from migrations.runner import apply_migrations
+
+NAME = "api_read"
+SERVICE_TOKEN = f"bench-{secrets.token_urlsafe(24)}"
+OPS_TOKEN = f"bench-{secrets.token_urlsafe(24)}"
+ORDER, ACCOUNT = "801000000000001AAA", "001000000000001AAA"
+PATH = f"/api/orders/{ORDER}/fulfillment"
+
+
+async def _seed(database_url: str) -> None:
+    await apply_migrations(database_url, create_portal_tables=True)
+    pool = await create_pool(database_url, max_size=2)
+    try:
+        await FulfillmentStore(pool).record(
+            FulfillmentRecord(
+                sf_order_id=ORDER,
+                sf_account_id=ACCOUNT,
+                workflow_id=f"order-fulfillment-{ORDER}",
+                status=FulfillmentStatus.ACTIVATED,
+                step=Step.INVALIDATE_CACHES,
+                whmcs_order_id=4101,
+                whmcs_invoice_id=8202,
+                whmcs_service_ids=(9301, 9302),
+                version=1,
+            )
+        )
+    finally:
+        await pool.close()
+
+
+async def _cached(redis_url: str) -> bool:
+    client = create_redis(redis_url)
+    try:
+        return bool(await client.exists(CacheKeys().orders_detail(ORDER)))
+    finally:
+        await client.aclose()
+
+
+def _ready(process: ChildProcess, port: int, url: str) -> None:
+    def answers() -> bool:
+        try:
+            return httpx.get(url, timeout=2.0, trust_env=False).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    # Ours, not a stale server on the same port.
+    process.wait_ready(lambda: process.listens_on(port) and answers(), timeout=60, what=url)
+
+
+def _start_api(work: Path, database_url: str, redis_url: str) -> tuple[ChildProcess, str]:
+    port = free_port()
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        # Lazy client, never used on this path: nothing listens there.
+        "TEMPORAL_ADDRESS": f"127.0.0.1:{free_port()}",
+        "API_HOST": "127.0.0.1",
+        "API_PORT": str(port),
+        "API_SERVICE_TOKEN": SERVICE_TOKEN,
+        "API_OPS_TOKEN": OPS_TOKEN,
+        "LOG_FORMAT": "json",
+        "LOG_LEVEL": "WARNING",
+    }
+    process = ChildProcess(
+        "api",
+        [sys.executable, "-m", "cli", "api"],
+        log_file=work / "api.log",
+        env=env,
+        # Away from any .env in the checkout: the figures must not depend on one.
+        cwd=work,
+    )
+    base = f"http://127.0.0.1:{port}"
+    _ready(process, port, f"{base}/api/health")
+    return process, base
+
+
+def _start_bare(work: Path, document: dict[str, Any]) -> tuple[ChildProcess, str]:
+    port = free_port()
+    path = work / "document.json"
+    path.write_text(json.dumps(document), encoding="utf-8")
+    process = ChildProcess(
+        "bare",
+        [sys.executable, "-m", "benchmarks.bare_app", "--port", str(port), "--document", str(path)],
+        log_file=work / "bare.log",
+        env={"PATH": os.environ.get("PATH", "")},
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    base = f"http://127.0.0.1:{port}"
+    _ready(process, port, f"{base}{PATH}")
+    return process, base
+
+
+def _cache_reads(base: str) -> dict[str, float]:
+    """The API's own count of orders:detail reads by result (hit, miss, error)."""
+    counts: dict[str, float] = {}
+    text = httpx.get(f"{base}/metrics", timeout=5, trust_env=False).text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if (
+                sample.name == "fulfillment_api_orders_cache_reads_total"
+                and sample.labels.get("key") == "detail"
+            ):
+                counts[sample.labels["result"]] = sample.value
+    return counts
+
+
+def _figures(run: LoadResult) -> dict[str, float]:
+    return {
+        "requests": run.requests,
+        "seconds": round(run.seconds, 3),
+        "rps": round(run.rps, 1),
+        "p50_ms": round(run.p50_ms, 2),
+        "p99_ms": round(run.p99_ms, 2),
+    }
+
+
+def run(options: Options, say: Any = print) -> BenchmarkResult:
+    headers = {"Authorization": f"Bearer {SERVICE_TOKEN}"}
+    with tempfile.TemporaryDirectory(prefix="bench-api-read-") as tmp, ExitStack() as stack:
+        work = Path(tmp)
+        postgres = start_postgres(work / "postgres", durable=False, log_file=work / "pg.log")
+        stack.callback(postgres.stop)
+        redis = start_redis(port=None, data_dir=work / "redis", persist=False)
+        stack.callback(redis.stop)
+        asyncio.run(_seed(postgres.url))
+        api, api_base = _start_api(work, postgres.url, redis.url)
+        stack.callback(api.stop)
+
+        first = httpx.get(f"{api_base}{PATH}", headers=headers, timeout=10, trust_env=False)
+        if first.status_code != 200:
+            raise RuntimeError(f"the API answered {first.status_code}: {first.text}")
+        if not asyncio.run(_cached(redis.url)):
+            raise RuntimeError("the first read did not fill orders:detail in Redis")
+        bare, bare_base = _start_bare(work, first.json())
+        stack.callback(bare.stop)
+        same = httpx.get(f"{bare_base}{PATH}", timeout=10, trust_env=False).json()
+        if same != first.json():
+            raise RuntimeError("the baseline does not answer the API's document")
+
+        targets = {"api": (f"{api_base}{PATH}", headers), "bare": (f"{bare_base}{PATH}", None)}
+        runs: dict[str, list[LoadResult]] = {"api": [], "bare": []}
+        reads_before = _cache_reads(api_base)
+        for round_ in range(options.rounds):
+            order = ["api", "bare"] if round_ % 2 == 0 else ["bare", "api"]
+            for name in order:
+                url, target_headers = targets[name]
+                result = asyncio.run(
+                    drive(
+                        url,
+                        headers=target_headers,
+                        connections=options.connections,
+                        seconds=options.seconds,
+                        warmup=options.warmup,
+                    )
+                )
+                if result.non_200:
+                    raise RuntimeError(f"{name}: {result.non_200} answers were not 200")
+                runs[name].append(result)
+                say(
+                    f"  {NAME} round {round_ + 1}/{options.rounds} {name:4}: "
+                    f"{result.rps:8.0f} req/s  p50 {result.p50_ms:6.2f} ms  "
+                    f"p99 {result.p99_ms:6.2f} ms"
+                )
+        reads_after = _cache_reads(api_base)
+
+    hits = reads_after.get("hit", 0.0) - reads_before.get("hit", 0.0)
+    misses = reads_after.get("miss", 0.0) - reads_before.get("miss", 0.0)
+    errors = reads_after.get("error", 0.0) - reads_before.get("error", 0.0)
+    reads = hits + misses + errors
+    api_rps = median([r.rps for r in runs["api"]])
+    bare_rps = median([r.rps for r in runs["bare"]])
+    metrics = [
+        Metric("api_read_rps", round(api_rps, 1), "req/s", "API, cached read, median of rounds"),
+        Metric(
+            "api_read_p50_ms", round(median([r.p50_ms for r in runs["api"]]), 2), "ms", "API p50"
+        ),
+        Metric(
+            "api_read_p99_ms", round(median([r.p99_ms for r in runs["api"]]), 2), "ms", "API p99"
+        ),
+        Metric("bare_read_rps", round(bare_rps, 1), "req/s", "bare FastAPI route, same JSON"),
+        Metric(
+            "bare_read_p50_ms",
+            round(median([r.p50_ms for r in runs["bare"]]), 2),
+            "ms",
+            "bare route p50",
+        ),
+        Metric(
+            "bare_read_p99_ms",
+            round(median([r.p99_ms for r in runs["bare"]]), 2),
+            "ms",
+            "bare route p99",
+        ),
+        Metric(
+            "api_read_ratio",
+            round(api_rps / bare_rps, 3),
+            "x",
+            "API throughput / bare route throughput (1.0 = no cost over FastAPI itself)",
+        ),
+        Metric(
+            "api_read_cache_hit_ratio",
+            round(hits / reads, 4) if reads else 0.0,
+            "",
+            "orders:detail reads that Redis answered, warm-ups included",
+        ),
+    ]
+    return BenchmarkResult(
+        NAME,
+        f"GET {PATH.replace(ORDER, '{id}')} from Redis vs a bare FastAPI route, "
+        f"{options.connections} connections, {options.seconds:g} s per run",
+        metrics,
+        {
+            "runs": {name: [_figures(r) for r in results] for name, results in runs.items()},
+            "cache_reads": {"hit": hits, "miss": misses, "error": errors},
+            "document_bytes": len(first.content),
+        },
+    )

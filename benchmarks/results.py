@@ -1,0 +1,48 @@
+"""What a benchmark takes (`Options`) and gives back (`BenchmarkResult`: named figures, plus the
+details behind them for the JSON file)."""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Options:
+    # Measured seconds per run of one target, after `warmup` seconds not counted.
+    seconds: float = 5.0
+    warmup: float = 1.0
+    connections: int = 50
+    # Runs per target; figures are medians over them (shared machines vary ±20% run to run).
+    rounds: int = 3
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    value: float
+    unit: str
+    description: str
+
+
+@dataclass(frozen=True)
+class BenchmarkResult:
+    name: str
+    description: str
+    metrics: list[Metric]
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "description": self.description,
+            "metrics": {
+                m.name: {"value": m.value, "unit": m.unit, "description": m.description}
+                for m in self.metrics
+            },
+            "details": self.details,
+        }
+
+
+def median(values: list[float]) -> float:
+    return float(statistics.median(values))
