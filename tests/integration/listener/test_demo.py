@@ -3,6 +3,8 @@ started by the listener, fulfilled (or parked) by the worker, followed live."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from cli.demo import DemoLinks, demo_order
@@ -38,13 +40,13 @@ def links(engine: Engine) -> DemoLinks:
     ids=["internet", "esim", "physical", "no-payment-method", "fail-sim"],
 )
 async def test_a_demo_order_flows_through_the_engine_by_itself(
-    engine: Engine, options: dict[str, object], status: FulfillmentStatus, code: ErrorCode | None
+    engine: Engine, options: dict[str, Any], status: FulfillmentStatus, code: ErrorCode | None
 ) -> None:
     lines: list[str] = []
     async with listening(listener_settings(engine)):
         outcome = await demo_order(
             engine.settings, links(engine), say=lines.append, within=90, **options
-        )  # type: ignore[arg-type]
+        )
     assert outcome.status is status, lines
     assert outcome.progress is not None
     if code is not None:
