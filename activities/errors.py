@@ -17,10 +17,13 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import ParamSpec, TypeVar
 
+import structlog
+from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from clients.errors import BusinessError, ClientError
 from domain.errors import OrderRejected
+from domain.fulfillment import WORKFLOW_ID_PREFIX
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -45,13 +48,29 @@ def application_error(error: ClientError | OrderRejected) -> ApplicationError:
 
 
 def translated(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
-    """Raise the taxonomy's errors of an activity as `ApplicationError`s."""
+    """Raise the taxonomy's errors of an activity as `ApplicationError`s, and put the order,
+    the workflow and the step on every log line the activity (and its clients) write."""
 
     @functools.wraps(fn)
     async def run(*args: P.args, **kwargs: P.kwargs) -> T:
-        try:
-            return await fn(*args, **kwargs)
-        except (ClientError, OrderRejected) as error:
-            raise application_error(error) from None
+        with structlog.contextvars.bound_contextvars(**_log_context()):
+            try:
+                return await fn(*args, **kwargs)
+            except (ClientError, OrderRejected) as error:
+                raise application_error(error) from None
 
     return run
+
+
+def _log_context() -> dict[str, object]:
+    if not activity.in_activity():
+        return {}
+    info = activity.info()
+    context: dict[str, object] = {
+        "workflow_id": info.workflow_id,
+        "step": info.activity_type,
+        "attempt": info.attempt,
+    }
+    if info.workflow_id and info.workflow_id.startswith(WORKFLOW_ID_PREFIX):
+        context["sf_order_id"] = info.workflow_id.removeprefix(WORKFLOW_ID_PREFIX)
+    return context

@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import structlog
 from aiosfstream_ng.client import Client, ReplayMarkerStoragePolicy
 from aiosfstream_ng.replay import ReplayMarker, ReplayMarkerStorage, ReplayOption
 
@@ -246,6 +247,8 @@ class Listener:
     async def _handle(self, event: Event) -> None:
         change_type = event.change_type.value if isinstance(event, ChangeEvent) else "platform"
         attempts = 0
+        # Every line written while handling the event names it.
+        structlog.contextvars.bind_contextvars(channel=event.channel, replay_id=event.replay_id)
         try:
             while True:
                 plan = plan_for(
