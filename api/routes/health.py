@@ -92,7 +92,11 @@ async def readiness(
     return Readiness(status="ok", checks=checks)
 
 
-@router.get("/api/health/cdc", response_model=CdcHealth)
+@router.get(
+    "/api/health/cdc",
+    response_model=CdcHealth,
+    responses={503: {"model": CdcHealth, "description": "no listener replica is connected"}},
+)
 async def cdc_health(
     api: Annotated[ApiServices, Depends(services)], response: Response
 ) -> CdcHealth:
@@ -132,7 +136,11 @@ async def cdc_health(
     )
 
 
-@router.get("/api/health/services/cache", response_model=CacheHealth)
+@router.get(
+    "/api/health/services/cache",
+    response_model=CacheHealth,
+    responses={503: {"model": CacheHealth, "description": "Redis is unavailable"}},
+)
 async def services_cache(
     api: Annotated[ApiServices, Depends(services)], response: Response
 ) -> CacheHealth:

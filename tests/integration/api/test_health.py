@@ -33,3 +33,15 @@ async def test_an_oversized_body_is_refused_before_it_is_read(api: Api) -> None:
 async def test_the_openapi_schema_is_published(api: Api) -> None:
     schema = (await api.http.get("/api/openapi.json")).json()
     assert "/api/health/ready" in schema["paths"]
+
+
+async def test_every_503_a_health_route_can_answer_is_in_the_schema(api: Api) -> None:
+    paths = (await api.http.get("/api/openapi.json")).json()["paths"]
+    for route in ("/api/health/ready", "/api/health/cdc", "/api/health/services/cache"):
+        assert "503" in paths[route]["get"]["responses"], route
+
+
+async def test_the_cdc_health_says_disconnected_with_no_listener(api: Api) -> None:
+    reply = await api.http.get("/api/health/cdc")
+    assert reply.status_code == 503
+    assert reply.json()["connected"] is False
