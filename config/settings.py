@@ -13,11 +13,19 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import parse_qs, unquote, unquote_plus, urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_serializer, field_validator
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_serializer,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _HOST_PORT = re.compile(r"^[A-Za-z0-9.\-\[\]:]+:\d{1,5}$")
 _API_VERSION = re.compile(r"^\d{2,3}\.\d$")
+_SERVER_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9.\-]{0,251}[A-Za-z0-9])?$")
 
 
 # A password inside a connection URL: `scheme://user:password@host` (redis writes
@@ -59,6 +67,32 @@ class SettingsError(Exception):
     """A setting is missing or malformed; `str()` is one line that names it."""
 
 
+def _read_text_file(path: Path) -> str:
+    if not path.is_file():
+        raise ValueError(f"no such file: {path}")
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        # A mounted secret the process's user may not read is the usual cause.
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ValueError(f"cannot read {path}: {reason}") from None
+
+
+def _read_payload_keys_file(path: Path) -> str:
+    """The keys of `TEMPORAL_PAYLOAD_KEYS_FILE` in `TEMPORAL_PAYLOAD_KEYS`'s form.
+
+    One key per line is how a secret store writes a list, and a file ends in a newline.
+    """
+    lines = _read_text_file(path).splitlines()
+    return ",".join(line.strip() for line in lines if line.strip())
+
+
+def _needs_temporal_tls(info: ValidationInfo) -> None:
+    # Without TLS the setting would be ignored, and an API key would travel in clear text.
+    if info.data.get("temporal_tls") is not True:
+        raise ValueError("needs TEMPORAL_TLS=true")
+
+
 def _check_url(value: str | None, schemes: tuple[str, ...]) -> str | None:
     if value is None:
         return None
@@ -88,8 +122,27 @@ class Settings(BaseSettings):
     temporal_address: str = "127.0.0.1:7233"
     temporal_namespace: str = "default"
     temporal_task_queue: str = "order-fulfillment"
+    # A file holding the payload codec's keys (a mounted secret such as /run/secrets/…), read
+    # once at start: `id:base64` pairs separated by commas or newlines. Set this or
+    # TEMPORAL_PAYLOAD_KEYS, not both.
+    temporal_payload_keys_file: Path | None = None
     # The payload codec's keys, `id:base64` pairs, the first one encrypts (config/temporal.py).
-    temporal_payload_keys: SecretStr | None = None
+    temporal_payload_keys: SecretStr | None = Field(default=None, validate_default=True)
+    # TLS to the Temporal frontend: on for a cluster that serves TLS and for Temporal Cloud.
+    # Every other TEMPORAL_TLS_* setting and TEMPORAL_API_KEY need it on.
+    temporal_tls: bool = False
+    # The CA (PEM) that signed the frontend's certificate; unset, the system's roots are used.
+    temporal_tls_ca_file: Path | None = None
+    # The client certificate (PEM) for mutual TLS, as a cluster with mTLS or Temporal Cloud's
+    # certificate authentication asks; set together with TEMPORAL_TLS_KEY_FILE.
+    temporal_tls_cert_file: Path | None = None
+    # The client certificate's private key (PEM), set together with TEMPORAL_TLS_CERT_FILE.
+    temporal_tls_key_file: Path | None = Field(default=None, validate_default=True)
+    # The name the frontend's certificate must carry, sent as SNI, when it is not the host of
+    # TEMPORAL_ADDRESS (a load balancer's address, an IP).
+    temporal_tls_server_name: str | None = None
+    # A Temporal Cloud API key, sent as a bearer token with every call (so only over TLS).
+    temporal_api_key: SecretStr | None = None
     # How often the reconciliation schedule looks for activated orders that have no fulfillment
     # (events lost past Salesforce's retention, a listener down for days), and how many orders
     # it reads per Salesforce query (one reply holds up to 2000).
@@ -197,15 +250,77 @@ class Settings(BaseSettings):
             raise ValueError("expected host:port, e.g. 127.0.0.1:7233")
         return value
 
-    @field_validator("temporal_payload_keys")
+    @field_validator("temporal_payload_keys_file")
     @classmethod
-    def _payload_keys(cls, value: SecretStr | None) -> SecretStr | None:
+    def _payload_keys_file(cls, value: Path | None) -> Path | None:
         # Imported here: config.temporal needs config.logging, which imports this module.
         from config.temporal import parse_payload_keys
 
+        if value is not None:
+            parse_payload_keys(_read_payload_keys_file(value))
+        return value
+
+    @field_validator("temporal_payload_keys")
+    @classmethod
+    def _payload_keys(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        from config.temporal import parse_payload_keys
+
+        if value is not None and not value.get_secret_value().strip():
+            value = None  # empty counts as unset, as everywhere else (`_is_missing`)
+        key_file = info.data.get("temporal_payload_keys_file")
+        if key_file is not None:
+            # Two sources would leave one of them silently unused: which one is the operator's?
+            if value is not None:
+                raise ValueError("set it or TEMPORAL_PAYLOAD_KEYS_FILE, not both")
+            # Held here like keys given inline, so the codec and the log redactor see them.
+            return SecretStr(_read_payload_keys_file(key_file))
+        if value is not None:
+            parse_payload_keys(value.get_secret_value())
+        return value
+
+    @field_validator("temporal_tls_ca_file", "temporal_tls_cert_file", "temporal_tls_key_file")
+    @classmethod
+    def _temporal_tls_file(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if value is None:
+            return value
+        _needs_temporal_tls(info)
+        is_key = info.field_name == "temporal_tls_key_file"
+        # Checked here, not at the first connect: a wrong or unreadable file then stops the
+        # process at start with its name instead of a TLS handshake error later.
+        text = _read_text_file(value)
+        if is_key and not re.search(r"-----BEGIN [A-Z ]*PRIVATE KEY-----", text):
+            raise ValueError(f"{value} holds no PEM private key")
+        if not is_key and "-----BEGIN CERTIFICATE-----" not in text:
+            raise ValueError(f"{value} holds no PEM certificate")
+        if is_key and info.data.get("temporal_tls_cert_file") is None:
+            raise ValueError("a client key needs its certificate in TEMPORAL_TLS_CERT_FILE")
+        return value
+
+    @field_validator("temporal_tls_key_file")
+    @classmethod
+    def _client_certificate_has_its_key(
+        cls, value: Path | None, info: ValidationInfo
+    ) -> Path | None:
+        if value is None and info.data.get("temporal_tls_cert_file") is not None:
+            raise ValueError("must be set: TEMPORAL_TLS_CERT_FILE is a client certificate")
+        return value
+
+    @field_validator("temporal_tls_server_name")
+    @classmethod
+    def _temporal_tls_server_name(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None or not value.strip():
+            return None
+        _needs_temporal_tls(info)
+        if not _SERVER_NAME.match(value):
+            raise ValueError("expected a host name, e.g. temporal.example.com")
+        return value
+
+    @field_validator("temporal_api_key")
+    @classmethod
+    def _temporal_api_key(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
         if value is None or not value.get_secret_value().strip():
-            return None  # empty counts as unset, as everywhere else (`_is_missing`)
-        parse_payload_keys(value.get_secret_value())
+            return None
+        _needs_temporal_tls(info)
         return value
 
     @field_validator("database_url")

@@ -23,7 +23,8 @@ import re
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -41,7 +42,7 @@ from temporalio.converter import (
     PayloadCodec,
 )
 from temporalio.exceptions import WorkflowAlreadyStartedError
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.service import RPCError, RPCStatusCode, TLSConfig
 
 from config.logging import get_logger
 from domain.fulfillment import (
@@ -232,17 +233,46 @@ async def start_fulfillment(
     )
 
 
-async def connect_temporal(settings: Settings, **overrides: Any) -> Client:
-    """Connect to Temporal as every engine process must: our namespace and data converter.
+def tls_config(settings: Settings) -> TLSConfig | Literal[False]:
+    """`Client.connect`'s `tls` from the `TEMPORAL_TLS*` settings: False, or what to verify and
+    present.
 
-    `overrides` go to `Client.connect` as they are (an identity, a lazy client, and later TLS
-    or an API key once settings for them exist).
+    False is explicit rather than None: None lets the SDK switch TLS on by itself when an API
+    key is set, and the settings already refuse a key without `TEMPORAL_TLS`. The files are
+    read here, at connect, so a restarted process picks up a renewed certificate.
     """
-    options: dict[str, Any] = {
+    if not settings.temporal_tls:
+        return False
+
+    def read(path: Path | None) -> bytes | None:
+        return None if path is None else path.read_bytes()
+
+    return TLSConfig(
+        server_root_ca_cert=read(settings.temporal_tls_ca_file),
+        domain=settings.temporal_tls_server_name,
+        client_cert=read(settings.temporal_tls_cert_file),
+        client_private_key=read(settings.temporal_tls_key_file),
+    )
+
+
+def connect_options(settings: Settings) -> dict[str, Any]:
+    """Everything `Client.connect` gets from the settings besides the address."""
+    api_key = settings.temporal_api_key
+    return {
         "namespace": settings.temporal_namespace,
         "data_converter": data_converter(settings),
-        **overrides,
+        "tls": tls_config(settings),
+        "api_key": None if api_key is None else api_key.get_secret_value(),
     }
+
+
+async def connect_temporal(settings: Settings, **overrides: Any) -> Client:
+    """Connect to Temporal as every engine process must: our namespace, data converter, TLS and
+    API key (`connect_options`).
+
+    `overrides` go to `Client.connect` as they are (an identity, a lazy client, a runtime).
+    """
+    options = {**connect_options(settings), **overrides}
     return await Client.connect(settings.temporal_address, **options)
 
 
