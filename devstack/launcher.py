@@ -219,6 +219,27 @@ class _Step:
     component: Component | None = None
 
 
+def try_it(stack: Stack, dev_dir: Path) -> list[str]:
+    """What a newcomer types next, in a second terminal; only what this stack can do."""
+    engine = "worker" in stack and "listener" in stack
+    if not engine or "salesforce" not in stack:
+        return []
+    stack_file = dev_dir / "stack.json"
+    lines = [
+        "",
+        "Try it (in a second terminal):",
+        f"  .venv/bin/fulfillment demo order --sim esim --stack {stack_file}",
+        f"  .venv/bin/fulfillment demo order --no-payment-method --stack {stack_file}",
+        f"  set -a; . {dev_dir / 'stack.env'}; set +a",
+        "  .venv/bin/fulfillment failed            # parked fulfillments",
+        "  .venv/bin/fulfillment retry <OrderId> --reason 'card added'",
+    ]
+    ui = stack.get("temporal", {}).get("ui_url")
+    if ui:
+        lines.append(f'  Temporal UI, parked ones: {ui}  (query FulfillmentStatus = "failed")')
+    return lines
+
+
 class Launcher:
     """One run of the dev stack: plan, check the ports, start, watch, stop."""
 
@@ -418,6 +439,8 @@ class Launcher:
         for name, url in self.urls:
             self.say(f"  {name.ljust(width)}  {url}")
         self.say(f"Logs: {self.dev_dir / 'logs'}/<name>.log — Ctrl-C stops everything.")
+        for line in try_it(self.stack, self.dev_dir):
+            self.say(line)
 
     def watch(self) -> None:
         while True:
