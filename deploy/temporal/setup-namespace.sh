@@ -53,4 +53,4 @@ while :; do
     done
     sleep 2
 done
-echo "namespace $namespace is ready with its search attributes:$(printf ' %s' $attributes)"
+echo "namespace $namespace is ready with its search attributes: $attributes"

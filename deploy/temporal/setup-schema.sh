@@ -7,7 +7,7 @@ set -eu
 
 : "${POSTGRES_SEEDS:?the Postgres host}"
 : "${POSTGRES_USER:?the Postgres user Temporal owns its databases with}"
-: "${SQL_PASSWORD:?that user's password (temporal-sql-tool reads SQL_PASSWORD)}"
+: "${SQL_PASSWORD:?the password of that user, which temporal-sql-tool reads from here}"
 port=${DB_PORT:-5432}
 schemas=/etc/temporal/schema/postgresql/v12
 
@@ -25,4 +25,4 @@ setup() {
 
 setup temporal temporal
 setup temporal_visibility visibility
-echo "temporal and temporal_visibility are at this server version's schema"
+echo "temporal and temporal_visibility are at the schema of this server version"
