@@ -536,6 +536,20 @@ def test_engine_processes_wait_for_the_emulators_they_call_when_the_profile_is_o
             assert depends[emulator] == {"condition": "service_healthy", "required": False}
 
 
+def test_every_engine_process_starts_after_the_demo_certificates_its_settings_name() -> None:
+    # A process checks SF_CA_FILE and SF_JWT_KEY_FILE at start; a one-shot that exits non-zero
+    # before they exist fails `up` for everything waiting on it.
+    services = _compose()["services"]
+
+    def waits_for_certificates(name: str) -> bool:
+        depends = services[name].get("depends_on", {})
+        return "emulator-certs" in depends or any(waits_for_certificates(d) for d in depends)
+
+    for name in _engine_services():
+        if services[name].get("profiles") != ["tools"]:
+            assert waits_for_certificates(name), name
+
+
 def test_the_demo_certificates_are_made_for_the_host_the_engine_dials() -> None:
     job = _service("emulator-certs")
     directory, *names = job["command"]
