@@ -15,15 +15,15 @@ FULL = {
 
 
 def test_a_full_stack_suggests_a_demo_order_and_the_operator_commands() -> None:
-    lines = try_it(FULL, Path("/tmp/dev"))
+    lines = try_it(FULL, Path("/srv/dev"))
     text = "\n".join(lines)
-    assert "fulfillment demo order --sim esim --stack /tmp/dev/stack.json" in text
+    assert "fulfillment demo order --sim esim --stack /srv/dev/stack.json" in text
     assert "fulfillment retry <OrderId>" in text
     assert "http://127.0.0.1:8233" in text
 
 
 def test_without_a_listener_or_salesforce_there_is_nothing_to_try() -> None:
     no_listener = {key: value for key, value in FULL.items() if key != "listener"}
-    assert try_it(no_listener, Path("/tmp/dev")) == []
+    assert try_it(no_listener, Path("/srv/dev")) == []
     no_salesforce = {key: value for key, value in FULL.items() if key != "salesforce"}
-    assert try_it(no_salesforce, Path("/tmp/dev")) == []
+    assert try_it(no_salesforce, Path("/srv/dev")) == []
