@@ -1,6 +1,7 @@
 """`make bench` (`python -m benchmarks`): speed figures, measured in one run on this machine.
 
-    python -m benchmarks [--seconds 5] [--warmup 1] [--connections 50] [--rounds 3] [NAME ...]
+    python -m benchmarks [--seconds 5] [--warmup 1] [--connections 50] [--rounds 3]
+                         [--orders 100] [--latency-orders 10] [NAME ...]
 
 Runs the registered benchmarks (all, or those named), prints a table and writes every figure,
 with the per-run details behind it, to `bench/results/latest.json` (not kept in git: figures
@@ -11,6 +12,9 @@ or touched.
 Benchmarks:
 - `api_read`: the portal's cached read (`GET /api/orders/{id}/fulfillment` served from Redis)
   against a bare FastAPI route returning the same JSON (benchmarks/api_read.py).
+- `fulfillment_throughput` (`--orders N`, 100) and `fulfillment_latency` (`--latency-orders N`,
+  10): the real listener and worker from a Salesforce activation to the order written back
+  Activated, against a bare workflow of as many no-op activities (benchmarks/fulfillment.py).
 
 A new benchmark is a module with `run(options, say) -> BenchmarkResult`, added to `BENCHMARKS`.
 """
@@ -28,13 +32,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks import api_read
+from benchmarks import api_read, fulfillment
 from benchmarks.results import BenchmarkResult, Options
 
 RESULTS = Path(__file__).resolve().parents[1] / "bench" / "results" / "latest.json"
 
 Benchmark = Callable[[Options, Callable[[str], None]], BenchmarkResult]
-BENCHMARKS: dict[str, Benchmark] = {api_read.NAME: api_read.run}
+BENCHMARKS: dict[str, Benchmark] = {
+    api_read.NAME: api_read.run,
+    fulfillment.THROUGHPUT: fulfillment.run_throughput,
+    fulfillment.LATENCY: fulfillment.run_latency,
+}
 
 
 def _say(line: str) -> None:
@@ -76,6 +84,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=defaults.warmup)
     parser.add_argument("--connections", type=int, default=defaults.connections)
     parser.add_argument("--rounds", type=int, default=defaults.rounds)
+    parser.add_argument(
+        "--orders", type=int, default=100, help="orders in fulfillment_throughput (100)"
+    )
+    parser.add_argument(
+        "--latency-orders", type=int, default=10, help="orders in fulfillment_latency (10)"
+    )
     parser.add_argument("--output", type=Path, default=RESULTS, help=f"JSON file ({RESULTS})")
     args = parser.parse_args(argv)
     unknown = [name for name in args.names if name not in BENCHMARKS]
@@ -87,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         connections=args.connections,
         rounds=args.rounds,
     )
+    fulfillment.configure(orders=args.orders, latency_orders=args.latency_orders)
     results: list[BenchmarkResult] = []
     started = time.monotonic()
     for name in args.names or list(BENCHMARKS):
