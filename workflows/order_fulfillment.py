@@ -189,6 +189,9 @@ class OrderFulfillment:
         elif step is Step.WRITE_BACK_SUCCESS:
             await self._write_back_success()
         elif step is Step.INVALIDATE_CACHES:
+            # The read model says Activated before the portal's caches go: a portal read after
+            # the invalidation can only fill them with the final state.
+            await self._mark_activated()
             await self._invalidate(success=True)
 
     # -- the steps -----------------------------------------------------------------------------
@@ -367,12 +370,14 @@ class OrderFulfillment:
 
     # -- endings -------------------------------------------------------------------------------
 
-    async def _succeeded(self) -> FulfillmentResult:
-        self._progress.step = None
+    async def _mark_activated(self) -> None:
         self._progress.last_error = None
         self._set_status(FulfillmentStatus.ACTIVATED)
         self._upsert_attributes(FULFILLMENT_ERROR_CODE.value_unset())
         await self._record()
+
+    async def _succeeded(self) -> FulfillmentResult:
+        self._progress.step = None
         billing = self._billing_result()
         _completed(FulfillmentStatus.ACTIVATED)
         workflow.set_current_details(

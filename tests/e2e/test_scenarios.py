@@ -101,7 +101,7 @@ def assert_activated_once(stack: Stack, order_id: str, timeout: float = 30) -> d
     result = stack.result(order_id)
     assert result.status is FulfillmentStatus.ACTIVATED, result
     assert result.whmcs_order_id == whmcs_order_id, result
-    # Read once the run has ended: a read while it runs can be left stale (see the xfail below).
+    # Read once the run has ended (a portal polling meanwhile is the test further down).
     read = api_fulfillment(stack, order_id, "activated")
     assert read["whmcs_order_id"] == whmcs_order_id, read
     assert read["error_code"] is None, read
@@ -253,12 +253,6 @@ def test_a_freebit_refusal_parks_and_a_cancel_undoes_the_whmcs_order(stack: Stac
     assert again.status_code == 409, again.text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: the workflow's last read-model write (status activated) comes after its "
-    "invalidate_caches step and is followed by no invalidation, so a portal read in between "
-    "leaves orders:detail/orders:account stale, without TTL",
-)
 def test_a_portal_polling_while_orders_are_fulfilled_ends_up_reading_them_activated(
     stack: Stack,
 ) -> None:
