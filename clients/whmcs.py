@@ -529,11 +529,6 @@ class WhmcsClient(FormApiClient):
             service_ids=service_ids,
         )
 
-    async def add_order_request(self, request: AddOrderRequest) -> AddOrderResult:
-        """AddOrder as WHMCS takes it, for lines built by hand (tools and tests)."""
-        reply = await self._write("AddOrder", request.to_form())
-        return self._parse(AddOrderResult, "AddOrder", reply)
-
     async def accept_order(
         self, order_id: int, *, autosetup: bool = True, sendemail: bool = False
     ) -> WriteOutcome:
