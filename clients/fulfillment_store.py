@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
 
 import asyncpg
 
@@ -70,13 +69,6 @@ class FulfillmentStore:
                 record.version,
             )
         return version is not None
-
-    async def fulfillment(self, sf_order_id: str) -> dict[str, Any] | None:
-        async with self._errors("read fulfillment"):
-            row = await self._pool.fetchrow(
-                "SELECT * FROM fulfillments WHERE sf_order_id = $1", sf_order_id
-            )
-        return dict(row) if row is not None else None
 
     async def accounts_of(self, sf_order_ids: Sequence[str]) -> dict[str, str]:
         """The account of each order the read model knows."""

@@ -13,20 +13,12 @@ from pydantic import BaseModel, ConfigDict, Field
 ORDER_ITEM_MARKER_FIELD = "Salesforce Order Item ID"
 
 
-class PayMethodType(StrEnum):
-    """`GetPayMethods` types. Gateway-stored cards (Stripe and the like) are `RemoteCreditCard`."""
-
-    CREDIT_CARD = "CreditCard"
-    REMOTE_CREDIT_CARD = "RemoteCreditCard"
-    BANK_ACCOUNT = "BankAccount"
-    REMOTE_BANK_ACCOUNT = "RemoteBankAccount"
-
-
 class PayMethod(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     id: int
-    # Text, not `PayMethodType`: a type WHMCS adds later is still a payment method.
+    # Text: WHMCS reports CreditCard, RemoteCreditCard (gateway-stored), BankAccount and
+    # RemoteBankAccount, and a type it adds later is still a payment method.
     type: str
     description: str = ""
     gateway_name: str = ""
