@@ -39,7 +39,7 @@ from typing import Any
 
 import httpx
 from temporalio.api.enums.v1 import EventType
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.common import SearchAttributeKey
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
@@ -252,8 +252,15 @@ async def _activated(stack: Stack, ids: list[str], within: float) -> dict[str, f
 
 
 async def _shape(client: Client, order: str) -> tuple[int, int]:
+    handle = client.get_workflow_handle(workflow_id(order))
+    # The write-back is not the last step (caches are invalidated after it): count a whole run.
+    deadline = time.monotonic() + 60
+    while (await handle.describe()).status != WorkflowExecutionStatus.COMPLETED:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"warm-up workflow of {order} did not complete")
+        await asyncio.sleep(0.05)
     regular = local = 0
-    async for event in client.get_workflow_handle(workflow_id(order)).fetch_history_events():
+    async for event in handle.fetch_history_events():
         if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
             regular += 1
         elif (
