@@ -69,8 +69,8 @@ class BillingActivities:
         the same lookup: the order WHMCS made is taken, and only an order that was never made is
         left for the next attempt to make.
         """
-        async with self._store.billing_lock(order.sf_order_id):
-            await self._store.record_billing_intent(order.sf_order_id, order.whmcs_client_id)
+        async with self._store.billing_lock(order.sf_order_id) as record:
+            await record.intent(order.whmcs_client_id)
             result = await self._whmcs.find_billing_order(order)
             if result is not None:
                 log.info(
@@ -80,7 +80,7 @@ class BillingActivities:
                 )
             else:
                 result = await self._add_order(order)
-            await self._store.record_billing_result(order.sf_order_id, result)
+            await record.result(result)
             return result
 
     async def _add_order(self, order: BillingOrder) -> BillingOrderResult:

@@ -6,8 +6,8 @@ Every failure to reach Postgres is a `TransientError` of the taxonomy; no caller
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 
 import asyncpg
@@ -34,6 +34,49 @@ RETURNING version
 """
 
 _POSTGRES_DOWN = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError)
+
+
+class BillingRecord:
+    """The intent and result of one order's billing, written under its billing lock."""
+
+    def __init__(
+        self,
+        connection: asyncpg.Connection,
+        sf_order_id: str,
+        errors: Callable[[str], AbstractAsyncContextManager[None]],
+    ) -> None:
+        self._connection = connection
+        self._sf_order_id = sf_order_id
+        self._errors = errors
+
+    async def intent(self, whmcs_client_id: int) -> None:
+        """Before AddOrder: the order is about to be billed (kept for audit and operators)."""
+        async with self._errors("record billing intent"), self._connection.transaction():
+            # The read model's row may trail (its writes are best effort): the intent
+            # needs it to exist.
+            await self._connection.execute(
+                "INSERT INTO fulfillments (sf_order_id, workflow_id) VALUES ($1, $2)"
+                " ON CONFLICT (sf_order_id) DO NOTHING",
+                self._sf_order_id,
+                f"order-fulfillment-{self._sf_order_id}",
+            )
+            await self._connection.execute(
+                "INSERT INTO billing_order_intents (sf_order_id, whmcs_client_id)"
+                " VALUES ($1, $2) ON CONFLICT (sf_order_id) DO UPDATE"
+                " SET whmcs_client_id = EXCLUDED.whmcs_client_id",
+                self._sf_order_id,
+                whmcs_client_id,
+            )
+
+    async def result(self, result: BillingOrderResult) -> None:
+        async with self._errors("record billing result"):
+            await self._connection.execute(
+                "UPDATE billing_order_intents SET whmcs_order_id = $2, whmcs_invoice_id = $3,"
+                " completed_at = now() WHERE sf_order_id = $1",
+                self._sf_order_id,
+                result.whmcs_order_id,
+                result.whmcs_invoice_id,
+            )
 
 
 @dataclass(frozen=True)
@@ -89,12 +132,15 @@ class FulfillmentStore:
         return int(value) if value is not None else None
 
     @asynccontextmanager
-    async def billing_lock(self, sf_order_id: str) -> AsyncIterator[None]:
+    async def billing_lock(self, sf_order_id: str) -> AsyncIterator[BillingRecord]:
         """Serialise `create_billing_order` attempts for one order, across workers.
 
         A session advisory lock on a connection of its own: two attempts running at once (an
         activity retried while the first is still running) take turns, so the second finds the
-        first's order. A worker that dies drops its connection, and with it the lock.
+        first's order. A worker that dies drops its connection, and with it the lock. The intent
+        and the result are written on that same connection: an attempt needs one pooled
+        connection, never a second while holding the first (many attempts at once would
+        otherwise take the whole pool and wait for each other).
         """
         async with self._errors("lock billing order"):
             connection = await self._pool.acquire()
@@ -104,7 +150,7 @@ class FulfillmentStore:
                     "SELECT pg_advisory_lock(hashtextextended('billing:' || $1, 0))", sf_order_id
                 )
             try:
-                yield
+                yield BillingRecord(connection, sf_order_id, self._errors)
             finally:
                 async with self._errors("unlock billing order"):
                     await connection.execute(
@@ -113,39 +159,6 @@ class FulfillmentStore:
                     )
         finally:
             await self._pool.release(connection)
-
-    async def record_billing_intent(self, sf_order_id: str, whmcs_client_id: int) -> None:
-        """Before AddOrder: the order is about to be billed (kept for audit and operators)."""
-        async with (
-            self._errors("record billing intent"),
-            self._pool.acquire() as connection,
-            connection.transaction(),
-        ):
-            # The read model's row may trail (its writes are best effort): the intent
-            # needs it to exist.
-            await connection.execute(
-                "INSERT INTO fulfillments (sf_order_id, workflow_id) VALUES ($1, $2)"
-                " ON CONFLICT (sf_order_id) DO NOTHING",
-                sf_order_id,
-                f"order-fulfillment-{sf_order_id}",
-            )
-            await connection.execute(
-                "INSERT INTO billing_order_intents (sf_order_id, whmcs_client_id)"
-                " VALUES ($1, $2) ON CONFLICT (sf_order_id) DO UPDATE"
-                " SET whmcs_client_id = EXCLUDED.whmcs_client_id",
-                sf_order_id,
-                whmcs_client_id,
-            )
-
-    async def record_billing_result(self, sf_order_id: str, result: BillingOrderResult) -> None:
-        async with self._errors("record billing result"):
-            await self._pool.execute(
-                "UPDATE billing_order_intents SET whmcs_order_id = $2, whmcs_invoice_id = $3,"
-                " completed_at = now() WHERE sf_order_id = $1",
-                sf_order_id,
-                result.whmcs_order_id,
-                result.whmcs_invoice_id,
-            )
 
     async def defer_invalidation(
         self, keys: Sequence[str], reason: str, *, groups: Sequence[str] = ()

@@ -58,8 +58,10 @@ class Upstreams:
 async def open_upstreams(settings: Settings) -> AsyncIterator[Upstreams]:
     assert settings.database_url is not None and settings.redis_url is not None
     async with AsyncExitStack() as stack:
+        # One connection per running activity at most, plus the local read-model writes and
+        # the outbox drainer: no activity ever waits for a connection another one holds.
         pool = await create_pool(
-            settings.database_url, max_size=max(4, settings.worker_max_concurrent_activities // 2)
+            settings.database_url, max_size=settings.worker_max_concurrent_activities + 4
         )
         stack.push_async_callback(pool.close)
         redis = create_redis(settings.redis_url)
