@@ -1,7 +1,8 @@
 """`make bench` (`python -m benchmarks`): speed figures, measured in one run on this machine.
 
     python -m benchmarks [--seconds 5] [--warmup 1] [--connections 50] [--rounds 3]
-                         [--orders 100] [--latency-orders 10] [NAME ...]
+                         [--orders 100] [--latency-orders 10] [--events 10000]
+                         [NAME ...]
 
 Runs the registered benchmarks (all, or those named), prints a table and writes every figure,
 with the per-run details behind it, to `bench/results/latest.json` (not kept in git: figures
@@ -15,6 +16,8 @@ Benchmarks:
 - `fulfillment_throughput` (`--orders N`, 100) and `fulfillment_latency` (`--latency-orders N`,
   10): the real listener and worker from a Salesforce activation to the order written back
   Activated, against a bare workflow of as many no-op activities (benchmarks/fulfillment.py).
+- `listener_ingest` (`--events N`, 10000): the real listener replaying a backlog of retained
+  events from -2, events handled per second against a target of 500 (benchmarks/ingest.py).
 
 A new benchmark is a module with `run(options, say) -> BenchmarkResult`, added to `BENCHMARKS`.
 """
@@ -32,7 +35,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks import api_read, fulfillment
+from benchmarks import api_read, fulfillment, ingest
 from benchmarks.results import BenchmarkResult, Options
 
 RESULTS = Path(__file__).resolve().parents[1] / "bench" / "results" / "latest.json"
@@ -42,6 +45,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     api_read.NAME: api_read.run,
     fulfillment.THROUGHPUT: fulfillment.run_throughput,
     fulfillment.LATENCY: fulfillment.run_latency,
+    ingest.NAME: ingest.run,
 }
 
 
@@ -90,6 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--latency-orders", type=int, default=10, help="orders in fulfillment_latency (10)"
     )
+    parser.add_argument(
+        "--events", type=int, default=10_000, help="retained events in listener_ingest (10000)"
+    )
     parser.add_argument("--output", type=Path, default=RESULTS, help=f"JSON file ({RESULTS})")
     args = parser.parse_args(argv)
     unknown = [name for name in args.names if name not in BENCHMARKS]
@@ -102,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         rounds=args.rounds,
     )
     fulfillment.configure(orders=args.orders, latency_orders=args.latency_orders)
+    ingest.configure(events=args.events)
     results: list[BenchmarkResult] = []
     started = time.monotonic()
     for name in args.names or list(BENCHMARKS):
