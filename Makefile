@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: dev test test-slow lint bench migrate clean
+.PHONY: dev test test-slow test-faults lint bench migrate clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,10 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m slow $(ARGS)
+
+# The fault-tolerance suite: batches of orders under injected faults, with a report table.
+test-faults: $(STAMP)
+	$(BIN)/python -m pytest -m faults -s $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
