@@ -16,6 +16,7 @@ from prometheus_client import REGISTRY
 from domain.fulfillment import FulfillmentProgress, FulfillmentStatus, workflow_id
 from tests.fixtures.engine import Engine
 from tests.integration.listener.test_listener import (
+    _subscribed,
     fulfilled,
     listener_settings,
     listening,
@@ -27,12 +28,6 @@ from workflows.order_fulfillment import OrderFulfillment
 pytestmark = pytest.mark.usefixtures("worker")
 ORDERS = "/data/OrderChangeEvent"
 ROOT = Path(__file__).resolve().parents[3]
-
-
-async def _subscribed(engine: Engine) -> bool:
-    sessions = engine.sf.control("GET", "streaming/sessions")["sessions"]
-    wanted = set(engine.settings.cdc_channel_list)
-    return any(wanted <= set(session["subscriptions"]) for session in sessions)
 
 
 def _alerts(reason: str) -> float:
