@@ -1,7 +1,7 @@
 """`make bench` (`python -m benchmarks`): speed figures, measured in one run on this machine.
 
     python -m benchmarks [--seconds 5] [--warmup 1] [--connections 50] [--rounds 3]
-                         [--orders 100] [--latency-orders 10] [--events 10000]
+                         [--orders 500] [--latency-orders 10] [--events 10000]
                          [NAME ...]
 
 Runs the registered benchmarks (all, or those named), prints a table and writes every figure,
@@ -13,7 +13,7 @@ or touched.
 Benchmarks:
 - `api_read`: the portal's cached read (`GET /api/orders/{id}/fulfillment` served from Redis)
   against a bare FastAPI route returning the same JSON (benchmarks/api_read.py).
-- `fulfillment_throughput` (`--orders N`, 100) and `fulfillment_latency` (`--latency-orders N`,
+- `fulfillment_throughput` (`--orders N`, 500) and `fulfillment_latency` (`--latency-orders N`,
   10): the real listener and worker from a Salesforce activation to the order written back
   Activated, against a bare workflow of as many no-op activities (benchmarks/fulfillment.py).
 - `listener_ingest` (`--events N`, 10000): the real listener replaying a backlog of retained
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=defaults.connections)
     parser.add_argument("--rounds", type=int, default=defaults.rounds)
     parser.add_argument(
-        "--orders", type=int, default=100, help="orders in fulfillment_throughput (100)"
+        "--orders", type=int, default=500, help="orders in fulfillment_throughput (500)"
     )
     parser.add_argument(
         "--latency-orders", type=int, default=10, help="orders in fulfillment_latency (10)"

@@ -78,7 +78,7 @@ ROOT = Path(__file__).resolve().parents[1]
 Say = Callable[[str], None]
 
 # Raised by `python -m benchmarks --orders N`; Options (shared by every benchmark) has no field.
-_settings: dict[str, int] = {"orders": 100, "latency_orders": 10}
+_settings: dict[str, int] = {"orders": 500, "latency_orders": 10}
 
 
 def configure(*, orders: int | None = None, latency_orders: int | None = None) -> None:
