@@ -312,6 +312,29 @@ def _services(work: Path) -> Iterator[tuple[str, str]]:
         yield postgres.url, redis.url
 
 
+async def start_temporal() -> WorkflowEnvironment:
+    """The real dev server, quiet and tuned as every benchmark measures it."""
+    return await WorkflowEnvironment.start_local(
+        dev_server_existing_path=str(temporal_binary()),
+        search_attributes=[SearchAttributeKey.for_keyword(n) for n in SEARCH_ATTRIBUTES],
+        ui=False,
+        dev_server_log_level="error",
+        dev_server_extra_args=DYNAMIC_CONFIG,
+    )
+
+
+def salesforce_settings(instance: str, state: Any) -> dict[str, Any]:
+    """Settings that point the engine at a running Salesforce emulator."""
+    return {
+        "sf_token_url": f"{instance}/services/oauth2/token",
+        "sf_client_id": SF.client_id,
+        "sf_username": SF.username,
+        "sf_jwt_key_file": state.jwt_private_key_file,
+        "sf_ca_file": state.ca_file,
+        "sf_api_version": SF_API,
+    }
+
+
 async def _run(say: Say, measure: Callable[[Stack, Say], Any]) -> Any:
     with tempfile.TemporaryDirectory(prefix="bench-fulfillment-") as tmp, ExitStack() as stack:
         work = Path(tmp)
@@ -320,13 +343,7 @@ async def _run(say: Say, measure: Callable[[Stack, Say], Any]) -> Any:
         instance, sf_server, whmcs_api, freebit_api = stack.enter_context(_emulators(work))
         state = sf_server.app.state  # type: ignore[attr-defined]
         await _seed(instance, state.ca_file, whmcs_api, freebit_api)
-        env = await WorkflowEnvironment.start_local(
-            dev_server_existing_path=str(temporal_binary()),
-            search_attributes=[SearchAttributeKey.for_keyword(n) for n in SEARCH_ATTRIBUTES],
-            ui=False,
-            dev_server_log_level="error",
-            dev_server_extra_args=DYNAMIC_CONFIG,
-        )
+        env = await start_temporal()
         try:
             settings = load_settings(
                 temporal_address=env.client.service_client.config.target_host,
@@ -334,12 +351,7 @@ async def _run(say: Say, measure: Callable[[Stack, Say], Any]) -> Any:
                 temporal_payload_keys=generate_payload_key("bench-key"),
                 database_url=database_url,
                 redis_url=redis_url,
-                sf_token_url=f"{instance}/services/oauth2/token",
-                sf_client_id=SF.client_id,
-                sf_username=SF.username,
-                sf_jwt_key_file=state.jwt_private_key_file,
-                sf_ca_file=state.ca_file,
-                sf_api_version=SF_API,
+                **salesforce_settings(instance, state),
                 whmcs_api_url=whmcs_api,
                 whmcs_identifier=WHMCS["identifier"],
                 whmcs_secret=WHMCS["secret"],

@@ -34,23 +34,20 @@ from pathlib import Path
 
 import asyncpg
 import httpx
-from temporalio.common import SearchAttributeKey
-from temporalio.testing import WorkflowEnvironment
 
 from benchmarks.fulfillment import (
-    DYNAMIC_CONFIG,
     ROOT,
     SF,
-    SF_API,
     _environment,
     _peak_rss_mb,
     _services,
+    salesforce_settings,
+    start_temporal,
 )
 from benchmarks.results import BenchmarkResult, Metric, Options
 from config.settings import Settings, load_settings
 from config.temporal import generate_payload_key
 from devstack.process import ChildProcess
-from devstack.services import SEARCH_ATTRIBUTES, temporal_binary
 from emulators.common.server import ThreadedServer
 from emulators.salesforce.app import SalesforceEmulator
 from emulators.salesforce.app import create_app as salesforce_app
@@ -169,13 +166,7 @@ async def _run(say: Say) -> BenchmarkResult:
         last = _publish(emulator.bus, count, Settings().cdc_channel_list)
         took = time.monotonic() - began
         say(f"  {count} events retained in {took:.1f} s on {len(last)} channels")
-        env = await WorkflowEnvironment.start_local(
-            dev_server_existing_path=str(temporal_binary()),
-            search_attributes=[SearchAttributeKey.for_keyword(n) for n in SEARCH_ATTRIBUTES],
-            ui=False,
-            dev_server_log_level="error",
-            dev_server_extra_args=DYNAMIC_CONFIG,
-        )
+        env = await start_temporal()
         try:
             settings = load_settings(
                 temporal_address=env.client.service_client.config.target_host,
@@ -183,12 +174,7 @@ async def _run(say: Say) -> BenchmarkResult:
                 temporal_payload_keys=generate_payload_key("bench-key"),
                 database_url=database_url,
                 redis_url=redis_url,
-                sf_token_url=f"{instance}/services/oauth2/token",
-                sf_client_id=SF.client_id,
-                sf_username=SF.username,
-                sf_jwt_key_file=state.jwt_private_key_file,
-                sf_ca_file=state.ca_file,
-                sf_api_version=SF_API,
+                **salesforce_settings(instance, state),
                 listener_metrics_port=0,
             )
             async with httpx.AsyncClient(
