@@ -63,15 +63,17 @@ class BillingActivities:
     async def create_billing_order(self, order: BillingOrder) -> BillingOrderResult:
         """One WHMCS order per Salesforce order, whatever is repeated.
 
-        Under a per-order lock (two attempts never interleave): record the intent; look for an
-        order an earlier attempt made (WHMCS keeps each service's Salesforce item id in its
-        marker field); only if there is none, AddOrder. A lost reply to AddOrder is followed by
-        the same lookup: the order WHMCS made is taken, and only an order that was never made is
-        left for the next attempt to make.
+        Under a per-order lock (two attempts never interleave): record the intent; if an
+        earlier attempt recorded one, look for the order it may have made (WHMCS keeps each
+        service's Salesforce item id in its marker field); only if there is none, AddOrder. The
+        first attempt skips the lookup: it reads every service of the client, a cost that grows
+        with the client's history, and no order can exist yet. A lost reply to AddOrder is
+        followed by the same lookup: the order WHMCS made is taken, and only an order that was
+        never made is left for the next attempt to make.
         """
         async with self._store.billing_lock(order.sf_order_id) as record:
-            await record.intent(order.whmcs_client_id)
-            result = await self._whmcs.find_billing_order(order)
+            earlier = await record.intent(order.whmcs_client_id)
+            result = await self._whmcs.find_billing_order(order) if earlier else None
             if result is not None:
                 log.info(
                     "billing.order_found",

@@ -49,8 +49,13 @@ class BillingRecord:
         self._sf_order_id = sf_order_id
         self._errors = errors
 
-    async def intent(self, whmcs_client_id: int) -> None:
-        """Before AddOrder: the order is about to be billed (kept for audit and operators)."""
+    async def intent(self, whmcs_client_id: int) -> bool:
+        """Before AddOrder: the order is about to be billed (kept for audit and operators).
+
+        True when an earlier attempt recorded an intent too: it may have sent AddOrder, so its
+        order must be looked for. False proves that no attempt ever sent one, since every
+        attempt commits its intent before sending.
+        """
         async with self._errors("record billing intent"), self._connection.transaction():
             # The read model's row may trail (its writes are best effort): the intent
             # needs it to exist.
@@ -60,13 +65,20 @@ class BillingRecord:
                 self._sf_order_id,
                 f"order-fulfillment-{self._sf_order_id}",
             )
-            await self._connection.execute(
+            first = await self._connection.fetchval(
                 "INSERT INTO billing_order_intents (sf_order_id, whmcs_client_id)"
-                " VALUES ($1, $2) ON CONFLICT (sf_order_id) DO UPDATE"
-                " SET whmcs_client_id = EXCLUDED.whmcs_client_id",
+                " VALUES ($1, $2) ON CONFLICT (sf_order_id) DO NOTHING RETURNING true",
                 self._sf_order_id,
                 whmcs_client_id,
             )
+            if first:
+                return False
+            await self._connection.execute(
+                "UPDATE billing_order_intents SET whmcs_client_id = $2 WHERE sf_order_id = $1",
+                self._sf_order_id,
+                whmcs_client_id,
+            )
+            return True
 
     async def result(self, result: BillingOrderResult) -> None:
         async with self._errors("record billing result"):

@@ -62,3 +62,32 @@ async def test_attempts_for_one_order_take_turns(migrated_database_url: str) -> 
         assert most == 1
     finally:
         await pool.close()
+
+
+async def test_only_the_first_intent_proves_no_order_was_sent(migrated_database_url: str) -> None:
+    """The first attempt may skip the lookup by marker; any later one (a retry, another run of
+    the same order) must not, whether or not the earlier one got as far as a result."""
+    pool = await create_pool(migrated_database_url, min_size=1, max_size=2)
+    store = FulfillmentStore(pool)
+    order = "801000000000998AAA"
+    try:
+        async with store.billing_lock(order) as record:
+            assert await record.intent(901) is False
+        async with store.billing_lock(order) as record:
+            assert await record.intent(902) is True
+            await record.result(BillingOrderResult(whmcs_order_id=70_998))
+        async with store.billing_lock(order) as record:
+            assert await record.intent(902) is True
+        row = await pool.fetchrow(
+            "SELECT whmcs_client_id, whmcs_order_id FROM billing_order_intents"
+            " WHERE sf_order_id = $1",
+            order,
+        )
+        assert row is not None and (row["whmcs_client_id"], row["whmcs_order_id"]) == (
+            902,
+            70_998,
+        )
+    finally:
+        await pool.execute("DELETE FROM billing_order_intents WHERE sf_order_id = $1", order)
+        await pool.execute("DELETE FROM fulfillments WHERE sf_order_id = $1", order)
+        await pool.close()

@@ -111,6 +111,26 @@ async def test_lost_replies_to_every_write_still_make_exactly_one_of_each(engine
     assert engine.order(order_id)["Activation_Status__c"] == "Activated"
 
 
+async def test_an_attempt_after_one_that_lost_addorder_finds_its_order(engine: Engine) -> None:
+    """The first attempt's AddOrder takes effect, its reply is lost and so is its lookup by
+    marker (3 refused reads): the attempt fails. The next attempt must find that order, not
+    add a second one, though only the first attempt of an order skips the lookup."""
+    order_id = engine.activate("internet")
+    engine.fault(
+        engine.whmcs, {"kind": "lose_reply", "mode": "reset", "count": 1, "action": "AddOrder"}
+    )
+    engine.fault(
+        engine.whmcs,
+        {"kind": "fail", "status": 503, "count": 3, "action": "GetClientsProducts"},
+    )
+    result = await (await engine.start(order_id)).result()
+
+    assert result.status is FulfillmentStatus.ACTIVATED
+    assert engine.lost_replies(engine.whmcs) == 1
+    [whmcs_order] = engine.whmcs_orders()
+    assert (int(whmcs_order["id"]), whmcs_order["status"]) == (result.whmcs_order_id, "Active")
+
+
 async def test_a_missing_payment_method_parks_then_a_retry_after_the_fix_activates(
     engine: Engine,
 ) -> None:
