@@ -45,12 +45,20 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from benchmarks.bare_workflow import BareWorkflow, noop
+from benchmarks.cpu import CpuMeter, find_process
 from benchmarks.results import BenchmarkResult, Metric, Options
 from clients.salesforce_auth import SalesforceAuth
 from config.settings import Settings, load_settings
 from config.temporal import generate_payload_key
 from devstack.process import ChildProcess
-from devstack.services import SEARCH_ATTRIBUTES, start_postgres, start_redis, temporal_binary
+from devstack.services import (
+    SEARCH_ATTRIBUTES,
+    PostgresServer,
+    RedisServer,
+    start_postgres,
+    start_redis,
+    temporal_binary,
+)
 from domain.fulfillment import workflow_id
 from emulators.common.server import ThreadedServer
 from emulators.freebit.app import API_PREFIX as FREEBIT_PREFIX
@@ -97,6 +105,7 @@ class Stack:
     entry: dict[str, Any]
     worker: ChildProcess
     listener: ChildProcess
+    cpu: CpuMeter
     # Regular and local activities of one SIM-less fulfillment (from the warm-up's history).
     shape: tuple[int, int] = (0, 0)
 
@@ -303,13 +312,35 @@ async def _bare(client: Client, shape: tuple[int, int], count: int) -> list[floa
 
 
 @contextmanager
-def _services(work: Path) -> Iterator[tuple[str, str]]:
+def _services(work: Path) -> Iterator[tuple[PostgresServer, RedisServer]]:
     with ExitStack() as stack:
         postgres = start_postgres(work / "pg", durable=False, log_file=work / "postgres.log")
         stack.callback(postgres.stop)
         redis = start_redis(data_dir=work / "redis", persist=False, log_file=work / "redis.log")
         stack.callback(redis.stop)
-        yield postgres.url, redis.url
+        yield postgres, redis
+
+
+def _cpu_meter(
+    temporal_address: str,
+    processes: dict[str, ChildProcess],
+    postgres: PostgresServer,
+    redis: RedisServer,
+) -> CpuMeter:
+    named = {name: process.pid for name, process in processes.items()}
+    port = temporal_address.rsplit(":", 1)[1]
+    server = find_process("server start-dev", f"--port {port}")
+    if server is not None:
+        named["temporal"] = server
+    named["postgres"] = postgres.pid
+    named["redis"] = redis.pid
+    # This process: the emulators' threads and, in the baseline, the bare worker.
+    named["bench"] = os.getpid()
+    return CpuMeter(named)
+
+
+def _cpu_per_order(seconds: dict[str, float], count: int) -> dict[str, float]:
+    return {name: round(value * 1000 / count, 1) for name, value in seconds.items()}
 
 
 async def start_temporal() -> WorkflowEnvironment:
@@ -338,7 +369,8 @@ def salesforce_settings(instance: str, state: Any) -> dict[str, Any]:
 async def _run(say: Say, measure: Callable[[Stack, Say], Any]) -> Any:
     with tempfile.TemporaryDirectory(prefix="bench-fulfillment-") as tmp, ExitStack() as stack:
         work = Path(tmp)
-        database_url, redis_url = stack.enter_context(_services(work))
+        postgres, redis = stack.enter_context(_services(work))
+        database_url, redis_url = postgres.url, redis.url
         await apply_migrations(database_url, create_portal_tables=True)
         instance, sf_server, whmcs_api, freebit_api = stack.enter_context(_emulators(work))
         state = sf_server.app.state  # type: ignore[attr-defined]
@@ -404,7 +436,14 @@ async def _run(say: Say, measure: Callable[[Stack, Say], Any]) -> Any:
                     )
                 )[0]
                 bench = Stack(
-                    settings, client, sf, account, entry, processes["worker"], processes["listener"]
+                    settings,
+                    client,
+                    sf,
+                    account,
+                    entry,
+                    processes["worker"],
+                    processes["listener"],
+                    _cpu_meter(settings.temporal_address, processes, postgres, redis),
                 )
                 # Warm-up: proves the listener and worker are up, and gives the activity count.
                 (order,) = await _create(bench, 1)
@@ -427,14 +466,20 @@ async def _throughput(stack: Stack, say: Say) -> BenchmarkResult:
     count = _settings["orders"]
     ids = await _create(stack, count)
     say(f"  {count} Draft orders created; activating")
+    stack.cpu.mark()
     started = await _activate(stack, ids)
     done = await _activated(stack, ids, within=max(300.0, count * 2.0))
     fulfillment_s = max(done.values()) - started
+    fulfillment_cpu = _cpu_per_order(stack.cpu.since(), count)
+    say(f"  all Activated in {fulfillment_s:.1f} s; CPU ms per order: {fulfillment_cpu}")
     worker_rss = _peak_rss_mb(stack.worker.pid)
     listener_rss = _peak_rss_mb(stack.listener.pid)
+    stack.cpu.mark()
     began = time.time()
     await _bare(stack.client, stack.shape, count)
     bare_s = time.time() - began
+    bare_cpu = _cpu_per_order(stack.cpu.since(), count)
+    say(f"  bare done in {bare_s:.1f} s; CPU ms per workflow: {bare_cpu}")
     fulfillment_rate, bare_rate = count / fulfillment_s, count / bare_s
     regular, local = stack.shape
     metrics = [
@@ -470,6 +515,9 @@ async def _throughput(stack: Stack, say: Say) -> BenchmarkResult:
             "fulfillment_seconds": round(fulfillment_s, 3),
             "bare_seconds": round(bare_s, 3),
             "activities_per_fulfillment": {"regular": regular, "local": local},
+            # Where the two cores went: CPU ms per order (per bare workflow) by process.
+            "cpu_ms_per_order": fulfillment_cpu,
+            "bare_cpu_ms_per_workflow": bare_cpu,
         },
     )
 

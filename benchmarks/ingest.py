@@ -149,7 +149,8 @@ async def _run(say: Say) -> BenchmarkResult:
     count = _settings["events"]
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp, ExitStack() as stack:
         work = Path(tmp)
-        database_url, redis_url = stack.enter_context(_services(work))
+        postgres, redis = stack.enter_context(_services(work))
+        database_url, redis_url = postgres.url, redis.url
         await apply_migrations(database_url, create_portal_tables=True)
         # Room for the whole backlog (the default keeps 10,000, exactly the default count).
         sf_app = salesforce_app(
