@@ -223,6 +223,11 @@ class Settings(BaseSettings):
     worker_max_concurrent_activities: int = Field(default=20, ge=1, le=1000)
     # On SIGTERM, running activities get this long to finish before the worker stops.
     worker_shutdown_grace_seconds: float = Field(default=30.0, ge=0)
+    # Run workflow code in the SDK's sandbox. Off by default: it re-imports the workflow module
+    # per run and compiles code per activation and per payload, ~25 ms of CPU per order
+    # (bench/README.md); the workflow and replay tests run sandboxed, which is where it catches
+    # a non-deterministic call. Turn it on to trade that CPU for the check at run time too.
+    worker_workflow_sandbox: bool = False
     listener_metrics_port: int = Field(default=9102, ge=0, le=65535)
 
     # CDC listener

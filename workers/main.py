@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from temporalio.worker import Worker
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker, WorkflowRunner
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 from activities.billing import BillingActivities
 from activities.caches import CacheActivities, run_outbox_drainer
@@ -107,6 +108,13 @@ def activities(upstreams: Upstreams, settings: Settings) -> Sequence[Any]:
     ]
 
 
+def workflow_runner(settings: Settings) -> WorkflowRunner:
+    """The sandbox only when asked for: see `Settings.worker_workflow_sandbox`."""
+    if settings.worker_workflow_sandbox:
+        return SandboxedWorkflowRunner()
+    return UnsandboxedWorkflowRunner()
+
+
 async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
     """Run until `stop` is set (or SIGTERM/SIGINT when `stop` is None)."""
     stop = stop or _stop_on_signals()
@@ -119,6 +127,7 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -
             task_queue=settings.temporal_task_queue,
             workflows=[OrderFulfillment, FulfillmentReconciliation],
             activities=activities(upstreams, settings),
+            workflow_runner=workflow_runner(settings),
             max_concurrent_activities=settings.worker_max_concurrent_activities,
             graceful_shutdown_timeout=timedelta(seconds=settings.worker_shutdown_grace_seconds),
         )
