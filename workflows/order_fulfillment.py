@@ -98,6 +98,10 @@ _STEP_SUMMARIES = {
     Step.WRITE_BACK_SUCCESS: "write Activated and the WHMCS ids to Salesforce",
     Step.INVALIDATE_CACHES: "invalidate the portal's caches",
 }
+# Search-attribute changes are collected and sent as one command before the workflow next waits
+# (each upsert is an event and a visibility write on the server); runs started before this patch
+# sent each change at once, and replay them that way.
+_COALESCE_ATTRIBUTES = "coalesce-search-attributes"
 # Read-model versions: the run's start (ms) times this, plus a counter, so every write of a
 # later run (a fulfillment started afresh under the same id) outranks every write of an earlier.
 _VERSION_SPAN = 1_000_000
@@ -133,11 +137,19 @@ class OrderFulfillment:
         self._writes = 0
         self._attempted_at: datetime | None = None
         self._parked_until: datetime | None = None
+        self._coalesce_attributes = False
+        self._pending_attributes: dict[str, SearchAttributeUpdate[Any]] = {}
 
     # -- the run -------------------------------------------------------------------------------
 
     @workflow.run
     async def run(self, input: FulfillmentInput) -> FulfillmentResult:
+        self._coalesce_attributes = workflow.patched(_COALESCE_ATTRIBUTES)
+        result = await self._fulfil(input)
+        self._flush_attributes()
+        return result
+
+    async def _fulfil(self, input: FulfillmentInput) -> FulfillmentResult:
         _metric_counter("fulfillment_started", "Fulfillments started").add(1)
         self._upsert_attributes(SALESFORCE_ORDER_ID.value_set(input.sf_order_id))
         self._set_status(FulfillmentStatus.PENDING)
@@ -308,6 +320,7 @@ class OrderFulfillment:
                         detail=f"last state: {state}",
                     ),
                 )
+            self._flush_attributes()
             with contextlib.suppress(TimeoutError):
                 await workflow.wait_condition(
                     lambda: self._reported is not None, timeout=min(delay, remaining)
@@ -418,6 +431,7 @@ class OrderFulfillment:
         self._parked_until = workflow.now() + self._options.operator_wait
         self._progress.waiting_for_operator = True
         workflow.set_current_details(self._parked_details())
+        self._flush_attributes()
         try:
             await workflow.wait_condition(
                 lambda: self._decision is not None, timeout=self._options.operator_wait
@@ -601,6 +615,7 @@ class OrderFulfillment:
         first_retry: timedelta = timedelta(seconds=2),
     ) -> M:
         """Run one activity; a business error or a spent retry budget becomes `_Parked`."""
+        self._flush_attributes()
         try:
             result: M = await workflow.execute_activity(
                 activity.value,
@@ -687,7 +702,17 @@ class OrderFulfillment:
         self._upsert_attributes(FULFILLMENT_STATUS.value_set(status.value))
 
     def _upsert_attributes(self, *updates: SearchAttributeUpdate[Any]) -> None:
-        workflow.upsert_search_attributes(list(updates))
+        if not self._coalesce_attributes:
+            workflow.upsert_search_attributes(list(updates))
+            return
+        for update in updates:
+            self._pending_attributes[update.key.name] = update
+
+    def _flush_attributes(self) -> None:
+        """Send the collected changes, the latest of each attribute, as one upsert."""
+        if self._pending_attributes:
+            workflow.upsert_search_attributes(list(self._pending_attributes.values()))
+            self._pending_attributes.clear()
 
     def _parked_details(self) -> str:
         failure = self._progress.last_error
