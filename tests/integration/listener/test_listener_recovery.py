@@ -5,16 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import subprocess
-import sys
-from pathlib import Path
 
 import asyncpg
 import pytest
 from prometheus_client import REGISTRY
 
 from domain.fulfillment import FulfillmentProgress, FulfillmentStatus, workflow_id
-from tests.fixtures.engine import Engine
+from tests.fixtures.engine import Engine, ListenerProcess
 from tests.integration.listener.test_listener import (
     _subscribed,
     fulfilled,
@@ -27,7 +24,6 @@ from workflows.order_fulfillment import OrderFulfillment
 
 pytestmark = pytest.mark.usefixtures("worker")
 ORDERS = "/data/OrderChangeEvent"
-ROOT = Path(__file__).resolve().parents[3]
 
 
 def _alerts(reason: str) -> float:
@@ -113,36 +109,19 @@ async def test_reactivating_a_parked_order_in_salesforce_retries_it(engine: Engi
 
 
 async def test_a_listener_killed_mid_stream_loses_nothing_and_doubles_nothing(
-    engine: Engine, tmp_path: Path
+    engine: Engine, listener_process: ListenerProcess
 ) -> None:
-    env = engine.environment() | {"LISTENER_METRICS_PORT": "0", "CDC_LEASE_POLL_SECONDS": "0.5"}
-    root = ROOT
-
-    def start() -> subprocess.Popen[bytes]:
-        log = (tmp_path / "listener.log").open("ab")
-        return subprocess.Popen(
-            [sys.executable, "-m", "cli", "listener"], env=env, cwd=root, stdout=log, stderr=log
-        )
-
-    first = start()
-    try:
-        await until(lambda: _subscribed(engine), within=60)
-        keys = ["internet", "esim", "physical_sim"]
-        order_ids = [engine.activate(key) for key in keys]
-        # Killed as soon as the first fulfillment exists: the others may be received, in hand,
-        # or not yet read; their cursor has not moved past them.
-        await until(lambda: _any_started(engine, order_ids), within=60)
-        first.send_signal(signal.SIGKILL)
-        first.wait(timeout=10)
-        second = start()
-        try:
-            results = await asyncio.gather(*(fulfilled(engine, o, within=90) for o in order_ids))
-        finally:
-            second.terminate()
-            second.wait(timeout=20)
-    finally:
-        if first.poll() is None:
-            first.kill()
+    first = listener_process()
+    await until(lambda: _subscribed(engine), within=60)
+    keys = ["internet", "esim", "physical_sim"]
+    order_ids = [engine.activate(key) for key in keys]
+    # Killed as soon as the first fulfillment exists: the others may be received, in hand,
+    # or not yet read; their cursor has not moved past them.
+    await until(lambda: _any_started(engine, order_ids), within=60)
+    first.send_signal(signal.SIGKILL)
+    first.wait(timeout=10)
+    listener_process()
+    results = await asyncio.gather(*(fulfilled(engine, o, within=90) for o in order_ids))
     assert [r.status for r in results] == [FulfillmentStatus.ACTIVATED] * 3
     for order_id in order_ids:
         assert await runs(engine, order_id) == 1
