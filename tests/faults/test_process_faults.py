@@ -185,8 +185,10 @@ async def test_postgres_restarted_mid_batch(engine: Engine, report: Report, tmp_
                 f"1 restart mid-billing, {down:.0f} s down",
                 ids,
             )
-            # What the portal reads caught up too: the read model in the restarted server.
+            # What the portal reads caught up too: the read model in the restarted server; and
+            # the listener stores its cursor there again, up to the newest event.
             await until(partial(_read_model_activated, server.url, ids), within=60)
+            await until(partial(_caught_up, engine, server.url), within=60)
     finally:
         await asyncio.to_thread(server.stop)
 
@@ -199,11 +201,18 @@ async def _started_at_least(engine: Engine, ids: list[str], target: int) -> bool
     return len(await runs_per_order(engine, ids)) >= target
 
 
-async def _caught_up(engine: Engine) -> bool:
-    """The listener's cursor is at the newest order event (the batch's creation)."""
+async def _caught_up(engine: Engine, database_url: str | None = None) -> bool:
+    """The listener's cursor is at the newest order event Salesforce published."""
     state = engine.sf.control("GET", "state")["events"]["channels"]
     newest = int(state[ORDERS_CHANNEL]["lastReplayId"])
-    return await cursor(engine, ORDERS_CHANNEL) == newest
+    connection = await asyncpg.connect(database_url or engine.settings.database_url)
+    try:
+        stored = await connection.fetchval(
+            "SELECT replay_id FROM cdc_replay_cursors WHERE channel = $1", ORDERS_CHANNEL
+        )
+    finally:
+        await connection.close()
+    return bool(stored == newest)
 
 
 async def _leader(engine: Engine) -> str:
