@@ -36,6 +36,8 @@ class Plan:
     stale_orders: list[str] = field(default_factory=list)
     stale_order_items: list[str] = field(default_factory=list)
     known_accounts: dict[str, str] = field(default_factory=dict)
+    # Order items whose order the event names (a create carries every field).
+    known_item_orders: dict[str, str] = field(default_factory=dict)
     stale_catalog: bool = False
     stale_eligibility: list[str] = field(default_factory=list)
     # An overflow: more changed than Salesforce could describe.
@@ -72,6 +74,7 @@ def plan_for(event: Event, *, trigger_status: str, own_client: str) -> Plan:
             order_id = event.fields.get("OrderId")
             if isinstance(order_id, str):
                 plan.stale_orders.append(order_id)
+                plan.known_item_orders.update(dict.fromkeys(event.record_ids, order_id))
     elif entity in CATALOG_ENTITIES:
         plan.stale_catalog = True
     return plan

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from temporalio.client import Client
 
 from cdc_listener.decide import Activation, Plan
+from cdc_listener.parents import Parents
 from clients.cache import CacheGroup, CacheInvalidator, CacheUnavailableError
 from clients.fulfillment_store import FulfillmentStore
 from clients.salesforce import SalesforceClient
@@ -55,11 +56,16 @@ class Dispatcher:
         self._cache = cache
         self._store = store
         self._reconcile = reconcile
+        self._parents = Parents()
 
     async def handle(self, event: Event, plan: Plan) -> Handled:
         handled = Handled()
+        self._parents.item_orders.remember(plan.known_item_orders)
+        # A gap event says the orders changed, not how: what was known of them may be stale.
+        self._parents.order_accounts.forget(plan.reread_orders)
         if isinstance(event, ChangeEvent) and plan.reread_orders:
             await self._reread(event, plan)
+        self._parents.learn_accounts(plan.known_accounts)
         for activation in plan.activations:
             decision = await activate_fulfillment(
                 self._temporal,
@@ -104,19 +110,31 @@ class Dispatcher:
         keys = self._cache.keys
         stale_orders = list(dict.fromkeys(plan.stale_orders))
         if plan.stale_order_items:
-            parents = await self._sf.read_item_orders(plan.stale_order_items)
+            parents = self._parents.item_orders.known(plan.stale_order_items)
+            unseen = [item for item in plan.stale_order_items if item not in parents]
+            if unseen:
+                read = await self._sf.read_item_orders(unseen)
+                self._parents.item_orders.remember(read)
+                parents.update(read)
             stale_orders.extend(o for o in parents.values() if o not in stale_orders)
         names: list[str] = []
         if stale_orders:
             accounts = dict(plan.known_accounts)
             unknown = [order for order in stale_orders if order not in accounts]
             if unknown:
+                accounts.update(self._parents.order_accounts.known(unknown))
+            unknown = [order for order in stale_orders if order not in accounts]
+            if unknown:
                 accounts.update(await self._store.accounts_of(unknown))
             unknown = [order for order in stale_orders if order not in accounts]
             if unknown:
-                for state in await self._sf.read_order_states(unknown):
-                    if state.sf_account_id:
-                        accounts[state.sf_order_id] = state.sf_account_id
+                read_accounts = {
+                    state.sf_order_id: state.sf_account_id
+                    for state in await self._sf.read_order_states(unknown)
+                    if state.sf_account_id
+                }
+                self._parents.order_accounts.remember(read_accounts)
+                accounts.update(read_accounts)
             for order in stale_orders:
                 names.extend(keys.for_order(order, accounts.get(order)))
         names.extend(keys.services_eligibility(account) for account in plan.stale_eligibility)

@@ -11,6 +11,7 @@ from typing import Any
 import asyncpg
 import pytest
 import redis.asyncio as redis
+from prometheus_client import REGISTRY
 from temporalio.service import RPCError
 
 from cdc_listener.main import run_listener
@@ -177,6 +178,74 @@ async def test_catalog_and_eligibility_events_delete_their_keys_and_only_those(
     assert await redis_client.exists(other) == 1
 
 
+def _item_order_lookups() -> float:
+    """Salesforce queries the process made for an order item's order, whatever their outcome."""
+    return sum(
+        sample.value
+        for metric in REGISTRY.collect()
+        if metric.name == "fulfillment_client_requests"
+        for sample in metric.samples
+        if sample.name.endswith("_total") and sample.labels.get("operation") == "read_item_orders"
+    )
+
+
+async def test_an_order_item_seen_created_needs_no_lookup_when_it_changes(
+    engine: Engine, redis_client: redis.Redis
+) -> None:
+    """Each fulfillment's write-back updates its items, and an item's update event names no
+    order: the listener asks Salesforce only about items it has not seen created."""
+    keys = CacheKeys(engine.settings.cache_key_prefix)
+    sf = engine.sf.client()
+    demo_order = engine.demo["orders"]["internet"]
+    [unseen] = engine.order_items(demo_order)  # created before the listener ran
+    async with listening(listener_settings(engine)):
+        await until(lambda: _subscribed(engine))
+        entry = sf.query(
+            "SELECT Id, Pricebook2Id, UnitPrice FROM PricebookEntry"
+            " WHERE Product2.ProductCode = 'FIBER-1G' AND Pricebook2.Name = 'Portal'"
+        )["records"][0]
+        account = engine.order(demo_order)["AccountId"]
+        order = _created(
+            sf.restful(
+                "sobjects/Order/",
+                method="POST",
+                json={
+                    "AccountId": account,
+                    "Pricebook2Id": entry["Pricebook2Id"],
+                    "Status": "Draft",
+                    "EffectiveDate": "2026-11-27",
+                },
+            )
+        )
+        seen = _created(
+            sf.restful(
+                "sobjects/OrderItem/",
+                method="POST",
+                json={
+                    "OrderId": order,
+                    "PricebookEntryId": entry["Id"],
+                    "Quantity": 1,
+                    "UnitPrice": entry["UnitPrice"],
+                },
+            )
+        )
+        detail = keys.orders_detail(order)
+        await redis_client.set(detail, "cached")
+        await until(lambda: _gone(redis_client, detail))  # the create's events are handled
+        before = _item_order_lookups()
+
+        await redis_client.set(detail, "cached")
+        sf.restful(f"sobjects/OrderItem/{seen}", method="PATCH", json={"Quantity": 2})
+        await until(lambda: _gone(redis_client, detail))
+        assert _item_order_lookups() == before
+
+        other = keys.orders_detail(demo_order)
+        await redis_client.set(other, "cached")
+        sf.restful(f"sobjects/OrderItem/{unseen['Id']}", method="PATCH", json={"Quantity": 2})
+        await until(lambda: _gone(redis_client, other))
+        assert _item_order_lookups() == before + 1
+
+
 async def test_a_malformed_event_is_dead_lettered_and_the_next_good_one_handled(
     engine: Engine,
 ) -> None:
@@ -223,6 +292,11 @@ async def _subscribed(engine: Engine) -> bool:
 async def _cursor_past(engine: Engine, channel: str, minimum: int) -> bool:
     value = await cursor(engine, channel)
     return value is not None and value >= minimum
+
+
+def _created(reply: Any) -> str:
+    assert isinstance(reply, dict)
+    return str(reply["id"])
 
 
 async def _gone(client: redis.Redis, key: str) -> bool:

@@ -114,6 +114,12 @@ def test_catalog_and_order_item_changes_name_what_went_stale() -> None:
         )
     )
     assert (item.stale_order_items, item.stale_orders) == (["802000000000001AAA"], [ORDER_A])
+    # Remembered, so the item's later updates (which name no order) need no lookup.
+    assert item.known_item_orders == {"802000000000001AAA": ORDER_A}
+    update = plan(
+        change(entity="OrderItem", record_ids=("802000000000001AAA",), changed=("Quantity",))
+    )
+    assert (update.stale_order_items, update.known_item_orders) == (["802000000000001AAA"], {})
 
 
 def test_an_eligibility_event_names_its_account() -> None:
