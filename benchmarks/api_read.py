@@ -19,7 +19,6 @@ import json
 import os
 import secrets
 import sys
-import tempfile
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from benchmarks.load import LoadResult, drive
-from benchmarks.results import BenchmarkResult, Metric, Options, median
+from benchmarks.results import BenchmarkResult, Metric, Options, median, work_directory
 from clients.cache import CacheKeys, create_redis
 from clients.fulfillment_store import FulfillmentStore
 from clients.postgres import create_pool
@@ -155,8 +154,7 @@ def _figures(run: LoadResult) -> dict[str, float]:
 
 def run(options: Options, say: Any = print) -> BenchmarkResult:
     headers = {"Authorization": f"Bearer {SERVICE_TOKEN}"}
-    with tempfile.TemporaryDirectory(prefix="bench-api-read-") as tmp, ExitStack() as stack:
-        work = Path(tmp)
+    with work_directory("bench-api-read-") as work, ExitStack() as stack:
         postgres = start_postgres(work / "postgres", durable=False, log_file=work / "pg.log")
         stack.callback(postgres.stop)
         redis = start_redis(port=None, data_dir=work / "redis", persist=False)

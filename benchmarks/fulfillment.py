@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -46,7 +45,7 @@ from temporalio.worker import Worker
 
 from benchmarks.bare_workflow import BareWorkflow, noop
 from benchmarks.cpu import CpuMeter, find_process
-from benchmarks.results import BenchmarkResult, Metric, Options
+from benchmarks.results import BenchmarkResult, Metric, Options, work_directory
 from clients.salesforce_auth import SalesforceAuth
 from config.settings import Settings, load_settings
 from config.temporal import generate_payload_key
@@ -367,8 +366,7 @@ def salesforce_settings(instance: str, state: Any) -> dict[str, Any]:
 
 
 async def _run(say: Say, measure: Callable[[Stack, Say], Any]) -> Any:
-    with tempfile.TemporaryDirectory(prefix="bench-fulfillment-") as tmp, ExitStack() as stack:
-        work = Path(tmp)
+    with work_directory("bench-fulfillment-") as work, ExitStack() as stack:
         postgres, redis = stack.enter_context(_services(work))
         database_url, redis_url = postgres.url, redis.url
         await apply_migrations(database_url, create_portal_tables=True)

@@ -25,12 +25,10 @@ from __future__ import annotations
 
 import asyncio
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Callable
 from contextlib import ExitStack
-from pathlib import Path
 
 import asyncpg
 import httpx
@@ -44,7 +42,7 @@ from benchmarks.fulfillment import (
     salesforce_settings,
     start_temporal,
 )
-from benchmarks.results import BenchmarkResult, Metric, Options
+from benchmarks.results import BenchmarkResult, Metric, Options, work_directory
 from config.settings import Settings, load_settings
 from config.temporal import generate_payload_key
 from devstack.process import ChildProcess
@@ -147,8 +145,7 @@ async def _caught_up(database_url: str, last: dict[str, int], within: float) -> 
 
 async def _run(say: Say) -> BenchmarkResult:
     count = _settings["events"]
-    with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp, ExitStack() as stack:
-        work = Path(tmp)
+    with work_directory("bench-ingest-") as work, ExitStack() as stack:
         postgres, redis = stack.enter_context(_services(work))
         database_url, redis_url = postgres.url, redis.url
         await apply_migrations(database_url, create_portal_tables=True)

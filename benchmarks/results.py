@@ -3,8 +3,14 @@ details behind them for the JSON file)."""
 
 from __future__ import annotations
 
+import os
 import statistics
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 
@@ -46,3 +52,16 @@ class BenchmarkResult:
 
 def median(values: list[float]) -> float:
     return float(statistics.median(values))
+
+
+@contextmanager
+def work_directory(prefix: str) -> Iterator[Path]:
+    """A scratch directory for a benchmark's servers and logs, removed afterwards unless
+    `BENCH_KEEP_WORK` is set (then its path is printed, to read the processes' logs)."""
+    if os.environ.get("BENCH_KEEP_WORK"):
+        kept = Path(tempfile.mkdtemp(prefix=prefix))
+        print(f"  work directory kept: {kept}", file=sys.stderr)
+        yield kept
+        return
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        yield Path(tmp)
