@@ -98,10 +98,11 @@ _STEP_SUMMARIES = {
     Step.WRITE_BACK_SUCCESS: "write Activated and the WHMCS ids to Salesforce",
     Step.INVALIDATE_CACHES: "invalidate the portal's caches",
 }
-# Search-attribute changes are collected and sent as one command before the workflow next waits
-# (each upsert is an event and a visibility write on the server); runs started before this patch
-# sent each change at once, and replay them that way.
-_COALESCE_ATTRIBUTES = "coalesce-search-attributes"
+# The read-model write and the search-attribute changes are made once, with the state as it is,
+# when the workflow next calls out or waits, rather than at every change (each upsert is an event
+# and a visibility write on the server, each write a local activity; only the last of several in
+# a row was ever seen). Runs started before this patch made each at once, and replay that way.
+_COALESCE_WRITES = "coalesce-writes"
 # Read-model versions: the run's start (ms) times this, plus a counter, so every write of a
 # later run (a fulfillment started afresh under the same id) outranks every write of an earlier.
 _VERSION_SPAN = 1_000_000
@@ -137,16 +138,17 @@ class OrderFulfillment:
         self._writes = 0
         self._attempted_at: datetime | None = None
         self._parked_until: datetime | None = None
-        self._coalesce_attributes = False
+        self._coalesce_writes = False
         self._pending_attributes: dict[str, SearchAttributeUpdate[Any]] = {}
+        self._record_due = False
 
     # -- the run -------------------------------------------------------------------------------
 
     @workflow.run
     async def run(self, input: FulfillmentInput) -> FulfillmentResult:
-        self._coalesce_attributes = workflow.patched(_COALESCE_ATTRIBUTES)
+        self._coalesce_writes = workflow.patched(_COALESCE_WRITES)
         result = await self._fulfil(input)
-        self._flush_attributes()
+        await self._flush()
         return result
 
     async def _fulfil(self, input: FulfillmentInput) -> FulfillmentResult:
@@ -320,7 +322,7 @@ class OrderFulfillment:
                         detail=f"last state: {state}",
                     ),
                 )
-            self._flush_attributes()
+            await self._flush()
             with contextlib.suppress(TimeoutError):
                 await workflow.wait_condition(
                     lambda: self._reported is not None, timeout=min(delay, remaining)
@@ -431,7 +433,7 @@ class OrderFulfillment:
         self._parked_until = workflow.now() + self._options.operator_wait
         self._progress.waiting_for_operator = True
         workflow.set_current_details(self._parked_details())
-        self._flush_attributes()
+        await self._flush()
         try:
             await workflow.wait_condition(
                 lambda: self._decision is not None, timeout=self._options.operator_wait
@@ -615,7 +617,7 @@ class OrderFulfillment:
         first_retry: timedelta = timedelta(seconds=2),
     ) -> M:
         """Run one activity; a business error or a spent retry budget becomes `_Parked`."""
-        self._flush_attributes()
+        await self._flush()
         try:
             result: M = await workflow.execute_activity(
                 activity.value,
@@ -656,6 +658,23 @@ class OrderFulfillment:
         )
 
     async def _record(self) -> None:
+        """Write the read model: when the workflow next calls out or waits (`_flush`)."""
+        if self._coalesce_writes:
+            self._record_due = True
+            return
+        await self._write_record()
+
+    async def _flush(self) -> None:
+        """Before the workflow calls out or waits: the read-model write and the search-attribute
+        changes due since it last did, each once, with the state as it is now."""
+        if self._record_due:
+            self._record_due = False
+            await self._write_record()
+        if self._pending_attributes:
+            workflow.upsert_search_attributes(list(self._pending_attributes.values()))
+            self._pending_attributes.clear()
+
+    async def _write_record(self) -> None:
         """Write the read model (a local activity: cheap, and newer versions always win)."""
         self._writes += 1
         start_ms = int(workflow.info().start_time.timestamp() * 1000)
@@ -702,17 +721,12 @@ class OrderFulfillment:
         self._upsert_attributes(FULFILLMENT_STATUS.value_set(status.value))
 
     def _upsert_attributes(self, *updates: SearchAttributeUpdate[Any]) -> None:
-        if not self._coalesce_attributes:
+        """Change search attributes: the latest value of each goes out with `_flush`."""
+        if not self._coalesce_writes:
             workflow.upsert_search_attributes(list(updates))
             return
         for update in updates:
             self._pending_attributes[update.key.name] = update
-
-    def _flush_attributes(self) -> None:
-        """Send the collected changes, the latest of each attribute, as one upsert."""
-        if self._pending_attributes:
-            workflow.upsert_search_attributes(list(self._pending_attributes.values()))
-            self._pending_attributes.clear()
 
     def _parked_details(self) -> str:
         failure = self._progress.last_error

@@ -164,16 +164,22 @@ async def test_an_internet_order_is_activated_and_written_back(
     assert attributes["FulfillmentStatus"] == "activated"
     assert attributes["SalesforceOrderId"] == ORDER_ID
     assert attributes["SalesforceAccountId"] == "001000000000001AAA"
-    # Each change is not an event of its own: at most one upsert of ours per workflow task
-    # (the SDK upserts TemporalChangeVersion by itself when a patch is first taken).
-    upserts_per_task = [0]
+    # Each change is not a command of its own: per workflow task, at most one upsert of ours
+    # (the SDK upserts TemporalChangeVersion by itself when a patch is first taken) and one
+    # read-model write.
+    upserts_per_task, writes_per_task = [0], [0]
     async for event in handle.fetch_history_events():
         if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED:
             upserts_per_task.append(0)
+            writes_per_task.append(0)
         elif event.event_type == EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES:
             fields = event.upsert_workflow_search_attributes_event_attributes.search_attributes
             upserts_per_task[-1] += set(fields.indexed_fields) != {"TemporalChangeVersion"}
-    assert max(upserts_per_task) == 1
+        elif event.event_type == EventType.EVENT_TYPE_MARKER_RECORDED:
+            marker = event.marker_recorded_event_attributes.marker_name
+            writes_per_task[-1] += marker == "core_local_activity"
+    assert max(upserts_per_task) == 1 and max(writes_per_task) == 1
+    assert sum(writes_per_task) == len(upstreams.records)
 
 
 async def test_a_sim_order_polls_the_line_with_timers_until_it_is_active(
