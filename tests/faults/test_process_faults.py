@@ -36,6 +36,7 @@ from tests.integration.listener.test_listener import (
     listening,
     until,
 )
+from tests.support.database import fetch_value
 
 pytestmark = pytest.mark.faults
 
@@ -217,28 +218,21 @@ async def _caught_up(engine: Engine, database_url: str | None = None) -> bool:
 
 async def _leader(engine: Engine) -> str:
     """The instance name of the replica that reports itself active (the one newest)."""
-    connection = await asyncpg.connect(engine.settings.database_url)
-    try:
-        instance = await connection.fetchval(
-            "SELECT instance FROM cdc_listener_status WHERE active AND connected"
-            " ORDER BY updated_at DESC LIMIT 1"
-        )
-    finally:
-        await connection.close()
+    instance = await fetch_value(
+        engine.settings.database_url,
+        "SELECT instance FROM cdc_listener_status WHERE active AND connected"
+        " ORDER BY updated_at DESC LIMIT 1",
+    )
     assert instance is not None, "a replica leads"
     return str(instance)
 
 
 async def _led_by_another(engine: Engine, previous: str) -> bool:
-    connection = await asyncpg.connect(engine.settings.database_url)
-    try:
-        others = await connection.fetchval(
-            "SELECT count(*) FROM cdc_listener_status WHERE active AND connected"
-            " AND instance <> $1",
-            previous,
-        )
-    finally:
-        await connection.close()
+    others = await fetch_value(
+        engine.settings.database_url,
+        "SELECT count(*) FROM cdc_listener_status WHERE active AND connected AND instance <> $1",
+        previous,
+    )
     return bool(others)
 
 

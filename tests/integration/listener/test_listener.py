@@ -19,6 +19,7 @@ from clients.cache import CacheGroup, CacheKeys
 from config.settings import Settings
 from domain.fulfillment import FulfillmentResult, FulfillmentStatus, workflow_id
 from tests.fixtures.engine import Engine
+from tests.support.database import fetch_value
 
 pytestmark = pytest.mark.usefixtures("worker")
 
@@ -61,13 +62,11 @@ async def runs(engine: Engine, order_id: str) -> int:
 
 
 async def cursor(engine: Engine, channel: str) -> int | None:
-    connection = await asyncpg.connect(engine.settings.database_url)
-    try:
-        value = await connection.fetchval(
-            "SELECT replay_id FROM cdc_replay_cursors WHERE channel = $1", channel
-        )
-    finally:
-        await connection.close()
+    value = await fetch_value(
+        engine.settings.database_url,
+        "SELECT replay_id FROM cdc_replay_cursors WHERE channel = $1",
+        channel,
+    )
     return int(value) if value is not None else None
 
 
@@ -304,12 +303,9 @@ async def _gone(client: redis.Redis, key: str) -> bool:
 
 
 async def _active_count(engine: Engine, expected: int) -> bool:
-    connection = await asyncpg.connect(engine.settings.database_url)
-    try:
-        active = await connection.fetchval(
-            "SELECT count(*) FROM cdc_listener_status"
-            " WHERE active AND updated_at > now() - interval '30 seconds'"
-        )
-    finally:
-        await connection.close()
+    active = await fetch_value(
+        engine.settings.database_url,
+        "SELECT count(*) FROM cdc_listener_status"
+        " WHERE active AND updated_at > now() - interval '30 seconds'",
+    )
     return int(active) == expected
