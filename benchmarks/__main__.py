@@ -28,6 +28,7 @@ import argparse
 import json
 import os
 import platform
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -38,7 +39,8 @@ from typing import Any
 from benchmarks import api_read, fulfillment, ingest
 from benchmarks.results import BenchmarkResult, Options
 
-RESULTS = Path(__file__).resolve().parents[1] / "bench" / "results" / "latest.json"
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results" / "latest.json"
 
 Benchmark = Callable[[Options, Callable[[str], None]], BenchmarkResult]
 BENCHMARKS: dict[str, Benchmark] = {
@@ -76,6 +78,23 @@ def _machine() -> dict[str, Any]:
         "cpus": os.cpu_count(),
         "load_average": [round(value, 2) for value in os.getloadavg()],
     }
+
+
+def _commit() -> dict[str, Any]:
+    """The commit measured, and whether the tree differed from it (figures of a dirty tree
+    belong to no commit)."""
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(
+                ["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10, check=True
+            )
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout.strip()
+
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"sha": git("rev-parse", "HEAD"), "dirty": bool(status) if status is not None else None}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -122,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "took_seconds": round(time.monotonic() - started, 1),
         "machine": _machine(),
+        "commit": _commit(),
         "options": vars(options),
         "benchmarks": {result.name: result.as_json() for result in results},
     }
