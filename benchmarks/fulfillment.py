@@ -55,7 +55,7 @@ from benchmarks.bare_workflow import BareWorkflow, noop
 from benchmarks.cpu import CpuMeter, find_process
 from benchmarks.results import BenchmarkResult, Metric, Options, median, work_directory
 from clients.salesforce_auth import SalesforceAuth
-from config.settings import Settings, load_settings
+from config.settings import Settings, as_environment, load_settings
 from config.temporal import generate_payload_key
 from devstack.process import ChildProcess
 from devstack.services import (
@@ -119,19 +119,13 @@ class Stack:
 
 
 def _environment(settings: Settings) -> dict[str, str]:
-    """The settings as a `fulfillment` process's environment (as tests/fixtures/engine.py)."""
-    env = {"PATH": os.environ.get("PATH", ""), "LOG_FORMAT": "json", "LOG_LEVEL": "INFO"}
-    for name, value in settings.model_dump().items():
-        raw = getattr(settings, name)
-        if raw is None:
-            continue
-        if hasattr(raw, "get_secret_value"):
-            env[name.upper()] = raw.get_secret_value()
-        elif name in ("database_url", "redis_url"):
-            env[name.upper()] = str(raw)
-        else:
-            env[name.upper()] = str(value)
-    return env
+    """The settings as a `fulfillment` process's environment."""
+    return {
+        "PATH": os.environ.get("PATH", ""),
+        "LOG_FORMAT": "json",
+        "LOG_LEVEL": "INFO",
+        **as_environment(settings),
+    }
 
 
 @contextmanager

@@ -415,6 +415,23 @@ def env_name(field: str) -> str:
     return field.upper()
 
 
+def as_environment(settings: Settings) -> dict[str, str]:
+    """The set fields as the environment variables that load them again, secrets in clear: for
+    starting a `fulfillment` process with these settings (tests, benchmarks)."""
+    env: dict[str, str] = {}
+    for name, value in settings.model_dump().items():
+        raw = getattr(settings, name)
+        if raw is None:
+            continue
+        if isinstance(raw, SecretStr):
+            env[env_name(name)] = raw.get_secret_value()
+        elif name in ("database_url", "redis_url"):
+            env[env_name(name)] = str(raw)
+        else:
+            env[env_name(name)] = str(value)
+    return env
+
+
 def load_settings(*, require: Iterable[str] = (), **overrides: object) -> Settings:
     """Read the settings and check that every field named in `require` has a value.
 

@@ -12,6 +12,7 @@ from config.settings import (
     MIGRATE,
     WORKER,
     SettingsError,
+    as_environment,
     load_settings,
 )
 
@@ -165,3 +166,18 @@ def test_process_stops_at_start_with_one_line_naming_the_setting(tmp_path: Path)
         "fulfillment migrate: configuration error: DATABASE_URL is malformed: "
         "expected a URL starting with postgres:// or postgresql://"
     ]
+
+
+def test_settings_given_as_environment_load_back_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a test or benchmark hands a `fulfillment` process it starts (secrets included)."""
+    given = load_settings(
+        database_url="postgresql://fulfillment@127.0.0.1:5432/fulfillment",
+        whmcs_secret="whmcs-secret",
+        worker_max_concurrent_activities=7,
+        worker_workflow_sandbox=True,
+    )
+    environment = as_environment(given)
+    assert environment["WHMCS_SECRET"] == "whmcs-secret"
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    assert load_settings().model_dump() == given.model_dump()
