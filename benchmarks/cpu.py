@@ -54,12 +54,13 @@ def _descendants(pid: int, parents: dict[int, int]) -> list[int]:
     return found
 
 
-def cpu_seconds(pid: int, *, descendants: bool = True) -> float:
-    """CPU seconds of `pid` and its reaped children; with `descendants`, of its live ones too."""
+def cpu_seconds(pid: int, parents: dict[int, int] | None = None) -> float:
+    """CPU seconds of `pid` and its reaped children; given the process table's `parents`
+    (`_parents()`), of its live descendants too."""
     total = _own_seconds(pid, with_children=True)
-    if descendants:
+    if parents is not None:
         total += sum(
-            _own_seconds(child, with_children=False) for child in _descendants(pid, _parents())
+            _own_seconds(child, with_children=False) for child in _descendants(pid, parents)
         )
     return total
 
@@ -94,7 +95,8 @@ class CpuMeter:
         return {name: round(now[name] - self._marked.get(name, 0.0), 2) for name in now}
 
     def _read(self) -> dict[str, float]:
-        own = os.getpid()
+        own, parents = os.getpid(), _parents()  # one walk of /proc for every process
         return {
-            name: cpu_seconds(pid, descendants=pid != own) for name, pid in self._processes.items()
+            name: cpu_seconds(pid, None if pid == own else parents)
+            for name, pid in self._processes.items()
         }
