@@ -13,6 +13,8 @@
                                         {"kind": "latency", "ms"}
                                         {"kind": "lose_reply", "mode": "status"|"reset"|"hang",
                                          "count"|"rate", "status", "body" (status), "ms" (hang)}
+                                        {"kind": "late_commit", "ms", "count"|"rate"}: no
+                                         reply; applied `ms` after receipt, caller or not
                                         each optionally matching "path" (prefix), "action",
                                         "method"
     POST   /__emulator__/tokens/expire  expire every token / session / auth key

@@ -9,6 +9,8 @@ Rules, added through `POST /__emulator__/faults` (see `control.py`) or directly 
     injector.add({"kind": "latency", "ms": 500, "path": "/emptool/"})     # slow every matching call
     injector.add({"kind": "lose_reply", "mode": "reset", "count": 1,
                   "action": "AddOrder"})                                  # applied, reply lost
+    injector.add({"kind": "late_commit", "ms": 40000, "count": 1,
+                  "action": "AddOrder"})                                  # applied 40 s later
 
 Matching: `path` is a prefix of the request path, `action` equals the form/query `action` field,
 `method` equals the HTTP method (case-insensitive; Salesforce REST reads and writes share paths).
@@ -30,13 +32,20 @@ not get the reply, which is what a timeout or reset after the upstream committed
                              word, when the client goes away, and at server shutdown (see
                              `release_held_replies`), so it never blocks a test's teardown
 
-"fail" and "lose_reply" rules need `count` (the next N matching calls) and/or `rate` (that
-fraction of them); with both, a fraction of calls until `count` have been hit. When several
-rules match one call, latency adds up and the first fail/lose_reply rule in order decides.
+"late_commit" is a write that takes effect after its caller gave up (a slow WHMCS hook, a long
+Salesforce trigger): no reply is sent; the request (its whole body read at once) is applied `ms`
+milliseconds (1 to 600000) after it was received, whether or not the client is still connected;
+then the connection is closed (a client still waiting sees it close before a complete reply, as
+with "reset"). A reset of the emulator or a server stop drops the pending commits unapplied, as
+a restart of the upstream ends the requests it was running.
+
+"fail", "lose_reply" and "late_commit" rules need `count` (the next N matching calls) and/or
+`rate` (that fraction of them); with both, a fraction of calls until `count` have been hit.
+When several rules match one call, latency adds up and the first other rule in order decides.
 Fractions draw from a `random.Random` seeded by `reset(seed)`, so a seeded run is repeatable.
 `FaultMiddleware` skips `/__emulator__/*`, so the control API always answers. A request whose
 reply was lost is logged (see `requestlog.py`) with the status the emulator applied it with and
-`lost_reply` naming the mode.
+`lost_reply` naming the mode ("late_commit" for a late commit, logged once it was applied).
 """
 
 from __future__ import annotations
@@ -57,11 +66,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from emulators.common.asgi import (
     APPLIED_STATUS_KEY,
     LOST_REPLY_KEY,
+    buffer_body,
     is_control_path,
     resolve_action,
 )
 
-_KINDS = ("fail", "latency", "lose_reply")
+_KINDS = ("fail", "latency", "lose_reply", "late_commit")
 LOST_REPLY_MODES = ("status", "reset", "hang")
 DEFAULT_LOST_REPLY_STATUS = 502
 DEFAULT_HANG_MS = 60_000
@@ -139,6 +149,7 @@ class Verdict:
     latency_ms: int = 0
     failure: Failure | None = None
     lost_reply: LostReply | None = None
+    late_commit_ms: int | None = None
 
 
 @dataclass
@@ -203,7 +214,26 @@ class FaultInjector:
         )
         if kind != "lose_reply" and "mode" in spec:
             raise ValueError("'mode' applies only to kind 'lose_reply'")
-        if kind == "latency":
+        if kind == "late_commit":
+            count, rate = _count_and_rate(spec, kind)
+            if "status" in spec or "body" in spec:
+                raise ValueError("a late_commit sends no reply: 'status' and 'body' do not apply")
+            ms = spec.get("ms")
+            if not _is_int(ms) or not 1 <= ms <= MAX_HANG_MS:
+                raise ValueError(f"late_commit needs an integer 'ms' from 1 to {MAX_HANG_MS}")
+            rule = FaultRule(
+                id=self._next_id,
+                kind=kind,
+                status=None,
+                count=count,
+                remaining=count,
+                rate=rate,
+                ms=ms,
+                path=path,
+                action=action,
+                method=method,
+            )
+        elif kind == "latency":
             ms = spec.get("ms")
             if not isinstance(ms, int) or isinstance(ms, bool) or ms < 0:
                 raise ValueError("latency needs a non-negative integer 'ms'")
@@ -286,6 +316,8 @@ class FaultInjector:
             return Verdict(latency_ms=latency)
         if chosen.kind == "fail":
             return Verdict(latency, failure=Failure(chosen.status or 503, chosen.body))
+        if chosen.kind == "late_commit":
+            return Verdict(latency, late_commit_ms=chosen.ms)
         assert chosen.mode is not None
         failure = Failure(chosen.status, chosen.body) if chosen.status is not None else None
         return Verdict(latency, lost_reply=LostReply(chosen.mode, failure, chosen.ms or 0))
@@ -303,6 +335,7 @@ class FaultMiddleware:
         if scope["type"] != "http" or is_control_path(scope):
             await self.app(scope, receive, send)
             return
+        received = asyncio.get_running_loop().time()
         action, receive = await resolve_action(scope, receive)
         verdict = self.injector.decide(scope["method"], scope["path"], action)
         if verdict.latency_ms:
@@ -311,6 +344,9 @@ class FaultMiddleware:
             await _send_failure(send, verdict.failure)
         elif verdict.lost_reply is not None:
             await self._apply_and_lose_reply(verdict.lost_reply, scope, receive, send)
+        elif verdict.late_commit_ms is not None:
+            due = received + verdict.late_commit_ms / 1000
+            await self._commit_late(due, scope, receive, send)
         else:
             await self.app(scope, receive, send)
 
@@ -329,6 +365,30 @@ class FaultMiddleware:
             # about a response never started on a connection that is gone.
             return
         await _drop(send, reply)
+
+    async def _commit_late(self, due: float, scope: Scope, receive: Receive, send: Send) -> None:
+        """Apply the request at `due` (loop time) whatever the client does meanwhile; no reply."""
+        body, replay = await buffer_body(receive)
+        left = asyncio.ensure_future(_client_disconnected(replay))
+        released = self.injector.held.add()
+        try:
+            delay = max(0.0, due - asyncio.get_running_loop().time())
+            done, _ = await asyncio.wait({released}, timeout=delay)
+        finally:
+            self.injector.held.discard(released)
+            released.cancel()
+        if released in done:
+            # A reset or a stop: the upstream's restart ends the requests it was running.
+            left.cancel()
+            return
+        reply = _CapturedReply()
+        await self.app(scope, _body_only(body), reply.send)
+        scope[APPLIED_STATUS_KEY] = reply.status
+        scope[LOST_REPLY_KEY] = "late_commit"
+        client_left = left.done()
+        left.cancel()
+        if not client_left:
+            await _drop(send, reply)
 
     async def _hold(self, ms: int, receive: Receive) -> bool:
         """Wait `ms`, or less if released or the client goes away; True if the client left."""
@@ -390,6 +450,22 @@ async def _drop(send: Send, reply: _CapturedReply) -> None:
     headers.append((b"content-length", str(declared).encode()))
     _DROPPING_REPLY.set(True)
     await send({"type": "http.response.start", "status": status, "headers": headers})
+
+
+def _body_only(body: bytes) -> Receive:
+    """A receive that hands out `body`, then waits: the app runs after the client's own
+    receive channel may have closed."""
+    sent = False
+
+    async def receive() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await asyncio.Event().wait()
+        raise AssertionError("never set")
+
+    return receive
 
 
 async def _client_disconnected(receive: Receive) -> None:
