@@ -3,11 +3,20 @@ once, accept it, cancel it."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 from temporalio import activity
 
 from activities.errors import translated
-from clients.errors import ErrorCode, OutcomeUnknownError
-from clients.fulfillment_store import FulfillmentStore
+from activities.heartbeat import remember, remembered
+from clients.errors import (
+    ClientError,
+    ErrorCode,
+    OutcomeUnknownError,
+    System,
+    UnrecognisedError,
+)
+from clients.fulfillment_store import BillingRecord, FulfillmentStore
 from clients.whmcs import WhmcsClient
 from config.logging import get_logger
 from domain.billing import BillingOrder, BillingOrderResult
@@ -24,12 +33,28 @@ from domain.steps import (
 
 log = get_logger(__name__)
 
+# The heartbeat detail that remembers, in Temporal, when this activity last sent AddOrder.
+_SENT_AT = "add_order_sent_at"
+
+
+def _remembered_send() -> datetime | None:
+    value = remembered(_SENT_AT)
+    return datetime.fromisoformat(value) if isinstance(value, str) else None
+
 
 class BillingActivities:
-    def __init__(self, whmcs: WhmcsClient, store: FulfillmentStore, default_gateway: str) -> None:
+    def __init__(
+        self,
+        whmcs: WhmcsClient,
+        store: FulfillmentStore,
+        default_gateway: str,
+        *,
+        settle: timedelta = timedelta(seconds=120),
+    ) -> None:
         self._whmcs = whmcs
         self._store = store
         self._default_gateway = default_gateway
+        self._settle = settle
 
     @activity.defn(name=Activity.RESOLVE_BILLING_CLIENT.value)
     @translated
@@ -61,19 +86,21 @@ class BillingActivities:
     @activity.defn(name=Activity.CREATE_BILLING_ORDER.value)
     @translated
     async def create_billing_order(self, order: BillingOrder) -> BillingOrderResult:
-        """One WHMCS order per Salesforce order, whatever is repeated.
+        """One WHMCS order per Salesforce order, whatever is repeated, lost or restored.
 
-        Under a per-order lock (two attempts never interleave): record the intent; if an
-        earlier attempt recorded one, look for the order it may have made (WHMCS keeps each
-        service's Salesforce item id in its marker field); only if there is none, AddOrder. The
-        first attempt skips the lookup: it reads every service of the client, a cost that grows
-        with the client's history, and no order can exist yet. A lost reply to AddOrder is
-        followed by the same lookup: the order WHMCS made is taken, and only an order that was
-        never made is left for the next attempt to make.
+        Under a per-order lock (two attempts never interleave), every attempt looks in WHMCS
+        for the order before AddOrder, by the marker each service carries: our own records are
+        no proof that none was sent (a restored or failed-over Postgres forgets rows). A miss
+        is not proof either while an AddOrder sent earlier may still commit (WHMCS runs hooks
+        inside the request and keeps going after we hang up): inside `settle` of the last send
+        the attempt fails as transient and looks again shortly after, never sending twice. The
+        send is remembered in two places that fail apart, Postgres (`sent_at`) and Temporal
+        (the heartbeat details, and the attempt number when Postgres lost the intent).
         """
+        info = activity.info()
         async with self._store.billing_lock(order.sf_order_id) as record:
-            earlier = await record.intent(order.whmcs_client_id)
-            result = await self._whmcs.find_billing_order(order) if earlier else None
+            intent = await record.intent(order.whmcs_client_id)
+            result = await self._whmcs.find_billing_order(order)
             if result is not None:
                 log.info(
                     "billing.order_found",
@@ -81,16 +108,27 @@ class BillingActivities:
                     whmcs_order_id=result.whmcs_order_id,
                 )
             else:
-                result = await self._add_order(order)
+                sent = [intent.sent_at, _remembered_send()]
+                if not intent.existed and info.attempt > 1:
+                    # An earlier attempt ran, yet Postgres holds no intent: the rows were lost
+                    # (or that attempt never reached Postgres). It may have sent AddOrder, at
+                    # the latest when this attempt was scheduled.
+                    sent.append(info.current_attempt_scheduled_time)
+                self._wait_if_settling(max((at for at in sent if at), default=None))
+                result = await self._add_order(order, record)
             await record.result(result)
             return result
 
-    async def _add_order(self, order: BillingOrder) -> BillingOrderResult:
+    async def _add_order(self, order: BillingOrder, record: BillingRecord) -> BillingOrderResult:
+        sent_at = datetime.now(UTC)
+        await record.sending(sent_at)
+        remember(_SENT_AT, sent_at.isoformat())
         try:
             return await self._whmcs.add_order(order)
         except OutcomeUnknownError:
             found = await self._whmcs.find_billing_order(order)
             if found is None:
+                self._wait_if_settling(sent_at)
                 raise
             log.info(
                 "billing.order_made_despite_lost_reply",
@@ -98,6 +136,31 @@ class BillingActivities:
                 whmcs_order_id=found.whmcs_order_id,
             )
             return found
+        except UnrecognisedError:
+            # An error reply no table knows: it may have come after part of the work.
+            raise
+        except ClientError:
+            # Refused, or never sent: nothing can commit late, so the next attempt need not wait.
+            await record.sending(None)
+            remember(_SENT_AT, None)
+            raise
+
+    def _wait_if_settling(self, sent_at: datetime | None) -> None:
+        """Raise (transient, with a short retry delay) while an AddOrder sent at `sent_at` may
+        still commit; the next attempt looks again, and a find ends the wait at once."""
+        if sent_at is None:
+            return
+        remaining = (sent_at + self._settle - datetime.now(UTC)).total_seconds()
+        if remaining <= 0:
+            return
+        log.info("billing.add_order_settling", remaining_seconds=round(remaining, 1))
+        poll = max(1.0, self._settle.total_seconds() / 12)
+        raise OutcomeUnknownError(
+            System.WHMCS,
+            "an AddOrder sent earlier may still be committing; looking again before resending",
+            detail=f"sent {sent_at:%H:%M:%S} UTC, window {self._settle.total_seconds():g} s",
+            retry_after=min(remaining, poll) + 0.1,
+        )
 
     @activity.defn(name=Activity.ACCEPT_BILLING_ORDER.value)
     @translated

@@ -21,6 +21,7 @@ import structlog
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.heartbeat import heartbeating
 from clients.errors import BusinessError, ClientError
 from domain.errors import OrderRejected
 from domain.fulfillment import WORKFLOW_ID_PREFIX
@@ -48,14 +49,16 @@ def application_error(error: ClientError | OrderRejected) -> ApplicationError:
 
 
 def translated(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
-    """Raise the taxonomy's errors of an activity as `ApplicationError`s, and put the order,
-    the workflow and the step on every log line the activity (and its clients) write."""
+    """Raise the taxonomy's errors of an activity as `ApplicationError`s, put the order, the
+    workflow and the step on every log line the activity (and its clients) write, and keep
+    the activity heartbeating while it runs (`activities.heartbeat`)."""
 
     @functools.wraps(fn)
     async def run(*args: P.args, **kwargs: P.kwargs) -> T:
         with structlog.contextvars.bound_contextvars(**_log_context()):
             try:
-                return await fn(*args, **kwargs)
+                async with heartbeating():
+                    return await fn(*args, **kwargs)
             except (ClientError, OrderRejected) as error:
                 raise application_error(error) from None
 

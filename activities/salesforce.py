@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
+from datetime import UTC, datetime, timedelta
+
 from temporalio import activity
 
 from activities.errors import translated
 from clients.errors import OutcomeUnknownError
 from clients.salesforce import ActivationUpdate, SalesforceClient
+from config.logging import get_logger
 from domain.errors import WriteOutcome
 from domain.order import ActivationStatus, OrderSnapshot
 from domain.steps import Activity, OrderRef, StatusWriteBack, SuccessWriteBack, Written
 
+log = get_logger(__name__)
+
 
 class SalesforceActivities:
-    def __init__(self, salesforce: SalesforceClient) -> None:
+    def __init__(
+        self, salesforce: SalesforceClient, *, settle: timedelta = timedelta(seconds=120)
+    ) -> None:
         self._sf = salesforce
+        self._settle = settle
 
     @activity.defn(name=Activity.LOAD_ORDER.value)
     @translated
@@ -46,6 +55,7 @@ class SalesforceActivities:
     async def _write(
         self, sf_order_id: str, update: ActivationUpdate, services: dict[str, str] | None = None
     ) -> WriteOutcome:
+        await self._after_earlier_attempts_landed()
         try:
             return await self._sf.update_activation(sf_order_id, update, item_service_ids=services)
         except OutcomeUnknownError:
@@ -53,3 +63,27 @@ class SalesforceActivities:
             if await self._sf.activation_applied(sf_order_id, update, services):
                 return WriteOutcome.ALREADY_DONE
             raise
+
+    async def _after_earlier_attempts_landed(self) -> None:
+        """On a repeat, wait until a write of an earlier attempt can no longer land.
+
+        A status write is safe to repeat (same values), but not to overtake: an earlier
+        attempt's request that Salesforce is still working on (a slow trigger or flow) could
+        land after the workflow's next, newer status and put the older one back. Earlier
+        attempts were all sent before this one was scheduled, so once `settle` has passed
+        since then, none can land any more; the workflow moves on only after this write, so
+        no older status ever lands after a newer one. Only repeats wait (a failed write is rare),
+        heartbeating meanwhile.
+        """
+        if not activity.in_activity():
+            return
+        info = activity.info()
+        if info.attempt <= 1:
+            return
+        remaining = info.current_attempt_scheduled_time + self._settle - datetime.now(UTC)
+        if remaining > timedelta(0):
+            log.info(
+                "salesforce.write_waits_for_earlier_attempts",
+                seconds=round(remaining.total_seconds(), 1),
+            )
+            await asyncio.sleep(remaining.total_seconds())

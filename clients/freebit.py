@@ -217,7 +217,12 @@ class FreebitClient(FormApiClient):
             or not settings.freebit_oem_key
         ):
             raise ValueError("FREEBIT_BASE_URL, FREEBIT_OEM_ID and FREEBIT_OEM_KEY must be set")
-        return cls(settings.freebit_base_url, settings.freebit_oem_id, settings.freebit_oem_key)
+        return cls(
+            settings.freebit_base_url,
+            settings.freebit_oem_id,
+            settings.freebit_oem_key,
+            timeout=httpx.Timeout(settings.freebit_timeout_seconds, connect=5.0),
+        )
 
     def __repr__(self) -> str:
         return f"FreebitClient(base_url={self._base_url!r}, oem_id={self._oem_id!r})"

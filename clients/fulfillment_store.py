@@ -6,9 +6,12 @@ Every failure to reach Postgres is a `TransientError` of the taxonomy; no caller
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
+from datetime import datetime
 
 import asyncpg
 
@@ -36,6 +39,22 @@ RETURNING version
 _POSTGRES_DOWN = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError)
 
 
+@dataclass(frozen=True)
+class BillingIntent:
+    """What Postgres remembers of earlier attempts at one order's billing."""
+
+    # An earlier attempt recorded an intent (False: this attempt's row is the first, or the
+    # rows were lost, as a restore from a backup loses them).
+    existed: bool
+    # When an attempt last sent AddOrder (None: no attempt recorded here ever sent one).
+    sent_at: datetime | None = None
+
+
+class BillingLockBusy(TransientError):
+    """Another attempt at the same order's billing still holds its lock (a worker that Temporal
+    gave up on but that is still running): transient, the next attempt finds its order."""
+
+
 class BillingRecord:
     """The intent and result of one order's billing, written under its billing lock."""
 
@@ -49,12 +68,12 @@ class BillingRecord:
         self._sf_order_id = sf_order_id
         self._errors = errors
 
-    async def intent(self, whmcs_client_id: int) -> bool:
-        """Before AddOrder: the order is about to be billed (kept for audit and operators).
+    async def intent(self, whmcs_client_id: int) -> BillingIntent:
+        """Record that the order is about to be billed; what earlier attempts recorded.
 
-        True when an earlier attempt recorded an intent too: it may have sent AddOrder, so its
-        order must be looked for. False proves that no attempt ever sent one, since every
-        attempt commits its intent before sending.
+        Kept for audit, operators, and as one of the two places that remember an AddOrder may
+        have been sent (`sending`); never as proof that none was: a restored or failed-over
+        database forgets rows, so the caller looks in WHMCS before every AddOrder.
         """
         async with self._errors("record billing intent"), self._connection.transaction():
             # The read model's row may trail (its writes are best effort): the intent
@@ -72,13 +91,24 @@ class BillingRecord:
                 whmcs_client_id,
             )
             if first:
-                return False
-            await self._connection.execute(
-                "UPDATE billing_order_intents SET whmcs_client_id = $2 WHERE sf_order_id = $1",
+                return BillingIntent(existed=False)
+            sent_at = await self._connection.fetchval(
+                "UPDATE billing_order_intents SET whmcs_client_id = $2 WHERE sf_order_id = $1"
+                " RETURNING sent_at",
                 self._sf_order_id,
                 whmcs_client_id,
             )
-            return True
+            return BillingIntent(existed=True, sent_at=sent_at)
+
+    async def sending(self, at: datetime | None) -> None:
+        """Just before AddOrder goes out: committed first, so no AddOrder is ever unrecorded.
+        None once WHMCS refused it (nothing can commit late)."""
+        async with self._errors("record billing send"):
+            await self._connection.execute(
+                "UPDATE billing_order_intents SET sent_at = $2 WHERE sf_order_id = $1",
+                self._sf_order_id,
+                at,
+            )
 
     async def result(self, result: BillingOrderResult) -> None:
         async with self._errors("record billing result"):
@@ -144,23 +174,41 @@ class FulfillmentStore:
         return int(value) if value is not None else None
 
     @asynccontextmanager
-    async def billing_lock(self, sf_order_id: str) -> AsyncIterator[BillingRecord]:
+    async def billing_lock(
+        self, sf_order_id: str, *, wait: float = 30.0, poll: float = 0.2
+    ) -> AsyncIterator[BillingRecord]:
         """Serialise `create_billing_order` attempts for one order, across workers.
 
         A session advisory lock on a connection of its own: two attempts running at once (an
         activity retried while the first is still running) take turns, so the second finds the
-        first's order. A worker that dies drops its connection, and with it the lock. The intent
-        and the result are written on that same connection: an attempt needs one pooled
-        connection, never a second while holding the first (many attempts at once would
-        otherwise take the whole pool and wait for each other).
+        first's order. A worker that dies drops its connection, and with it the lock. The lock
+        is tried, not waited on inside Postgres: a wait there would run into the driver's
+        command timeout and read as "Postgres unreachable", and would hold the activity without
+        a word; here it is polled (the activity keeps heartbeating) for up to `wait` seconds,
+        then reported as what it is, `BillingLockBusy`. The intent and the result are written
+        on that same connection: an attempt needs one pooled connection, never a second while
+        holding the first (many attempts at once would otherwise take the whole pool and wait
+        for each other).
         """
         async with self._errors("lock billing order"):
             connection = await self._pool.acquire()
         try:
-            async with self._errors("lock billing order"):
-                await connection.execute(
-                    "SELECT pg_advisory_lock(hashtextextended('billing:' || $1, 0))", sf_order_id
-                )
+            deadline = time.monotonic() + wait
+            while True:
+                async with self._errors("lock billing order"):
+                    locked = await connection.fetchval(
+                        "SELECT pg_try_advisory_lock(hashtextextended('billing:' || $1, 0))",
+                        sf_order_id,
+                    )
+                if locked:
+                    break
+                if time.monotonic() >= deadline:
+                    raise BillingLockBusy(
+                        System.POSTGRES,
+                        "another attempt is still billing this order",
+                        detail=f"its lock was held for {wait:g} s",
+                    )
+                await asyncio.sleep(poll)
             try:
                 yield BillingRecord(connection, sf_order_id, self._errors)
             finally:

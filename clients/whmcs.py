@@ -391,6 +391,7 @@ class WhmcsClient(FormApiClient):
             settings.whmcs_identifier,
             settings.whmcs_secret,
             access_key=settings.whmcs_access_key,
+            timeout=httpx.Timeout(settings.whmcs_timeout_seconds, connect=5.0),
         )
 
     def __repr__(self) -> str:
@@ -420,9 +421,9 @@ class WhmcsClient(FormApiClient):
         return await self._paged("GetOrders", params, "orders", "order", WhmcsOrder)
 
     async def get_clients_products(
-        self, client_id: int, *, service_id: int | None = None
+        self, client_id: int, *, service_id: int | None = None, product_id: int | None = None
     ) -> list[ClientProduct]:
-        params = {"clientid": client_id, "serviceid": service_id}
+        params = {"clientid": client_id, "serviceid": service_id, "pid": product_id}
         return await self._paged("GetClientsProducts", params, "products", "product", ClientProduct)
 
     async def get_invoices(self, client_id: int, *, status: str | None = None) -> list[Invoice]:
@@ -450,10 +451,22 @@ class WhmcsClient(FormApiClient):
     async def find_billing_order(self, order: BillingOrder) -> BillingOrderResult | None:
         """The WHMCS order an earlier attempt made for `order`, found by the services' markers.
 
-        Every line must have a service marked with its Salesforce item id, all in one order
-        that is not cancelled; otherwise there is no earlier order to take (None).
+        WHMCS cannot filter by a custom field's value, so the read is bounded by product
+        instead: the client's services of the first line's product (one page for most
+        clients, whatever their history of other products), and only if one of them carries
+        one of our item ids, those of the order's other products. Every line must have a
+        service marked with its Salesforce item id, all in one order that is not cancelled;
+        otherwise there is no earlier order to take (None).
         """
-        services = await self.get_clients_products(order.whmcs_client_id)
+        products = list(dict.fromkeys(line.whmcs_product_id for line in order.lines))
+        items = {line.sf_order_item_id for line in order.lines}
+        services = await self.get_clients_products(order.whmcs_client_id, product_id=products[0])
+        if not any(s.custom_field(self._marker_field) in items for s in services):
+            return None
+        for product_id in products[1:]:
+            services += await self.get_clients_products(
+                order.whmcs_client_id, product_id=product_id
+            )
         by_order: dict[int, list[ClientProduct]] = {}
         for service in services:
             by_order.setdefault(service.orderid, []).append(service)

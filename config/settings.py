@@ -180,6 +180,11 @@ class Settings(BaseSettings):
     sf_client_name: str = Field(default="order-fulfillment", pattern=r"^[A-Za-z0-9_.\-]{1,40}$")
     # One overall deadline per REST call, token refresh and repeat included.
     sf_request_timeout_seconds: float = Field(default=30.0, gt=0)
+    # How long a status write we gave up on may still land (a slow trigger or flow in the org):
+    # a repeated write-back waits this long from when it was scheduled before it writes, so an
+    # older status can never land after a newer one. At most 240: the write-back activity's
+    # start-to-close (5 min) must cover the wait and the write.
+    sf_settle_seconds: float = Field(default=120.0, ge=0, le=240)
     # Threads for the blocking REST library; unset = the worker's activity concurrency, so no
     # activity waits for a thread while holding its slot.
     sf_pool_size: int | None = Field(default=None, ge=1, le=256)
@@ -195,11 +200,21 @@ class Settings(BaseSettings):
     whmcs_webhook_tolerance_seconds: int = Field(default=300, ge=1, le=3600)
     # AddOrder's `paymentmethod` when the client's pay method names no gateway.
     whmcs_default_gateway: str = "banktransfer"
+    # The read timeout of one WHMCS call (connect: 5 s).
+    whmcs_timeout_seconds: float = Field(default=30.0, gt=0)
+    # How long an AddOrder may still commit after it was sent: WHMCS runs module hooks inside
+    # the request and PHP keeps going after we hang up, up to its execution limit. A lookup
+    # that misses inside this window waits and looks again instead of sending a second
+    # AddOrder. Must exceed max_execution_time of the WHMCS PHP (commonly 30-120 s).
+    whmcs_settle_seconds: float = Field(default=120.0, ge=0)
 
     # Freebit
     freebit_base_url: str | None = None
     freebit_oem_id: str | None = None
     freebit_oem_key: SecretStr | None = None
+    # The read timeout of one Freebit call (connect: 5 s). A registration that commits after we
+    # gave up needs no window of its own: Freebit refuses a second one for the same number.
+    freebit_timeout_seconds: float = Field(default=30.0, gt=0)
 
     # HTTP API and metrics
     api_host: str = "127.0.0.1"
@@ -355,6 +370,17 @@ class Settings(BaseSettings):
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
         return _check_url(value, ("http", "https"))
+
+    @field_validator("whmcs_settle_seconds")
+    @classmethod
+    def _settle_outlasts_the_timeout(cls, value: float, info: ValidationInfo) -> float:
+        timeout = info.data.get("whmcs_timeout_seconds")
+        if timeout is not None and value <= timeout:
+            raise ValueError(
+                f"must exceed WHMCS_TIMEOUT_SECONDS ({timeout:g}): a write we gave up on may "
+                "still commit for as long as WHMCS lets PHP run"
+            )
+        return value
 
     @field_validator("sf_api_version")
     @classmethod

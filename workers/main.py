@@ -84,8 +84,15 @@ async def open_upstreams(settings: Settings) -> AsyncIterator[Upstreams]:
 
 def activities(upstreams: Upstreams, settings: Settings) -> Sequence[Any]:
     """Every activity implementation, under the names `domain.steps.Activity` gives them."""
-    salesforce = SalesforceActivities(upstreams.salesforce)
-    billing = BillingActivities(upstreams.whmcs, upstreams.store, settings.whmcs_default_gateway)
+    salesforce = SalesforceActivities(
+        upstreams.salesforce, settle=timedelta(seconds=settings.sf_settle_seconds)
+    )
+    billing = BillingActivities(
+        upstreams.whmcs,
+        upstreams.store,
+        settings.whmcs_default_gateway,
+        settle=timedelta(seconds=settings.whmcs_settle_seconds),
+    )
     sims = SimActivities(upstreams.freebit)
     read_model = ReadModelActivities(upstreams.store)
     caches = CacheActivities(upstreams.cache, upstreams.store)

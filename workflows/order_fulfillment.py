@@ -98,6 +98,27 @@ _STEP_SUMMARIES = {
     Step.WRITE_BACK_SUCCESS: "write Activated and the WHMCS ids to Salesforce",
     Step.INVALIDATE_CACHES: "invalidate the portal's caches",
 }
+# How long one attempt of each activity may run: the client's own deadline times its in-client
+# tries (reads are tried 3 times, each up to its 30 s timeout; writes once), plus what the step
+# adds (a write-back repeated after a failure first waits up to SF_SETTLE_SECONDS, 120 s; billing
+# may wait 30 s for its lock and read several pages). Generous on purpose: a worker that dies is
+# found by the heartbeat timeout, in seconds, not by these.
+_START_TO_CLOSE = {
+    Activity.LOAD_ORDER: timedelta(minutes=2),
+    Activity.WRITE_BACK_STATUS: timedelta(minutes=5),
+    Activity.WRITE_BACK_SUCCESS: timedelta(minutes=5),
+    Activity.RESOLVE_BILLING_CLIENT: timedelta(minutes=2),
+    Activity.VALIDATE_PAYMENT_METHOD: timedelta(minutes=2),
+    Activity.CREATE_BILLING_ORDER: timedelta(minutes=5),
+    Activity.ACCEPT_BILLING_ORDER: timedelta(minutes=3),
+    Activity.CANCEL_BILLING_ORDER: timedelta(minutes=3),
+    Activity.REGISTER_SIM: timedelta(minutes=3),
+    Activity.CHECK_SIM: timedelta(minutes=2),
+    Activity.INVALIDATE_CACHES: timedelta(minutes=1),
+}
+# Every activity heartbeats (a third of this apart) while it runs, so an attempt whose worker
+# died is retried this long after its last beat.
+_HEARTBEAT_TIMEOUT = timedelta(seconds=10)
 # The read-model write and the search-attribute changes are made once, with the state as it is,
 # when the workflow next calls out or waits, rather than at every change (each upsert is an event
 # and a visibility write on the server, each write a local activity; only the last of several in
@@ -263,8 +284,6 @@ class OrderFulfillment:
             Activity.CREATE_BILLING_ORDER,
             request,
             BillingOrderResult,
-            start_to_close=timedelta(minutes=2),
-            first_retry=timedelta(seconds=10),
         )
         self._billing = result
         self._progress.whmcs_order_id = result.whmcs_order_id
@@ -612,9 +631,6 @@ class OrderFulfillment:
         activity: Activity,
         arg: BaseModel,
         result_type: type[M],
-        *,
-        start_to_close: timedelta = timedelta(minutes=1),
-        first_retry: timedelta = timedelta(seconds=2),
     ) -> M:
         """Run one activity; a business error or a spent retry budget becomes `_Parked`."""
         await self._flush()
@@ -623,10 +639,11 @@ class OrderFulfillment:
                 activity.value,
                 arg,
                 result_type=result_type,
-                start_to_close_timeout=start_to_close,
+                start_to_close_timeout=_START_TO_CLOSE[activity],
+                heartbeat_timeout=_HEARTBEAT_TIMEOUT,
                 schedule_to_close_timeout=self._options.retry_budget,
                 retry_policy=RetryPolicy(
-                    initial_interval=first_retry,
+                    initial_interval=timedelta(seconds=2),
                     backoff_coefficient=2.0,
                     maximum_interval=timedelta(minutes=5),
                 ),

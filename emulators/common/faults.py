@@ -219,7 +219,7 @@ class FaultInjector:
             if "status" in spec or "body" in spec:
                 raise ValueError("a late_commit sends no reply: 'status' and 'body' do not apply")
             ms = spec.get("ms")
-            if not _is_int(ms) or not 1 <= ms <= MAX_HANG_MS:
+            if not isinstance(ms, int) or isinstance(ms, bool) or not 1 <= ms <= MAX_HANG_MS:
                 raise ValueError(f"late_commit needs an integer 'ms' from 1 to {MAX_HANG_MS}")
             rule = FaultRule(
                 id=self._next_id,

@@ -11,6 +11,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from datetime import date
+from functools import partial
 from typing import Any
 
 from clients.soql import quote
@@ -18,6 +19,7 @@ from domain.fulfillment import WORKFLOW_TYPE, workflow_id
 from emulators.freebit.demo import ACCOUNTS as FREEBIT_DEMO_LINES
 from tests.faults.conftest import Report, Row
 from tests.fixtures.engine import Engine
+from tests.integration.listener.test_listener import until
 
 BATCH = 10
 ORDERS_CHANNEL = "/data/OrderChangeEvent"
@@ -205,12 +207,17 @@ async def run_scenario(
     *,
     expected: dict[str, str] | None = None,
     within: float = 150,
+    quiet: Callable[[], bool] | None = None,
 ) -> None:
     """Wait for the batch to settle, check the invariant, add the report's row.
 
     `faults` may be a callable, for counts that are only known once the batch settled (say,
-    requests an emulator answered with an injected error)."""
+    requests an emulator answered with an injected error). `quiet`, when given, must hold
+    before the invariant is checked: say, every late commit has landed, so that a write landing
+    after the batch looked settled is seen."""
     recovery = await settled(engine, ids, within)
+    if quiet is not None:
+        await until(partial(asyncio.to_thread, quiet), within=within)
     lost, duplicates = await invariant(engine, ids, expected=expected)
     described = faults() if callable(faults) else faults
     report.add(Row(name, len(ids), described, lost, duplicates, round(recovery, 1)))

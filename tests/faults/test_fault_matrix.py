@@ -117,6 +117,56 @@ async def test_replies_lost_after_commit_on_every_write(engine: Engine, report: 
     assert all(phone_number(n) in lines for n in range(BATCH))
 
 
+# Short client deadlines and windows, so a late commit outlives the call and the first retry.
+LATE = {
+    "whmcs_timeout_seconds": 2.0,
+    "whmcs_settle_seconds": 15.0,
+    "freebit_timeout_seconds": 2.0,
+    "sf_request_timeout_seconds": 2.0,
+    "sf_settle_seconds": 12.0,
+}
+
+
+@pytest.mark.parametrize(
+    ("write", "emulator", "match", "ms"),
+    [
+        # Lands after the first retry's lookup missed: a resend would bill twice.
+        ("WHMCS AddOrder", "whmcs", {"action": "AddOrder"}, 6_000),
+        # Lands after the retry accepted the order: WHMCS refuses it, the order is not Pending.
+        ("WHMCS AcceptOrder", "whmcs", {"action": "AcceptOrder"}, 6_000),
+        # Lands after the retry registered the line: Freebit refuses a second registration.
+        ("Freebit addAcnt", "freebit", {"path": "/emptool/api/master/addAcnt/"}, 6_000),
+        # Activating lands after the fulfillment wrote Activated, unless the retry waited.
+        ("Salesforce status write", "sf", {"method": "PATCH", "path": "/services/data/"}, 10_000),
+    ],
+)
+async def test_a_write_committing_after_the_caller_gave_up(
+    engine: Engine, report: Report, write: str, emulator: str, match: dict[str, str], ms: int
+) -> None:
+    settings = engine.settings.model_copy(update=LATE)
+    handle = getattr(engine, emulator)
+    ids = create_orders(engine, BATCH, sim=emulator == "freebit")
+    async with worker_running(settings), listening(listener_settings(engine)):
+        if emulator != "sf":
+            engine.fault(handle, {"kind": "late_commit", "ms": ms, "count": BATCH} | match)
+        activate_all(engine, ids)
+        if emulator == "sf":
+            # After our own activation, which is a PATCH too: the engine's first writes.
+            engine.fault(handle, {"kind": "late_commit", "ms": ms, "count": BATCH} | match)
+
+        def landed() -> int:
+            return sum(1 for r in engine.requests(handle) if r["lost_reply"] == "late_commit")
+
+        await run_scenario(
+            engine,
+            report,
+            f"late commit: {write}",
+            f"{BATCH}x {write} committed {ms / 1000:g} s after it was sent",
+            ids,
+            quiet=lambda: landed() == BATCH,
+        )
+
+
 @pytest.mark.usefixtures("worker")
 async def test_salesforce_session_and_freebit_auth_key_expire_mid_run(
     engine: Engine, report: Report

@@ -20,12 +20,14 @@ from devstack.services import start_postgres
 from domain.fulfillment import FulfillmentStatus
 from migrations.runner import apply_migrations
 from tests.faults.batch import (
+    BATCH,
     ORDERS_CHANNEL,
     activate_all,
     activated_count,
     create_orders,
     run_scenario,
     runs_per_order,
+    settled,
 )
 from tests.faults.conftest import Report
 from tests.fixtures.engine import Engine, ListenerProcess, WorkerProcess, worker_running
@@ -194,6 +196,77 @@ async def test_postgres_restarted_mid_batch(engine: Engine, report: Report, tmp_
         await asyncio.to_thread(server.stop)
 
 
+async def test_billing_intents_lost_between_attempts(engine: Engine, report: Report) -> None:
+    # Each AddOrder commits after its call gave up, and Postgres forgets every intent meanwhile
+    # (what a restore from a backup, or a failover to a replica that lagged, does): only the
+    # lookup in WHMCS and Temporal's own record of the send stand between a retry and a second
+    # order.
+    late = 6_000
+    settings = engine.settings.model_copy(
+        update={"whmcs_timeout_seconds": 2.0, "whmcs_settle_seconds": 15.0}
+    )
+    ids = create_orders(engine, BATCH)
+    engine.fault(
+        engine.whmcs, {"kind": "late_commit", "ms": late, "count": BATCH, "action": "AddOrder"}
+    )
+
+    def landed() -> bool:
+        records = engine.requests(engine.whmcs)
+        return sum(1 for r in records if r["lost_reply"] == "late_commit") == BATCH
+
+    forgotten = 0
+    async with worker_running(settings), listening(listener_settings(engine)):
+        activate_all(engine, ids)
+        connection = await asyncpg.connect(engine.settings.database_url)
+        try:
+            while not await asyncio.to_thread(landed):
+                status = await connection.execute("DELETE FROM billing_order_intents")
+                forgotten += int(status.split()[-1])
+                await asyncio.sleep(0.2)
+        finally:
+            await connection.close()
+        assert forgotten >= BATCH, "every order's intent was lost at least once"
+        await run_scenario(
+            engine,
+            report,
+            "billing intents lost between attempts",
+            f"{forgotten} intent rows deleted, {BATCH}x AddOrder {late / 1000:g} s late",
+            ids,
+        )
+
+
+async def test_worker_sigkilled_while_add_order_is_in_flight(
+    engine: Engine, report: Report, worker_process: WorkerProcess
+) -> None:
+    # WHMCS commits each AddOrder a few seconds after it arrived; the worker that sent them is
+    # killed before: the next attempts must start within seconds (heartbeats), find the orders
+    # and not add a second.
+    ids = create_orders(engine, 5)
+    engine.fault(
+        engine.whmcs, {"kind": "late_commit", "ms": 4_000, "count": len(ids), "action": "AddOrder"}
+    )
+    worker = worker_process()
+    async with listening(listener_settings(engine)):
+        activate_all(engine, ids)
+        await until(partial(_billing_in_flight, engine.settings.database_url, len(ids)), within=60)
+        await asyncio.sleep(1)  # past the lookup: every AddOrder is out, none committed yet
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(timeout=10)
+        killed = time.monotonic()
+        worker_process()
+        recovery = await settled(engine, ids, within=300)
+        since_kill = time.monotonic() - killed
+        await run_scenario(
+            engine,
+            report,
+            "worker SIGKILLed mid-AddOrder",
+            f"1 kill, {len(ids)} AddOrders committing 4 s later; Activated {since_kill:.1f} s"
+            " after the kill",
+            ids,
+        )
+    assert recovery < 30, f"orders Activated {since_kill:.1f} s after the worker died"
+
+
 async def _activated_at_least(engine: Engine, ids: list[str], target: int) -> bool:
     return await activated_count(engine, ids) >= target
 
@@ -256,7 +329,7 @@ def _pid(instance: str) -> int:
     return int(instance.rsplit(":", 1)[1])
 
 
-async def _billing_in_flight(database_url: str) -> bool:
+async def _billing_in_flight(database_url: str | None, at_least: int = 1) -> bool:
     connection = await asyncpg.connect(database_url)
     try:
         pending = await connection.fetchval(
@@ -264,7 +337,7 @@ async def _billing_in_flight(database_url: str) -> bool:
         )
     finally:
         await connection.close()
-    return bool(pending)
+    return bool(pending >= at_least)
 
 
 async def _read_model_activated(database_url: str, ids: list[str]) -> bool:

@@ -1,11 +1,16 @@
-"""create_billing_order's lock: attempts for one order take turns; many orders at once never
-starve the connection pool."""
+"""create_billing_order's lock and intent: attempts for one order take turns (and a lock held
+too long is reported as such); many orders at once never starve the connection pool; the intent
+remembers when AddOrder was last sent."""
 
 from __future__ import annotations
 
 import asyncio
+import time
+from datetime import UTC, datetime
 
-from clients.fulfillment_store import FulfillmentStore
+import pytest
+
+from clients.fulfillment_store import BillingIntent, BillingLockBusy, FulfillmentStore
 from clients.postgres import create_pool
 from domain.billing import BillingOrderResult
 
@@ -64,20 +69,22 @@ async def test_attempts_for_one_order_take_turns(migrated_database_url: str) -> 
         await pool.close()
 
 
-async def test_only_the_first_intent_proves_no_order_was_sent(migrated_database_url: str) -> None:
-    """The first attempt may skip the lookup by marker; any later one (a retry, another run of
-    the same order) must not, whether or not the earlier one got as far as a result."""
+async def test_the_intent_remembers_when_add_order_was_last_sent(
+    migrated_database_url: str,
+) -> None:
     pool = await create_pool(migrated_database_url, min_size=1, max_size=2)
     store = FulfillmentStore(pool)
     order = "801000000000998AAA"
+    sent = datetime(2026, 12, 7, 9, 30, tzinfo=UTC)
     try:
         async with store.billing_lock(order) as record:
-            assert await record.intent(901) is False
+            assert await record.intent(901) == BillingIntent(existed=False)
         async with store.billing_lock(order) as record:
-            assert await record.intent(902) is True
+            assert await record.intent(902) == BillingIntent(existed=True)
+            await record.sending(sent)
+        async with store.billing_lock(order) as record:
+            assert await record.intent(902) == BillingIntent(existed=True, sent_at=sent)
             await record.result(BillingOrderResult(whmcs_order_id=70_998))
-        async with store.billing_lock(order) as record:
-            assert await record.intent(902) is True
         row = await pool.fetchrow(
             "SELECT whmcs_client_id, whmcs_order_id FROM billing_order_intents"
             " WHERE sf_order_id = $1",
@@ -87,7 +94,32 @@ async def test_only_the_first_intent_proves_no_order_was_sent(migrated_database_
             902,
             70_998,
         )
+        # A restore from a backup taken before the intent: nothing says an order was sent.
+        await pool.execute("DELETE FROM billing_order_intents WHERE sf_order_id = $1", order)
+        async with store.billing_lock(order) as record:
+            assert await record.intent(902) == BillingIntent(existed=False)
     finally:
         await pool.execute("DELETE FROM billing_order_intents WHERE sf_order_id = $1", order)
         await pool.execute("DELETE FROM fulfillments WHERE sf_order_id = $1", order)
+        await pool.close()
+
+
+async def test_a_lock_held_too_long_is_reported_as_busy_not_as_postgres_down(
+    migrated_database_url: str,
+) -> None:
+    pool = await create_pool(migrated_database_url, min_size=1, max_size=3)
+    store = FulfillmentStore(pool)
+    order = "801000000000997AAA"
+    try:
+        async with store.billing_lock(order):
+            started = time.monotonic()
+            with pytest.raises(BillingLockBusy) as busy:
+                async with store.billing_lock(order, wait=0.5):
+                    pytest.fail("two attempts held one order's lock")
+            assert 0.5 <= time.monotonic() - started < 5
+        assert "another attempt is still billing this order" in str(busy.value)
+        # Released with the holder: the next attempt takes it at once.
+        async with asyncio.timeout(2), store.billing_lock(order, wait=0.5):
+            pass
+    finally:
         await pool.close()

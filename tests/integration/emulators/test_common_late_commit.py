@@ -199,5 +199,11 @@ def test_salesforce_update_lands_after_the_client_gave_up(
             json={"Activation_Error_Message__c": "late"},
             timeout=0.2,
         )
-    assert sf.Order.get(order_id).get("Activation_Error_Message__c") != "late"
-    eventually(lambda: sf.Order.get(order_id).get("Activation_Error_Message__c") == "late")
+
+    def message() -> object:
+        record = sf.restful(f"sobjects/Order/{order_id}")
+        assert isinstance(record, dict)
+        return record.get("Activation_Error_Message__c")
+
+    assert message() != "late"
+    eventually(lambda: message() == "late")
