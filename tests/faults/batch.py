@@ -208,14 +208,18 @@ async def run_scenario(
     expected: dict[str, str] | None = None,
     within: float = 150,
     quiet: Callable[[], bool] | None = None,
+    since: float | None = None,
 ) -> None:
     """Wait for the batch to settle, check the invariant, add the report's row.
 
     `faults` may be a callable, for counts that are only known once the batch settled (say,
     requests an emulator answered with an injected error). `quiet`, when given, must hold
     before the invariant is checked: say, every late commit has landed, so that a write landing
-    after the batch looked settled is seen."""
+    after the batch looked settled is seen. The recovery time is counted from `since` (a
+    `time.monotonic()` reading: the fault, say) when given, else from now."""
     recovery = await settled(engine, ids, within)
+    if since is not None:
+        recovery = time.monotonic() - since
     if quiet is not None:
         await until(partial(asyncio.to_thread, quiet), within=within)
     lost, duplicates = await invariant(engine, ids, expected=expected)
