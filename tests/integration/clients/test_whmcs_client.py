@@ -154,6 +154,33 @@ async def test_a_lost_accept_or_cancel_reply_then_a_repeat_is_already_done(
     assert await whmcs.order_status(made.whmcs_order_id) is wanted
 
 
+@pytest.mark.parametrize(
+    ("action", "wanted"),
+    [("AcceptOrder", BillingOrderStatus.ACTIVE), ("CancelOrder", BillingOrderStatus.CANCELLED)],
+)
+async def test_an_accept_or_cancel_committing_late_changes_the_order_once(
+    whmcs: WhmcsClient, whmcs_control: Control, action: str, wanted: BillingOrderStatus
+) -> None:
+    # Needs no settle window: WHMCS applies either only to a Pending order, so whichever of the
+    # late write and the repeat comes second is refused by the state the first one left.
+    made = await whmcs.add_order(billing_order())
+    write = whmcs.accept_order if action == "AcceptOrder" else whmcs.cancel_order
+    spec = {"kind": "late_commit", "ms": 3000, "count": 1, "action": action}
+    whmcs_control.http.post(f"{whmcs_control.url}/faults", json=spec).raise_for_status()
+    with pytest.raises(OutcomeUnknownError):
+        await write(made.whmcs_order_id)  # the client's 2 s read timeout
+    assert await whmcs.order_status(made.whmcs_order_id) is BillingOrderStatus.PENDING
+    assert await write(made.whmcs_order_id) is WriteOutcome.APPLIED
+    for _ in range(50):
+        if any(r["lost_reply"] == "late_commit" for r in whmcs_control.requests(action=action)):
+            break
+        await asyncio.sleep(0.1)
+    else:
+        pytest.fail("the late write never landed")
+    assert await whmcs.order_status(made.whmcs_order_id) is wanted
+    assert len([o for o in orders_in(whmcs_control) if o["status"] == wanted.value]) == 1
+
+
 async def test_cancelling_an_accepted_order_is_a_refusal_naming_its_state(
     whmcs: WhmcsClient,
 ) -> None:
