@@ -32,3 +32,8 @@ CURSOR_AGE = Gauge(
     ["channel"],
 )
 IN_FLIGHT = Gauge("fulfillment_cdc_in_flight", "Events being handled right now")
+OLDEST_IN_HAND = Gauge(
+    "fulfillment_cdc_oldest_in_hand_seconds",
+    "How long the oldest event being handled has been in hand; it holds its channel's cursor"
+    " while it keeps failing (Temporal, Salesforce or Postgres away, or a bug)",
+)

@@ -9,9 +9,10 @@ the cursor, never the stream.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 
@@ -20,6 +21,7 @@ class _Slot:
     replay_id: int
     event_at: datetime | None
     done: bool = False
+    taken_at: float = field(default_factory=time.monotonic)
 
 
 Advance = Callable[[str, int, datetime | None], Awaitable[None]]
@@ -83,6 +85,12 @@ class Pipeline:
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def oldest_in_hand(self) -> float:
+        """Seconds since the oldest event still being handled was taken (0 when none is): an
+        event that keeps failing holds its channel's cursor, and this keeps growing."""
+        taken = [slot.taken_at for slots in self._slots.values() for slot in slots if not slot.done]
+        return time.monotonic() - min(taken) if taken else 0.0
 
     @property
     def in_flight(self) -> int:

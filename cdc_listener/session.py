@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -22,6 +23,8 @@ from typing import Any
 import structlog
 from aiosfstream_ng.client import Client, ReplayMarkerStoragePolicy
 from aiosfstream_ng.replay import ReplayMarker, ReplayMarkerStorage, ReplayOption
+from temporalio.client import WorkflowQueryFailedError
+from temporalio.service import RPCError
 
 from cdc_listener import metrics
 from cdc_listener.decide import plan_for
@@ -38,9 +41,12 @@ from domain.events import ChangeEvent, Event
 
 log = get_logger(__name__)
 _STALE_REPLAY = ("replayid", "invalid")
-# An unexpected error handling one event is retried this often before it is dead-lettered;
-# errors of an outside system (transient, configuration) are retried until it is back.
-_UNEXPECTED_ATTEMPTS = 5
+# Failures that mean an outside system is away or refusing us (Temporal's RPC errors and
+# timeouts included): retried quietly. Anything else is retried too, logged as an error.
+_OUTAGES = (TransientError, ClientError, OSError, RPCError, TimeoutError, WorkflowQueryFailedError)
+# After this many failed tries (about a minute) an event counts as stuck: one alert, and the
+# age of the oldest event in hand (`fulfillment_cdc_oldest_in_hand_seconds`) keeps growing.
+_STUCK_ATTEMPTS = 6
 # Salesforce retains events 72 hours; a cursor older than this is about to be lost.
 RETENTION_ALERT = timedelta(hours=48)
 
@@ -128,6 +134,7 @@ class Listener:
         # for it. Verification stays on; SF_CA_FILE adds a private CA (the emulator's).
         client.ssl = tls_context(self._settings.sf_ca_file)
         pipeline = Pipeline(self._advancer(storage), concurrency=self._settings.cdc_concurrency)
+        metrics.OLDEST_IN_HAND.set_function(pipeline.oldest_in_hand)
         reason = "ended"
         try:
             await client.open()
@@ -146,6 +153,8 @@ class Listener:
             # Events in hand may finish (and move the cursor); the rest come again.
             await pipeline.drain(within=10)
             await pipeline.close()
+            # What was in hand comes again from the cursor, in the next session (or replica).
+            metrics.OLDEST_IN_HAND.set_function(lambda: 0.0)
             with contextlib.suppress(Exception):
                 await client.close()
         return reason
@@ -259,24 +268,23 @@ class Listener:
                 try:
                     handled = await self._dispatcher.handle(event, plan)
                     break
-                except (TransientError, ClientError, OSError) as error:
-                    # An outside system is down or refusing us: wait for it, never drop.
-                    log.warning("cdc.event_retry", replay_id=event.replay_id, error=str(error))
-                    await asyncio.sleep(min(30.0, 1.0 * 2 ** min(attempts, 5)))
-                    attempts += 1
                 except Exception as error:
+                    # Never dropped, never dead-lettered: Temporal, Salesforce, Redis or
+                    # Postgres away (or a failure nobody expected) holds this event, and with
+                    # it the cursor, until it is handled. Dead letters are for messages that
+                    # can never be read (see `_dead_letter`).
                     attempts += 1
-                    if attempts >= _UNEXPECTED_ATTEMPTS:
-                        await self._dead_letter(
-                            event.model_dump(mode="json"),
-                            MalformedEvent(
-                                f"handling failed: {type(error).__name__}: {error}",
-                                channel=event.channel,
-                                replay_id=event.replay_id,
-                            ),
-                        )
-                        return
-                    await asyncio.sleep(attempts)
+                    expected = isinstance(error, _OUTAGES)
+                    log.log(
+                        logging.WARNING if expected else logging.ERROR,
+                        "cdc.event_retry",
+                        replay_id=event.replay_id,
+                        attempt=attempts,
+                        error=f"{type(error).__name__}: {error}",
+                    )
+                    if attempts == _STUCK_ATTEMPTS:
+                        metrics.ALERTS.labels("event_stuck").inc()
+                    await asyncio.sleep(min(30.0, 1.0 * 2 ** min(attempts, 5)))
             outcome = "ignored" if plan.empty else "handled"
             metrics.EVENTS.labels(event.channel, change_type, outcome).inc()
             for decision, count in handled.decisions.items():

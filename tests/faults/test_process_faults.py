@@ -7,6 +7,8 @@ and the invariant of tests/faults/batch.py still holds. Each scenario adds a row
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import os
 import signal
 import time
 from functools import partial
@@ -16,7 +18,9 @@ import asyncpg
 import pytest
 
 from cdc_listener.store import LEASE_KEY
-from devstack.services import start_postgres
+from config.temporal import connect_temporal
+from devstack.process import free_port
+from devstack.services import TemporalServer, start_postgres, start_temporal
 from domain.fulfillment import FulfillmentStatus
 from migrations.runner import apply_migrations
 from tests.faults.batch import (
@@ -266,6 +270,62 @@ async def test_worker_sigkilled_while_add_order_is_in_flight(
         )
     recovery = report.rows[-1].recovery_seconds
     assert recovery < 30, f"orders Activated {recovery} s after the worker died"
+
+
+async def test_temporal_down_for_90_seconds_while_orders_are_activated(
+    engine: Engine, report: Report, tmp_path: Path
+) -> None:
+    # A server of the test's own, on a file and fixed ports, so it can be killed and started
+    # again on the same database (the session's shared server is in memory).
+    ports = [free_port(), free_port()]
+
+    starts = 0
+
+    def start() -> TemporalServer:
+        nonlocal starts
+        starts += 1
+        return start_temporal(
+            port=ports[0],
+            ui_port=ports[1],
+            db_file=tmp_path / "temporal.db",
+            log_file=tmp_path / f"temporal-{starts}.log",
+        )
+
+    def kill(server: TemporalServer) -> None:
+        os.killpg(server.process.pid, signal.SIGKILL)
+        server.process.stop()  # reaps it
+
+    server = await asyncio.to_thread(start)
+    try:
+        settings = engine.settings.model_copy(update={"temporal_address": server.address})
+        own = dataclasses.replace(
+            engine, settings=settings, client=await connect_temporal(settings)
+        )
+        ids = create_orders(engine, 4)
+        async with worker_running(settings), listening(listener_settings(own)):
+            await until(partial(_subscribed, engine), within=60)
+            await asyncio.to_thread(kill, server)
+            activate_all(engine, ids[:2])
+            await asyncio.sleep(45)
+            activate_all(engine, ids[2:])
+            await asyncio.sleep(45)
+            server = await asyncio.to_thread(start)
+            back = time.monotonic()
+            await run_scenario(
+                own,
+                report,
+                "Temporal down 90 s",
+                "server killed, 4 orders activated meanwhile, restarted on its database",
+                ids,
+                since=back,
+            )
+        dead = await fetch_value(
+            engine.settings.database_url, "SELECT count(*) FROM cdc_dead_letters"
+        )
+        assert dead == 0, "nothing was dead-lettered"
+        assert report.rows[-1].recovery_seconds < 90, "fulfilled within about a minute of return"
+    finally:
+        await asyncio.to_thread(server.stop)
 
 
 async def _activated_at_least(engine: Engine, ids: list[str], target: int) -> bool:

@@ -89,3 +89,26 @@ async def test_closing_drops_unfinished_events_without_moving_past_them() -> Non
     await asyncio.sleep(0)  # the event is in hand
     await pipeline.close()
     assert cursors.moves == [] and pipeline.in_flight == 0
+
+
+async def test_the_age_of_the_oldest_event_in_hand_grows_until_it_is_handled() -> None:
+    pipeline = Pipeline(Cursors().advance, concurrency=8)
+    gate = asyncio.Event()
+
+    async def stuck() -> None:
+        await gate.wait()
+
+    async def quick() -> None:
+        return None
+
+    assert pipeline.oldest_in_hand() == 0.0
+    await pipeline.submit("/data/OrderChangeEvent", 1, None, stuck())
+    await pipeline.submit("/data/OrderChangeEvent", 2, None, quick())
+    await asyncio.sleep(0.2)
+    # The later event is done; the stuck one alone is counted, and its age keeps growing.
+    first = pipeline.oldest_in_hand()
+    await asyncio.sleep(0.1)
+    assert 0.2 <= first < pipeline.oldest_in_hand()
+    gate.set()
+    assert await pipeline.drain(within=1)
+    assert pipeline.oldest_in_hand() == 0.0
