@@ -22,6 +22,7 @@ from temporalio.client import Client
 from cdc_listener import metrics
 from cdc_listener.dispatch import Dispatcher
 from cdc_listener.reconciliation import ensure_reconciliation_schedule, reconcile_now
+from cdc_listener.redrive import redrive_requested
 from cdc_listener.session import Listener
 from cdc_listener.store import Lease, ListenerStore
 from clients.cache import CacheInvalidator, CacheKeys, create_redis
@@ -34,6 +35,8 @@ from config.settings import Settings, SettingsError
 from config.temporal import connect_temporal
 
 log = get_logger(__name__)
+# How often the active replica looks for dead letters an operator asked to redrive.
+REDRIVE_POLL_SECONDS = 2.0
 
 
 async def run_listener(
@@ -134,13 +137,25 @@ async def _lead(
             log.error("listener.lease_lost", instance=instance)
         session_stop.set()
 
+    async def redrive() -> None:
+        # Dead letters an operator asked for are handled by the active replica only.
+        while not session_stop.is_set():
+            try:
+                await redrive_requested(store, listener.handle_once)
+            except Exception as error:
+                log.warning("listener.redrive_unavailable", error=str(error))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(session_stop.wait(), timeout=REDRIVE_POLL_SECONDS)
+
     keeper = asyncio.create_task(keep_lease())
+    redriver = asyncio.create_task(redrive())
     try:
         await listener.run(session_stop)
     finally:
-        keeper.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await keeper
+        for task in (keeper, redriver):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         metrics.ACTIVE.set(0)
         await lease.release()
         with contextlib.suppress(Exception):

@@ -253,6 +253,15 @@ class Listener:
             lambda: self._store.dead_letter(bad.channel, bad.replay_id, message, bad.reason)
         )
 
+    async def handle_once(self, event: Event) -> None:
+        """Handle one event now, raising what handling raised (a redriven dead letter)."""
+        plan = plan_for(
+            event,
+            trigger_status=self._settings.sf_trigger_status,
+            own_client=self._settings.sf_client_name,
+        )
+        await self._dispatcher.handle(event, plan)
+
     async def _handle(self, event: Event) -> None:
         change_type = event.change_type.value if isinstance(event, ChangeEvent) else "platform"
         attempts = 0

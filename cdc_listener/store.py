@@ -29,6 +29,12 @@ class Cursor:
     moved_at: datetime
 
 
+@dataclass(frozen=True)
+class RedriveRequest:
+    id: int
+    message: Any
+
+
 class ListenerStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
@@ -70,7 +76,8 @@ class ListenerStore:
             " VALUES ($1, $2, $3::jsonb, $4) ON CONFLICT DO NOTHING",
             channel,
             replay_id,
-            json.dumps(message, default=str),
+            # Through JSON once: whatever the message holds is stored as JSON the codec takes.
+            json.loads(json.dumps(message, default=str)),
             reason[:1000],
         )
 
@@ -99,6 +106,46 @@ class ListenerStore:
             last_connect_at,
             last_event_at,
             reconnects,
+        )
+
+    async def redrive_requests(self, limit: int = 50) -> list[RedriveRequest]:
+        """Dead letters an operator asked to handle again, oldest first."""
+        rows = await self._fetch(
+            "SELECT id, message FROM cdc_dead_letters"
+            " WHERE redrive_requested_at IS NOT NULL AND redriven_at IS NULL ORDER BY id LIMIT $1",
+            limit,
+        )
+        # Letters stored before 0011 hold their message as a JSON string inside the jsonb.
+        return [
+            RedriveRequest(
+                row["id"],
+                json.loads(row["message"]) if isinstance(row["message"], str) else row["message"],
+            )
+            for row in rows
+        ]
+
+    async def redriven(self, letter_id: int, outcome: str) -> None:
+        await self._execute(
+            "UPDATE cdc_dead_letters SET redriven_at = now(), redrive_outcome = $2 WHERE id = $1",
+            letter_id,
+            outcome[:1000],
+        )
+
+    async def redrive_refused(self, letter_id: int, outcome: str) -> None:
+        """The letter still cannot be handled: the request ends, the reason is kept."""
+        await self._execute(
+            "UPDATE cdc_dead_letters SET redrive_requested_at = NULL, redrive_outcome = $2"
+            " WHERE id = $1",
+            letter_id,
+            outcome[:1000],
+        )
+
+    async def redrive_delayed(self, letter_id: int, outcome: str) -> None:
+        """Handling failed for now (an outage): the request stays, the next pass tries again."""
+        await self._execute(
+            "UPDATE cdc_dead_letters SET redrive_outcome = $2 WHERE id = $1",
+            letter_id,
+            outcome[:1000],
         )
 
     async def _fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:

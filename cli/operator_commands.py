@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 from pydantic import BaseModel
 
+from api.dead_letters import DeadLetter, DeadLetters, list_dead_letters, request_redrive
 from api.operations import (
     Action,
     ActionResult,
@@ -63,7 +64,8 @@ Command = Callable[[argparse.Namespace, ApiServices], Awaitable[Output]]
 
 def run(args: argparse.Namespace) -> int:
     """Run the operator command `args` names; its exit status."""
-    name = " ".join(p for p in (args.command, getattr(args, "cache_command", None)) if p)
+    sub = getattr(args, "cache_command", None) or getattr(args, "dead_letters_command", None)
+    name = " ".join(p for p in (args.command, sub) if p)
     command = _COMMANDS[name]
     settings = load_settings(require=OPERATOR)
     # The answer is the output; the log (stderr) only speaks up when something is wrong.
@@ -183,13 +185,78 @@ async def _flush(args: argparse.Namespace, api: ApiServices) -> Output:
     return Output(flushed, _flushed(flushed))
 
 
+async def _dead_letters(args: argparse.Namespace, api: ApiServices) -> Output:
+    if args.limit < 1:
+        raise _BadInputError("--limit: at least 1")
+    letters = await list_dead_letters(
+        api.pool, include_redriven=args.include_redriven, limit=args.limit
+    )
+    return Output(letters, _letters_table(letters))
+
+
+async def _redrive(args: argparse.Namespace, api: ApiServices) -> Output:
+    if args.all == bool(args.ids):
+        raise _BadInputError("name the dead letters (ID ...) or --all, not both")
+    requested = await request_redrive(api.pool, args.ids or None, requested_by=_who(args))
+    # The active listener handles them within seconds: show what it made of each.
+    deadline = asyncio.get_running_loop().time() + max(0.0, args.wait)
+    while True:
+        letters = await list_dead_letters(
+            api.pool, ids=requested.ids, limit=len(requested.ids) or 1
+        )
+        pending = [letter for letter in letters.items if _pending(letter)]
+        if not requested.ids or not pending or asyncio.get_running_loop().time() >= deadline:
+            return Output(letters, _letters_table(letters, redrive=True))
+        await asyncio.sleep(0.5)
+
+
 _COMMANDS: dict[str, Command] = {
     "status": _status,
     "retry": _act,
     "cancel": _act,
     "failed": _failed,
     "cache flush": _flush,
+    "dead-letters": _dead_letters,
+    "dead-letters redrive": _redrive,
 }
+
+
+def _pending(letter: DeadLetter) -> bool:
+    return letter.redriven_at is None and letter.redrive_requested_at is not None
+
+
+def _letters_table(letters: DeadLetters, *, redrive: bool = False) -> str:
+    if not letters.items:
+        return "nothing to redrive" if redrive else "no dead letters"
+    header = ("id", "channel", "replay id", "stored", "received", "state", "reason")
+    rows = [header]
+    for letter in letters.items:
+        if letter.redriven_at is not None:
+            state = f"redriven {letter.redriven_at:%Y-%m-%d %H:%M}"
+        elif letter.redrive_requested_at is not None:
+            state = "waiting for the listener" + (
+                f" ({letter.redrive_outcome})" if letter.redrive_outcome else ""
+            )
+        else:
+            state = letter.redrive_outcome or "dead"
+        rows.append(
+            (
+                str(letter.id),
+                letter.channel or "?",
+                str(letter.replay_id) if letter.replay_id is not None else "?",
+                letter.shape,
+                f"{letter.received_at:%Y-%m-%d %H:%M}",
+                state,
+                letter.reason,
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False))
+        + "  "
+        + row[-1]
+        for row in rows
+    )
 
 
 # -- for people -----------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """The operators' commands on the `fulfillment` parser: `status`, `retry`, `cancel`, `failed`,
-`cache flush`. What they do is `cli.operator_commands`, imported only when one of them runs, so
-the other commands start without loading the API, Temporal and the database drivers.
+`cache flush`, `dead-letters [redrive]`. What they do is `cli.operator_commands`, imported only
+when one of them runs, so the other commands start without loading the API, Temporal and the
+database drivers.
 
 Tables for people, `--json` for scripts. A failure is one line on stderr (and, with `--json`,
 `{"code", "message"}` on stdout) and exit status 1; bad input or a missing setting exits 2.
@@ -57,6 +58,25 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     _common(flush, who=True)
     flush.set_defaults(handler=_run, passthrough=False)
+
+    letters = sub.add_parser(
+        "dead-letters", help="change events the listener could not read; redrive them"
+    )
+    letters.add_argument("--include-redriven", action="store_true", help="also those redriven")
+    letters.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
+    _common(letters, who=False)
+    letters.set_defaults(handler=_run, passthrough=False)
+    letters_sub = letters.add_subparsers(dest="dead_letters_command", metavar="ACTION")
+    redrive = letters_sub.add_parser(
+        "redrive", help="ask the listener to handle them again, and wait for its answer"
+    )
+    redrive.add_argument("ids", metavar="ID", nargs="*", type=int, help="dead letter ids")
+    redrive.add_argument("--all", action="store_true", help="every one not yet redriven")
+    redrive.add_argument(
+        "--wait", type=float, default=30.0, help="seconds to wait for the listener (default 30)"
+    )
+    _common(redrive, who=True)
+    redrive.set_defaults(handler=_run, passthrough=False)
 
 
 def _common(parser: argparse.ArgumentParser, *, who: bool) -> None:

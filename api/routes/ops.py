@@ -1,6 +1,6 @@
 """Operators (bearer `API_OPS_TOKEN`): retry or cancel a parked fulfillment, list
-fulfillments, flush the portal's caches. The logic is `api.operations`, shared with the CLI;
-this module only speaks HTTP.
+fulfillments, flush the portal's caches, list and redrive dead letters. The logic is
+`api.operations` and `api.dead_letters`, shared with the CLI; this module only speaks HTTP.
 
 Actions name who asks (`X-Requested-By`) and may name the request (`Idempotency-Key`): a POST
 repeated with the same key is recorded and decided once, and answered as the first time.
@@ -15,6 +15,7 @@ from fastapi import APIRouter, Depends, Header, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.auth import operator, ops_scope
+from api.dead_letters import DeadLetters, RedriveRequested, list_dead_letters, request_redrive
 from api.errors import ApiError
 from api.operations import (
     Action,
@@ -182,5 +183,52 @@ async def flush(
         account = checked(body.account, key_prefix=ACCOUNT, name="account")
     try:
         return await flush_caches(api, body.scope, account, requested_by=who)
+    except OperationError as error:
+        raise _http(error) from None
+
+
+class RedriveBody(BaseModel):
+    ids: list[Annotated[int, Field(ge=1)]] | None = Field(
+        default=None, max_length=1000, description="the dead letters to handle again"
+    )
+    all: bool = Field(default=False, description="every dead letter not yet redriven")
+
+
+@router.get(
+    "/dead-letters",
+    response_model=DeadLetters,
+    summary="Change events the listener could not read, newest first",
+)
+async def dead_letters(
+    api: Annotated[ApiServices, Depends(services)],
+    include_redriven: Annotated[bool, Query(description="also those already redriven")] = False,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="at most this many")] = (
+        DEFAULT_LIMIT
+    ),
+) -> DeadLetters:
+    try:
+        return await list_dead_letters(api.pool, include_redriven=include_redriven, limit=limit)
+    except OperationError as error:
+        raise _http(error) from None
+
+
+@router.post(
+    "/dead-letters/redrive",
+    response_model=RedriveRequested,
+    status_code=202,
+    summary="Ask the listener to handle dead letters again (it does within seconds)",
+    responses=error_responses(404) | _BODY_ERRORS,
+)
+async def redrive(
+    body: RedriveBody,
+    who: Annotated[str, Depends(operator)],
+    api: Annotated[ApiServices, Depends(services)],
+) -> RedriveRequested:
+    if body.all == (body.ids is not None):
+        raise ApiError(
+            422, "invalid_request", "name the dead letters (ids) or all, not both", headers=NO_STORE
+        )
+    try:
+        return await request_redrive(api.pool, body.ids, requested_by=who)
     except OperationError as error:
         raise _http(error) from None
