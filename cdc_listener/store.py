@@ -53,12 +53,16 @@ class ListenerStore:
         }
 
     async def advance(self, channel: str, replay_id: int, event_at: datetime | None) -> None:
+        """Move the channel's cursor to `replay_id`, never back: two replicas overlapping in a
+        lease handover (or a late write of a session that ended) must not undo a newer cursor.
+        A cursor Salesforce no longer retains is `forget`-ed first, then written afresh."""
         await self._execute(
             "INSERT INTO cdc_replay_cursors (channel, replay_id, last_event_at, updated_at)"
             " VALUES ($1, $2, $3, now()) ON CONFLICT (channel) DO UPDATE SET"
             " replay_id = EXCLUDED.replay_id,"
             " last_event_at = COALESCE(EXCLUDED.last_event_at, cdc_replay_cursors.last_event_at),"
-            " updated_at = now()",
+            " updated_at = now()"
+            " WHERE cdc_replay_cursors.replay_id <= EXCLUDED.replay_id",
             channel,
             replay_id,
             event_at,

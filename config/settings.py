@@ -478,7 +478,37 @@ def load_settings(*, require: Iterable[str] = (), **overrides: object) -> Settin
         raise SettingsError(f"configuration error: {names} must be set (see README, Settings)")
     if "sf_token_url" in require:
         _check_salesforce_flow(settings)
+    if "api_ops_token" in require:
+        _check_api_tokens(settings)
     return settings
+
+
+# A bearer token an attacker may try to guess online: at least 32 characters (e.g.
+# `openssl rand -hex 24`).
+MIN_TOKEN_LENGTH = 32
+
+
+def _check_api_tokens(settings: Settings) -> None:
+    tokens = {
+        "api_service_token": settings.api_service_token,
+        "api_ops_token": settings.api_ops_token,
+    }
+    for name, token in tokens.items():
+        if token is not None and len(token.get_secret_value()) < MIN_TOKEN_LENGTH:
+            raise SettingsError(
+                f"configuration error: {env_name(name)} is too short: at least "
+                f"{MIN_TOKEN_LENGTH} characters (e.g. `openssl rand -hex 24`)"
+            )
+    service, ops = tokens.values()
+    if (
+        service is not None
+        and ops is not None
+        and service.get_secret_value() == ops.get_secret_value()
+    ):
+        raise SettingsError(
+            "configuration error: API_SERVICE_TOKEN and API_OPS_TOKEN are the same: the portal's"
+            " token would also allow operator actions; give each scope its own"
+        )
 
 
 def _is_missing(value: object) -> bool:

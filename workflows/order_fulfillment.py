@@ -124,8 +124,11 @@ _HEARTBEAT_TIMEOUT = timedelta(seconds=10)
 # and a visibility write on the server, each write a local activity; only the last of several in
 # a row was ever seen). Runs started before this patch made each at once, and replay that way.
 _COALESCE_WRITES = "coalesce-writes"
-# Read-model versions: the run's start (ms) times this, plus a counter, so every write of a
-# later run (a fulfillment started afresh under the same id) outranks every write of an earlier.
+# A retry clears FulfillmentErrorCode at once (runs before this patch kept it until the end).
+_RETRY_CLEARS_ERROR_CODE = "retry-clears-error-code"
+# Read-model versions: the workflow's current time (ms) times this, plus a counter, so every
+# write outranks every earlier one, also across runs: a fulfillment started afresh under the same
+# id, or a run reset to an earlier point (which counts its writes again from there).
 _VERSION_SPAN = 1_000_000
 
 M = TypeVar("M", bound=BaseModel)
@@ -466,6 +469,9 @@ class OrderFulfillment:
     def _resume(self, request: OperatorRequest) -> None:
         _metric_counter("fulfillment_retries", "Operator retries of parked fulfillments").add(1)
         self._progress.last_error = None
+        if workflow.patched(_RETRY_CLEARS_ERROR_CODE):
+            # A search for parked orders by code must not list one an operator resumed.
+            self._upsert_attributes(FULFILLMENT_ERROR_CODE.value_unset())
         # Salesforce shows Failed now: the next attempt marks the order Activating again.
         self._done.discard(Step.MARK_ACTIVATING)
         workflow.logger.info("retry requested by %s", request.requested_by)
@@ -694,7 +700,7 @@ class OrderFulfillment:
     async def _write_record(self) -> None:
         """Write the read model (a local activity: cheap, and newer versions always win)."""
         self._writes += 1
-        start_ms = int(workflow.info().start_time.timestamp() * 1000)
+        now_ms = int(workflow.now().timestamp() * 1000)
         error = self._progress.last_error
         billing = self._billing
         record = FulfillmentRecord(
@@ -709,7 +715,7 @@ class OrderFulfillment:
             whmcs_invoice_id=billing.whmcs_invoice_id if billing else None,
             whmcs_service_ids=tuple(billing.service_ids.values()) if billing else (),
             attempts=self._progress.attempt,
-            version=start_ms * _VERSION_SPAN + self._writes,
+            version=now_ms * _VERSION_SPAN + self._writes,
         )
         try:
             await workflow.execute_local_activity(

@@ -354,6 +354,36 @@ async def test_retry_resumes_at_the_failed_step_and_not_before(
     assert upstreams.records[-1].attempts == 2
 
 
+async def test_a_retry_clears_the_error_code_searched_for_at_once(
+    start: Start, watch: Watch, upstreams: Upstreams
+) -> None:
+    upstreams.pay_methods.clear()
+    handle = await start()
+    await watch.parked(handle)
+    upstreams.pay_methods[1] = ["RemoteCreditCard"]
+    await handle.execute_update(OrderFulfillment.retry_update, operator())
+    await handle.result()
+    history = await handle.fetch_history()
+    accepted = next(
+        e.event_id
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED
+    )
+    resumed = next(
+        fields
+        for e in history.events
+        if e.event_id > accepted
+        and e.event_type == EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES
+        and "FulfillmentStep"
+        in (
+            fields
+            := e.upsert_workflow_search_attributes_event_attributes.search_attributes.indexed_fields
+        )
+    )
+    # Unset with the resumed step's own change, not only once the order is Activated.
+    assert "FulfillmentErrorCode" in resumed
+
+
 async def test_retry_of_a_data_error_rereads_the_order_fixed_at_its_source(
     start: Start, watch: Watch, upstreams: Upstreams
 ) -> None:

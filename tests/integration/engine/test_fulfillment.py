@@ -6,16 +6,26 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from typing import Any
 
 import asyncpg
 import pytest
 import redis.asyncio as redis
+from temporalio.api.common.v1 import WorkflowExecution
+from temporalio.api.enums.v1 import EventType
+from temporalio.api.workflowservice.v1 import ResetWorkflowExecutionRequest
 from temporalio.client import Client
 
 from clients.cache import CacheKeys
 from domain.errors import ErrorCode
-from domain.fulfillment import FulfillmentProgress, FulfillmentStatus, OperatorRequest, Step
+from domain.fulfillment import (
+    FulfillmentProgress,
+    FulfillmentResult,
+    FulfillmentStatus,
+    OperatorRequest,
+    Step,
+)
 from tests.fixtures.engine import Engine
 from workflows.order_fulfillment import OrderFulfillment
 
@@ -201,3 +211,38 @@ async def until_parked(handle: Any) -> FulfillmentProgress:
             if progress.waiting_for_operator:
                 return progress
             await asyncio.sleep(0.1)
+
+
+async def test_a_run_reset_by_an_operator_is_written_to_the_read_model_and_bills_once(
+    engine: Engine,
+) -> None:
+    order_id = engine.activate("internet")
+    handle = await engine.start(order_id)
+    await handle.result()
+    before = await read_model(engine.settings.database_url or "", order_id)
+    # Reset to the first workflow task, as an operator does from the Temporal UI: the new run
+    # does every step again, and counts its read-model writes again from there.
+    history = await handle.fetch_history()
+    first_task = next(
+        event.event_id
+        for event in history.events
+        if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED
+    )
+    reset = await engine.client.workflow_service.reset_workflow_execution(
+        ResetWorkflowExecutionRequest(
+            namespace=engine.client.namespace,
+            workflow_execution=WorkflowExecution(workflow_id=handle.id, run_id=history.run_id),
+            reason="operator reset in a test",
+            workflow_task_finish_event_id=first_task,
+            request_id=str(uuid.uuid4()),
+        )
+    )
+    rerun = engine.client.get_workflow_handle(
+        handle.id, run_id=reset.run_id, result_type=FulfillmentResult
+    )
+    assert (await rerun.result()).status is FulfillmentStatus.ACTIVATED
+    after = await read_model(engine.settings.database_url or "", order_id)
+    assert after["version"] > before["version"], "the reset run's writes were taken"
+    assert after["updated_at"] > before["updated_at"]
+    assert after["status"] == "activated"
+    assert [o["status"] for o in engine.whmcs_orders()] == ["Active"], "one WHMCS order"

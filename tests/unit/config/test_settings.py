@@ -181,3 +181,31 @@ def test_settings_given_as_environment_load_back_the_same(monkeypatch: pytest.Mo
     for name, value in environment.items():
         monkeypatch.setenv(name, value)
     assert load_settings().model_dump() == given.model_dump()
+
+
+@pytest.mark.parametrize(
+    ("service", "ops", "hint"),
+    [
+        ("s" * 31, "o" * 40, "API_SERVICE_TOKEN is too short"),
+        ("s" * 40, "short-ops-token", "API_OPS_TOKEN is too short"),
+        ("t" * 40, "t" * 40, "are the same"),
+    ],
+)
+def test_the_api_refuses_guessable_or_shared_tokens_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, service: str, ops: str, hint: str
+) -> None:
+    monkeypatch.setenv("API_SERVICE_TOKEN", service)
+    monkeypatch.setenv("API_OPS_TOKEN", ops)
+    with pytest.raises(SettingsError) as info:
+        load_settings(require=["api_service_token", "api_ops_token"])
+    assert hint in str(info.value) and "\n" not in str(info.value)
+    assert service not in str(info.value) and ops not in str(info.value)
+    # Other processes do not serve the tokens and do not check them.
+    assert load_settings().api_ops_token is not None
+
+
+def test_the_api_takes_two_long_distinct_tokens(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("API_SERVICE_TOKEN", "s" * 32)
+    monkeypatch.setenv("API_OPS_TOKEN", "o" * 32)
+    settings = load_settings(require=["api_service_token", "api_ops_token"])
+    assert settings.api_ops_token is not None
