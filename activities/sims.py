@@ -12,7 +12,8 @@ from activities.errors import translated
 from clients.errors import OutcomeUnknownError
 from clients.freebit import FreebitClient
 from domain.errors import WriteOutcome
-from domain.sim import SimRequest
+from domain.rules import existing_line
+from domain.sim import ExistingLine, SimRequest
 from domain.steps import Activity, SimLine, SimLineQuery, Written
 
 
@@ -26,9 +27,9 @@ class SimActivities:
         try:
             return Written(outcome=await self._freebit.register_line(request))
         except OutcomeUnknownError:
-            # The reply was lost: a line of this SIM type now means our request went through.
+            # The reply was lost: the line as this request wants it means it went through.
             line = await self._freebit.find_line(request.phone_number)
-            if line is not None and line.sim_type in (None, request.sim_type):
+            if line is not None and existing_line(request, line) is ExistingLine.OURS:
                 return Written(outcome=WriteOutcome.ALREADY_DONE)
             raise
 

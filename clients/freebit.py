@@ -39,7 +39,8 @@ from clients.retry import RetryPolicy
 from config.logging import get_logger
 from config.settings import Settings
 from domain.errors import WriteOutcome
-from domain.sim import MnpTransfer, SimActivation, SimPhase, SimRequest, SimType
+from domain.rules import existing_line
+from domain.sim import ExistingLine, MnpTransfer, SimActivation, SimPhase, SimRequest, SimType
 
 log = get_logger(__name__)
 
@@ -145,18 +146,22 @@ def _mnp_json(mnp: MnpTransfer) -> dict[str, str]:
     }
 
 
-def registration_json(request: SimRequest) -> tuple[str, str, dict[str, Any]]:
-    """(operation, path, JSON) of the Freebit registration for `request`."""
+def registration_json(
+    request: SimRequest, *, reissue: bool = False
+) -> tuple[str, str, dict[str, Any]]:
+    """(operation, path, JSON) of the Freebit registration for `request`; `reissue` registers
+    an existing line again (its activation failed)."""
+    # N = a new number, M = a number ported in (needs the `mnp` block), R = a re-issue.
+    add_kind = "R" if reissue else "M" if request.mnp is not None else "N"
     data: dict[str, Any] = {
         "account": request.phone_number,
         "planCode": request.plan_code,
         "createType": CREATE_TYPE_NEW,
-        # N = a new number, M = a number ported in (needs the `mnp` block).
-        "addKind": "M" if request.mnp is not None else "N",
+        "addKind": add_kind,
         # We are not the ALADIN sales system; with "10" Freebit allows addKind N only.
         "aladinOperated": FLAG_OFF,
     }
-    if request.mnp is not None:
+    if request.mnp is not None and not reissue:
         data["mnp"] = _mnp_json(request.mnp)
     if request.sim_type == SimType.ESIM:
         return "esim_add_account", "mvno/esim/addAcnt/", data | {"eid": request.eid, "simKind": "E"}
@@ -178,6 +183,7 @@ def _activation(account: str, row: Mapping[str, Any]) -> SimActivation:
         state=state,
         sim_type=sim_type,
         fail_reason=str(row.get("failReason") or "") or None,
+        eid=str(row.get("eid") or "") or None,
     )
 
 
@@ -232,23 +238,38 @@ class FreebitClient(FormApiClient):
     async def register_line(self, request: SimRequest) -> WriteOutcome:
         """Ask Freebit to register the line (asynchronous: poll `find_line` afterwards).
 
-        A line that already exists with the same SIM is `ALREADY_DONE` (an earlier attempt's
-        reply was lost); one that exists on another SIM is a business refusal.
+        When the number is already registered, the line detail decides
+        (`rules.existing_line`): the line an earlier attempt registered is `ALREADY_DONE` (its
+        reply was lost); this request's line whose activation failed is registered again as a
+        re-issue (`APPLIED`); another SIM's line is a business refusal saying what to check.
         """
         operation, path, data = registration_json(request)
         try:
             await self._call(operation, path, data, write=True)
         except _AlreadyRegisteredError as exc:
             line = await self.find_line(request.phone_number)
-            if line is not None and line.sim_type in (None, request.sim_type):
+            decision = ExistingLine.OURS if line is None else existing_line(request, line)
+            if line is None or decision is ExistingLine.CONFLICT:
+                held = "" if line is None else f" ({_describe(line)})"
+                raise BusinessError(
+                    System.FREEBIT,
+                    ErrorCode.SIM_PROVISIONING_FAILED,
+                    f"the number is registered to another SIM{held}: release it at Freebit "
+                    "or correct the number (or EID) in Salesforce, then retry",
+                    detail=exc.detail,
+                ) from None
+            if decision is ExistingLine.OURS:
                 log.info("freebit.already_registered", sf_order_id=request.sf_order_id)
                 return WriteOutcome.ALREADY_DONE
-            raise BusinessError(
-                System.FREEBIT,
-                ErrorCode.SIM_PROVISIONING_FAILED,
-                "the number is registered to another SIM",
-                detail=exc.detail,
-            ) from None
+            operation, path, data = registration_json(request, reissue=True)
+            await self._call(operation, path, data, write=True)
+            log.info(
+                "freebit.line_reissued",
+                sf_order_id=request.sf_order_id,
+                phone_number=request.phone_number,
+                failed=line.fail_reason or line.state,
+            )
+            return WriteOutcome.APPLIED
         log.info(
             "freebit.line_requested",
             sf_order_id=request.sf_order_id,
@@ -338,3 +359,9 @@ class FreebitClient(FormApiClient):
             if isinstance(error, TransientError) and error.retry_after is None:
                 error.retry_after = retry_after_seconds(response)
             raise error
+
+
+def _describe(line: SimActivation) -> str:
+    kind = line.sim_type.value if line.sim_type else "unknown SIM type"
+    eid = f", EID ending {line.eid[-4:]}" if line.eid else ""
+    return f"{kind}{eid}, {line.state}"

@@ -13,7 +13,16 @@ from datetime import date
 from domain.billing import BillingLine, BillingOrder, PayMethod
 from domain.errors import ErrorCode, OrderRejected
 from domain.order import Account, ItemClass, OrderItem, OrderSnapshot, ProductType
-from domain.sim import EID_PATTERN, PHONE_NUMBER_PATTERN, MnpTransfer, SimRequest, SimType
+from domain.sim import (
+    EID_PATTERN,
+    PHONE_NUMBER_PATTERN,
+    ExistingLine,
+    MnpTransfer,
+    SimActivation,
+    SimPhase,
+    SimRequest,
+    SimType,
+)
 
 # Salesforce `Billing_Cycle__c` picklist values -> WHMCS `billingcycle`. Compared case-folded
 # and without spaces, hyphens or underscores, so "Semi-Annually" and "semiannually" agree.
@@ -233,3 +242,21 @@ def services_by_item(
     if any(service_id is None for service_id in matched.values()):
         return None
     return {item: service_id for item, service_id in matched.items() if service_id is not None}
+
+
+def existing_line(request: SimRequest, line: SimActivation) -> ExistingLine:
+    """What to do when Freebit says the number of `request` is already registered.
+
+    Judged on what the line detail reports: its SIM type and, for an eSIM, its EID. A line of
+    another type, or an eSIM line on another EID that has not failed, is another SIM's. A
+    failed line of the same type is re-issued (protocols.md: a line that FAILED activation is
+    re-registered, not repeated as new), on the EID the order names now (an operator may have
+    corrected it). Anything else is the line an earlier attempt registered.
+    """
+    if line.sim_type is not None and line.sim_type is not request.sim_type:
+        return ExistingLine.CONFLICT
+    if line.phase is SimPhase.FAILED:
+        return ExistingLine.REISSUE
+    if request.sim_type is SimType.ESIM and line.eid and request.eid and line.eid != request.eid:
+        return ExistingLine.CONFLICT
+    return ExistingLine.OURS

@@ -75,3 +75,16 @@ class SimActivation(BaseModel):
     state: str
     sim_type: SimType | None = None
     fail_reason: str | None = None
+    # The eSIM profile's EID as Freebit holds it (None: a physical SIM, or not reported).
+    eid: str | None = None
+
+
+class ExistingLine(StrEnum):
+    """What a registration that met an existing line of the number does (`rules.existing_line`)."""
+
+    # The line is this request's (an earlier attempt registered it): nothing to send.
+    OURS = "ours"
+    # The line is this request's but its activation failed: register it again (re-issue).
+    REISSUE = "reissue"
+    # The line is another SIM's: an operator must sort it out at Freebit or in Salesforce.
+    CONFLICT = "conflict"

@@ -11,15 +11,19 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 from datetime import date
 
 import asyncpg
 import pytest
+from temporalio.service import RPCError
 
 from activities.caches import drain_outbox
 from clients.cache import CacheInvalidator, CacheKeys, create_redis
 from clients.fulfillment_store import FulfillmentStore
 from clients.postgres import create_pool
+from domain.fulfillment import FulfillmentProgress, OperatorRequest, workflow_id
+from emulators.freebit.demo import FAILING_EID as FREEBIT_FAILING_EID
 from tests.faults.batch import (
     BATCH,
     activate_all,
@@ -30,7 +34,7 @@ from tests.faults.batch import (
 )
 from tests.faults.conftest import Report
 from tests.fixtures.engine import Engine, worker_running
-from tests.integration.listener.test_listener import listener_settings, listening
+from tests.integration.listener.test_listener import listener_settings, listening, until
 
 pytestmark = pytest.mark.faults
 
@@ -165,6 +169,52 @@ async def test_a_write_committing_after_the_caller_gave_up(
             ids,
             quiet=lambda: landed() == BATCH,
         )
+
+
+async def test_a_failed_sim_activation_cleared_at_freebit_and_retried(
+    engine: Engine, report: Report
+) -> None:
+    # One eSIM order among the batch: its EID fails activation at Freebit. The cause is cleared
+    # there, the operator retries: the failed line is re-issued, not taken for done.
+    ids = create_orders(engine, BATCH, sim=True)
+    failing = ids[0]
+    engine.sf.client().restful(
+        f"sobjects/Order/{failing}",
+        method="PATCH",
+        json={"SIM_Type__c": "eSIM", "EID__c": FREEBIT_FAILING_EID},
+    )
+    async with worker_running(engine.settings), listening(listener_settings(engine)):
+        activate_all(engine, ids)
+        handle = engine.client.get_workflow_handle(workflow_id(failing))
+
+        async def parked() -> bool:
+            try:
+                progress = await handle.query("progress", result_type=FulfillmentProgress)
+            except RPCError:
+                return False
+            return bool(progress.waiting_for_operator)
+
+        await until(parked, within=120)
+        assert engine.order(failing)["Activation_Error_Code__c"] == "SIM_PROVISIONING_FAILED"
+        engine.freebit.http.post(
+            f"{engine.freebit.control_url}/config", json={"failing_eids": []}
+        ).raise_for_status()
+        await handle.execute_update(
+            "retry", OperatorRequest(reason="EID unblocked at Freebit", requested_by="ops")
+        )
+        retried = time.monotonic()
+        async with asyncio.timeout(120):
+            await handle.result()
+        await run_scenario(
+            engine,
+            report,
+            "failed SIM line, cause cleared, retried",
+            "1 eSIM activation failed, then retried (recovery from the retry)",
+            ids,
+            since=retried,
+        )
+    line = engine.freebit_lines()[phone_number(0)]
+    assert (line["state"], line["addKind"]) == ("active", "R")
 
 
 @pytest.mark.usefixtures("worker")

@@ -198,6 +198,39 @@ async def test_registering_the_number_on_another_sim_is_refused(freebit: Freebit
     assert "another SIM" in info.value.message
 
 
+@pytest.mark.parametrize("kind", ["esim", "physical"])
+async def test_a_line_whose_activation_failed_is_reissued_once_the_cause_is_cleared(
+    freebit: FreebitClient, freebit_control: Control, kind: str
+) -> None:
+    number = "09012345690" if kind == "esim" else "09012345691"
+    request = esim(number, eid=FAILING_EID) if kind == "esim" else physical(number)
+    if kind == "physical":
+        freebit_control.configure(failing_accounts=[number])
+    assert await freebit.register_line(request) is WriteOutcome.APPLIED
+    failed = await _until_settled(freebit, number)
+    assert failed.phase is SimPhase.FAILED
+    # The cause is cleared at Freebit; the same request again re-issues the line (addKind R).
+    freebit_control.configure(failing_eids=[], failing_accounts=[])
+    assert await freebit.register_line(request) is WriteOutcome.APPLIED
+    assert (await _until_settled(freebit, number)).phase is SimPhase.ACTIVE
+    registrations = [r for r in freebit_control.requests() if "addAcnt" in r["path"]]
+    assert len(registrations) == 3  # new, refused as existing, re-issue
+    # One line, active; repeating now is done, not another re-issue.
+    assert await freebit.register_line(request) is WriteOutcome.ALREADY_DONE
+
+
+async def test_an_esim_line_on_another_eid_is_another_sims(freebit: FreebitClient) -> None:
+    await freebit.register_line(esim("09012345692"))
+    await _until_settled(freebit, "09012345692")
+    with pytest.raises(BusinessError) as info:
+        await freebit.register_line(
+            esim("09012345692", eid="8904903200000000000000000000" + "4444")
+        )
+    assert info.value.code is ErrorCode.SIM_PROVISIONING_FAILED
+    assert "another SIM (eSIM, EID ending 0123, active)" in info.value.message
+    assert "retry" in info.value.message
+
+
 async def test_expired_auth_key_is_renewed_transparently(
     freebit: FreebitClient, freebit_control: Control
 ) -> None:

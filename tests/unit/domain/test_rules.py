@@ -14,6 +14,7 @@ from domain.order import Account, Address, MnpPerson, OrderItem, OrderSnapshot, 
 from domain.rules import (
     billing_order,
     check_fulfillable,
+    existing_line,
     has_payment_method,
     needs_sim,
     payment_gateway,
@@ -22,7 +23,7 @@ from domain.rules import (
     sim_request,
     whmcs_billing_cycle,
 )
-from domain.sim import SimType
+from domain.sim import ExistingLine, SimActivation, SimPhase, SimRequest, SimType
 
 TODAY = date(2026, 11, 27)
 ORDER_ID = "801000000000001AAA"
@@ -278,3 +279,44 @@ def test_services_match_items_only_when_every_item_has_its_marked_service() -> N
     assert services_by_item(lines, [(10, "A"), (11, "B"), (12, None)]) == {"A": 10, "B": 11}
     # A service of another order (or of half an earlier attempt) is not taken for this one.
     assert services_by_item(lines, [(10, "A"), (12, "C")]) is None
+
+
+_FAILED = SimPhase.FAILED
+_ACTIVE = SimPhase.ACTIVE
+
+
+@pytest.mark.parametrize(
+    ("request_type", "request_eid", "line_type", "line_eid", "phase", "decision"),
+    [
+        # An earlier attempt's line, its reply lost: done.
+        (SimType.ESIM, "1" * 32, SimType.ESIM, "1" * 32, SimPhase.IN_PROGRESS, ExistingLine.OURS),
+        (SimType.PHYSICAL, None, SimType.PHYSICAL, None, _ACTIVE, ExistingLine.OURS),
+        # Its activation failed: re-issue it, on the EID the order names now.
+        (SimType.ESIM, "1" * 32, SimType.ESIM, "1" * 32, _FAILED, ExistingLine.REISSUE),
+        (SimType.ESIM, "2" * 32, SimType.ESIM, "1" * 32, _FAILED, ExistingLine.REISSUE),
+        (SimType.PHYSICAL, None, SimType.PHYSICAL, None, _FAILED, ExistingLine.REISSUE),
+        # Another SIM's line: a type or a live EID of its own.
+        (SimType.ESIM, "1" * 32, SimType.PHYSICAL, None, _ACTIVE, ExistingLine.CONFLICT),
+        (SimType.ESIM, "1" * 32, SimType.PHYSICAL, None, _FAILED, ExistingLine.CONFLICT),
+        (SimType.ESIM, "2" * 32, SimType.ESIM, "1" * 32, _ACTIVE, ExistingLine.CONFLICT),
+    ],
+)
+def test_a_registered_number_is_ours_reissued_or_another_sims_by_its_line_detail(
+    request_type: SimType,
+    request_eid: str | None,
+    line_type: SimType,
+    line_eid: str | None,
+    phase: SimPhase,
+    decision: ExistingLine,
+) -> None:
+    request = SimRequest(
+        sf_order_id="801000000000001AAA",
+        sim_type=request_type,
+        phone_number="09012345678",
+        plan_code="PASI_10G",
+        eid=request_eid,
+    )
+    line = SimActivation(
+        phone_number="09012345678", phase=phase, state=phase.value, sim_type=line_type, eid=line_eid
+    )
+    assert existing_line(request, line) is decision
