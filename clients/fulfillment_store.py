@@ -17,7 +17,7 @@ import asyncpg
 
 from clients.errors import System, TransientError
 from domain.billing import BillingOrderResult
-from domain.steps import FulfillmentRecord
+from domain.steps import FulfillmentRecord, OperatorAction
 
 _RECORD = """
 INSERT INTO fulfillments AS f
@@ -154,6 +154,22 @@ class FulfillmentStore:
                 record.version,
             )
         return version is not None
+
+    async def record_operator_action(self, action: OperatorAction) -> bool:
+        """One audit row per request id, however often it is recorded; True if this wrote it."""
+        async with self._errors("record operator action"):
+            written = await self._pool.fetchval(
+                "INSERT INTO operator_actions"
+                " (request_id, sf_order_id, action, reason, requested_by, outcome)"
+                " VALUES ($1, $2, $3, $4, $5, 'accepted')"
+                " ON CONFLICT (request_id) DO NOTHING RETURNING true",
+                action.request_id,
+                action.sf_order_id,
+                action.action,
+                action.reason,
+                action.requested_by,
+            )
+        return bool(written)
 
     async def accounts_of(self, sf_order_ids: Sequence[str]) -> dict[str, str]:
         """The account of each order the read model knows."""

@@ -101,13 +101,18 @@ class FulfillmentInput(BaseModel):
         return f"Started by {trigger.source.value}{where}{replay}."
 
 
+# Who asked, for a retry or cancel signal that does not say (sent from the Temporal UI).
+SIGNALLED_BY_DEFAULT = "temporal-ui"
+
+
 class OperatorRequest(BaseModel):
     """A `retry` or `cancel` from an operator (API, CLI or the Temporal UI)."""
 
     model_config = ConfigDict(frozen=True)
 
     reason: str = Field(min_length=1, max_length=500)
-    requested_by: str = Field(min_length=1, max_length=200)
+    # The API and the CLI always name who asks; a signal typed into the Temporal UI may not.
+    requested_by: str = Field(default=SIGNALLED_BY_DEFAULT, min_length=1, max_length=200)
     # Makes a repeated request (a retried POST, or the same action as signal and update) count
     # once.
     request_id: str | None = Field(default=None, max_length=200)

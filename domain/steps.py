@@ -33,6 +33,7 @@ class Activity(StrEnum):
     WRITE_BACK_SUCCESS = "write_back_success"
     INVALIDATE_CACHES = "invalidate_caches"
     RECORD_FULFILLMENT = "record_fulfillment"
+    RECORD_OPERATOR_ACTION = "record_operator_action"
 
 
 class StepModel(BaseModel):
@@ -123,3 +124,14 @@ class FulfillmentRecord(StepModel):
 
 class Written(StepModel):
     outcome: WriteOutcome
+
+
+class OperatorAction(StepModel):
+    """An operator's decision the workflow accepted from a signal, for `operator_actions` (the
+    API and the CLI record their own, sent as updates, before they send them)."""
+
+    request_id: str
+    sf_order_id: str
+    action: str
+    reason: str
+    requested_by: str

@@ -109,6 +109,7 @@ def activities(upstreams: Upstreams, settings: Settings) -> Sequence[Any]:
         sims.register_sim,
         sims.check_sim,
         read_model.record_fulfillment,
+        read_model.record_operator_action,
         caches.invalidate_caches,
         reconciliation.read_unfinished_orders,
         reconciliation.start_missing_fulfillments,

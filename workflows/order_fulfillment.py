@@ -61,6 +61,7 @@ with workflow.unsafe.imports_passed_through():
         CacheInvalidated,
         CacheInvalidation,
         FulfillmentRecord,
+        OperatorAction,
         OrderRef,
         PaymentCheck,
         SimLine,
@@ -124,6 +125,9 @@ _HEARTBEAT_TIMEOUT = timedelta(seconds=10)
 # and a visibility write on the server, each write a local activity; only the last of several in
 # a row was ever seen). Runs started before this patch made each at once, and replay that way.
 _COALESCE_WRITES = "coalesce-writes"
+# Retry and cancel taken from a signal are recorded in operator_actions by the workflow (a signal
+# without a request id gets one); runs started before this patch recorded none.
+_AUDIT_SIGNALS = "audit-signal-decisions"
 # A retry clears FulfillmentErrorCode at once (runs before this patch kept it until the end).
 _RETRY_CLEARS_ERROR_CODE = "retry-clears-error-code"
 # Read-model versions: the workflow's current time (ms) times this, plus a counter, so every
@@ -163,6 +167,8 @@ class OrderFulfillment:
         self._attempted_at: datetime | None = None
         self._parked_until: datetime | None = None
         self._coalesce_writes = False
+        self._audit_signals = False
+        self._signalled_request: str | None = None
         self._pending_attributes: dict[str, SearchAttributeUpdate[Any]] = {}
         self._record_due = False
 
@@ -171,6 +177,7 @@ class OrderFulfillment:
     @workflow.run
     async def run(self, input: FulfillmentInput) -> FulfillmentResult:
         self._coalesce_writes = workflow.patched(_COALESCE_WRITES)
+        self._audit_signals = workflow.patched(_AUDIT_SIGNALS)
         result = await self._fulfil(input)
         await self._flush()
         return result
@@ -189,6 +196,8 @@ class OrderFulfillment:
             if decision is None:
                 return self._expired()
             action, request = decision
+            if request.request_id is not None and request.request_id == self._signalled_request:
+                await self._audit(action, request)
             if action == "cancel":
                 return await self._cancel(request)
             self._resume(request)
@@ -616,6 +625,12 @@ class OrderFulfillment:
         except ValueError as refused:
             workflow.logger.warning("%s signal ignored: %s", action, refused)
             return
+        if self._audit_signals and request.request_id is None:
+            # A signal typed into the Temporal UI names no request: the workflow names it,
+            # deterministically, so its audit row is written once however often it replays.
+            request = request.model_copy(update={"request_id": f"signal-{workflow.uuid4()}"})
+        if self._audit_signals and request.request_id not in self._handled_requests:
+            self._signalled_request = request.request_id
         self._decide(action, request)
 
     def _decide(self, action: Decision, request: OperatorRequest) -> None:
@@ -696,6 +711,29 @@ class OrderFulfillment:
         if self._pending_attributes:
             workflow.upsert_search_attributes(list(self._pending_attributes.values()))
             self._pending_attributes.clear()
+
+    async def _audit(self, action: Decision, request: OperatorRequest) -> None:
+        """The row in `operator_actions` for a decision taken from a signal (the API and the CLI
+        record theirs before sending an update); keyed on the request id, so written once."""
+        assert request.request_id is not None
+        try:
+            await workflow.execute_local_activity(
+                Activity.RECORD_OPERATOR_ACTION.value,
+                OperatorAction(
+                    request_id=request.request_id,
+                    sf_order_id=self._input.sf_order_id,
+                    action=action,
+                    reason=request.reason,
+                    requested_by=request.requested_by,
+                ),
+                result_type=Written,
+                start_to_close_timeout=timedelta(seconds=10),
+                schedule_to_close_timeout=timedelta(minutes=5),
+                retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=30)),
+                summary=f"record the {action} signal in operator_actions",
+            )
+        except ActivityError as failed:
+            workflow.logger.warning("operator action not recorded: %s", failed)
 
     async def _write_record(self) -> None:
         """Write the read model (a local activity: cheap, and newer versions always win)."""

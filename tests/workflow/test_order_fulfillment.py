@@ -430,6 +430,41 @@ async def test_a_retry_signal_works_like_the_update_and_a_repeated_request_count
     assert again.attempt == 2
     assert (await handle.result()).status is FulfillmentStatus.ACTIVATED
     assert upstreams.records[-1].attempts == 2
+    # The signal was the decision: the workflow recorded it, once.
+    assert list(upstreams.operator_actions) == ["req-1"]
+    assert upstreams.operator_actions["req-1"].action == "retry"
+
+
+async def test_a_signal_from_the_temporal_ui_is_audited_under_an_id_the_workflow_gives_it(
+    start: Start, watch: Watch, upstreams: Upstreams
+) -> None:
+    upstreams.pay_methods.clear()
+    handle = await start()
+    await watch.parked(handle)
+    upstreams.pay_methods[1] = ["BankAccount"]
+    # What an operator types into "Send signal": a reason, nothing else.
+    await handle.signal("retry", {"reason": "card added by phone"})
+    assert (await handle.result()).status is FulfillmentStatus.ACTIVATED
+    [(request_id, recorded)] = upstreams.operator_actions.items()
+    assert request_id.startswith("signal-")
+    assert (recorded.action, recorded.reason, recorded.requested_by) == (
+        "retry",
+        "card added by phone",
+        "temporal-ui",
+    )
+    assert recorded.sf_order_id == ORDER_ID
+
+
+async def test_decisions_sent_as_updates_are_left_to_their_sender_to_record(
+    start: Start, watch: Watch, upstreams: Upstreams
+) -> None:
+    upstreams.pay_methods.clear()
+    handle = await start()
+    await watch.parked(handle)
+    upstreams.pay_methods[1] = ["BankAccount"]
+    await handle.execute_update(OrderFulfillment.retry_update, operator(request_id="api-1"))
+    assert (await handle.result()).status is FulfillmentStatus.ACTIVATED
+    assert upstreams.operator_actions == {}
 
 
 # -- validators -----------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ from domain.steps import (
     CacheInvalidated,
     CacheInvalidation,
     FulfillmentRecord,
+    OperatorAction,
     OrderRef,
     PaymentCheck,
     SimLine,
@@ -127,6 +128,8 @@ class Upstreams:
     status_writes: list[StatusWriteBack] = field(default_factory=list)
     success_writes: list[SuccessWriteBack] = field(default_factory=list)
     records: list[FulfillmentRecord] = field(default_factory=list)
+    # operator_actions rows, by request id (the table's key).
+    operator_actions: dict[str, OperatorAction] = field(default_factory=dict)
     invalidations: list[CacheInvalidation] = field(default_factory=list)
     calls: Counter[str] = field(default_factory=Counter)
     # Activity name -> errors to raise on its next calls, in turn.
@@ -158,6 +161,7 @@ class Upstreams:
             self.write_back_success,
             self.invalidate_caches,
             self.record_fulfillment,
+            self.record_operator_action,
         ]
 
     @property
@@ -290,6 +294,14 @@ class Upstreams:
         if stored is not None and stored.version >= record.version:
             return Written(outcome=WriteOutcome.ALREADY_DONE)
         self.records.append(record)
+        return Written(outcome=WriteOutcome.APPLIED)
+
+    @activity.defn(name=Activity.RECORD_OPERATOR_ACTION.value)
+    async def record_operator_action(self, action: OperatorAction) -> Written:
+        self._enter(Activity.RECORD_OPERATOR_ACTION)
+        if action.request_id in self.operator_actions:
+            return Written(outcome=WriteOutcome.ALREADY_DONE)
+        self.operator_actions[action.request_id] = action
         return Written(outcome=WriteOutcome.APPLIED)
 
 

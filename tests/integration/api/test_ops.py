@@ -506,3 +506,22 @@ async def test_a_retry_no_worker_answered_in_time_is_settled_by_its_repeat_once(
         "SELECT attempts FROM fulfillments WHERE sf_order_id = $1", order_id
     )
     assert attempts == 2
+
+
+@pytest.mark.usefixtures("worker")
+async def test_a_retry_signal_from_the_temporal_ui_is_audited_like_an_api_retry(
+    engine: Engine, db: asyncpg.Connection
+) -> None:
+    order_id, handle = await parked_without_payment_method(engine)
+    engine.whmcs.http.post(f"{engine.whmcs.control_url}/seed", json=PAY_METHOD).raise_for_status()
+    # What an operator sends from the Temporal UI's "Send signal": a reason, no id, no name.
+    await handle.signal("retry", {"reason": "card added by phone"})
+    assert (await handle.result()).status is FulfillmentStatus.ACTIVATED
+    [row] = await audit(db, order_id)
+    assert (row["action"], row["reason"], row["requested_by"], row["outcome"]) == (
+        "retry",
+        "card added by phone",
+        "temporal-ui",
+        "accepted",
+    )
+    assert row["request_id"].startswith("signal-")
