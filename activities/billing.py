@@ -19,7 +19,7 @@ from clients.errors import (
 from clients.fulfillment_store import BillingRecord, FulfillmentStore
 from clients.whmcs import WhmcsClient
 from config.logging import get_logger
-from domain.billing import BillingOrder, BillingOrderResult
+from domain.billing import BillingOrder, BillingOrderResult, BillingOrderStatus
 from domain.errors import OrderRejected
 from domain.rules import has_payment_method, payment_gateway, resolve_whmcs_client_id
 from domain.steps import (
@@ -27,12 +27,15 @@ from domain.steps import (
     BillingClientQuery,
     BillingClientRef,
     BillingOrderRef,
+    FoundBillingOrder,
     PaymentCheck,
     Written,
 )
 
 log = get_logger(__name__)
 
+# WHMCS orders with nothing left to undo.
+_DEAD = (BillingOrderStatus.CANCELLED, BillingOrderStatus.FRAUD)
 # The heartbeat detail that remembers, in Temporal, when this activity last sent AddOrder.
 _SENT_AT = "add_order_sent_at"
 
@@ -161,6 +164,21 @@ class BillingActivities:
             detail=f"sent {sent_at:%H:%M:%S} UTC, window {self._settle.total_seconds():g} s",
             retry_after=min(remaining, poll) + 0.1,
         )
+
+    @activity.defn(name=Activity.FIND_BILLING_ORDER.value)
+    @translated
+    async def find_billing_order(self, order: BillingOrder) -> FoundBillingOrder:
+        """The WHMCS order to undo when a fulfillment ends without it in its own state (parked
+        with the outcome of AddOrder unknown, say): the one an attempt recorded, else the one
+        the markers find. Cancelled or fraud orders are not returned: nothing to undo."""
+        recorded = await self._store.billed_order(order.sf_order_id)
+        if recorded is not None:
+            status = await self._whmcs.order_status(recorded)
+            if status is not None and status not in _DEAD:
+                return FoundBillingOrder(
+                    order=BillingOrderResult(whmcs_order_id=recorded, status=status)
+                )
+        return FoundBillingOrder(order=await self._whmcs.find_billing_order(order))
 
     @activity.defn(name=Activity.ACCEPT_BILLING_ORDER.value)
     @translated

@@ -171,6 +171,15 @@ class FulfillmentStore:
             )
         return bool(written)
 
+    async def billed_order(self, sf_order_id: str) -> int | None:
+        """The WHMCS order id an attempt recorded for the order's billing, if any."""
+        async with self._errors("read billing intent"):
+            value = await self._pool.fetchval(
+                "SELECT whmcs_order_id FROM billing_order_intents WHERE sf_order_id = $1",
+                sf_order_id,
+            )
+        return int(value) if value is not None else None
+
     async def accounts_of(self, sf_order_ids: Sequence[str]) -> dict[str, str]:
         """The account of each order the read model knows."""
         async with self._errors("read order accounts"):

@@ -139,7 +139,8 @@ class FulfillmentProgress(BaseModel):
 
 
 class FulfillmentResult(BaseModel):
-    """How a fulfillment ended; `not_undone` lists what cancelling could not reverse."""
+    """How a fulfillment ended; `undone` and `not_undone` list what its compensation (cancel,
+    a cancellation request, the operator-wait expiry) reversed and could not."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -148,6 +149,7 @@ class FulfillmentResult(BaseModel):
     error: Failure | None = None
     whmcs_order_id: int | None = None
     whmcs_service_ids: dict[str, int] = Field(default_factory=dict)
+    undone: tuple[str, ...] = ()
     not_undone: tuple[str, ...] = ()
 
 

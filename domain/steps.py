@@ -12,6 +12,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from domain.billing import BillingOrderResult
 from domain.errors import ErrorCode, WriteOutcome
 from domain.fulfillment import FulfillmentStatus, Step
 from domain.order import Account, ActivationStatus
@@ -30,6 +31,7 @@ class Activity(StrEnum):
     CHECK_SIM = "check_sim"
     ACCEPT_BILLING_ORDER = "accept_billing_order"
     CANCEL_BILLING_ORDER = "cancel_billing_order"
+    FIND_BILLING_ORDER = "find_billing_order"
     WRITE_BACK_SUCCESS = "write_back_success"
     INVALIDATE_CACHES = "invalidate_caches"
     RECORD_FULFILLMENT = "record_fulfillment"
@@ -135,3 +137,10 @@ class OperatorAction(StepModel):
     action: str
     reason: str
     requested_by: str
+
+
+class FoundBillingOrder(StepModel):
+    """The WHMCS order made for a Salesforce order, as compensation looks for it (None: none,
+    or only cancelled ones)."""
+
+    order: BillingOrderResult | None = None

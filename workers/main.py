@@ -106,6 +106,7 @@ def activities(upstreams: Upstreams, settings: Settings) -> Sequence[Any]:
         billing.create_billing_order,
         billing.accept_billing_order,
         billing.cancel_billing_order,
+        billing.find_billing_order,
         sims.register_sim,
         sims.check_sim,
         read_model.record_fulfillment,

@@ -22,6 +22,7 @@ after a worker crash or a lost reply has one effect.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from datetime import datetime, timedelta
 from typing import Any, Literal, TypeVar
@@ -33,7 +34,8 @@ from temporalio.common import (
     SearchAttributeKey,
     SearchAttributeUpdate,
 )
-from temporalio.exceptions import ActivityError, ApplicationError, FailureError
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, FailureError
+from temporalio.workflow import ActivityCancellationType
 
 with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel
@@ -60,6 +62,7 @@ with workflow.unsafe.imports_passed_through():
         BillingOrderRef,
         CacheInvalidated,
         CacheInvalidation,
+        FoundBillingOrder,
         FulfillmentRecord,
         OperatorAction,
         OrderRef,
@@ -113,6 +116,7 @@ _START_TO_CLOSE = {
     Activity.CREATE_BILLING_ORDER: timedelta(minutes=5),
     Activity.ACCEPT_BILLING_ORDER: timedelta(minutes=3),
     Activity.CANCEL_BILLING_ORDER: timedelta(minutes=3),
+    Activity.FIND_BILLING_ORDER: timedelta(minutes=3),
     Activity.REGISTER_SIM: timedelta(minutes=3),
     Activity.CHECK_SIM: timedelta(minutes=2),
     Activity.INVALIDATE_CACHES: timedelta(minutes=1),
@@ -125,6 +129,10 @@ _HEARTBEAT_TIMEOUT = timedelta(seconds=10)
 # and a visibility write on the server, each write a local activity; only the last of several in
 # a row was ever seen). Runs started before this patch made each at once, and replay that way.
 _COALESCE_WRITES = "coalesce-writes"
+# Operator cancel, a cancellation request through Temporal and the operator-wait expiry all run
+# one compensation, which looks for the WHMCS order when the run does not know it; runs started
+# before this patch compensated on operator cancel only, from what they knew.
+_COMPENSATE_ALWAYS = "compensate-however-it-ends"
 # Retry and cancel taken from a signal are recorded in operator_actions by the workflow (a signal
 # without a request id gets one); runs started before this patch recorded none.
 _AUDIT_SIGNALS = "audit-signal-decisions"
@@ -168,6 +176,8 @@ class OrderFulfillment:
         self._parked_until: datetime | None = None
         self._coalesce_writes = False
         self._audit_signals = False
+        self._compensate_always = False
+        self._billing_attempted = False
         self._signalled_request: str | None = None
         self._pending_attributes: dict[str, SearchAttributeUpdate[Any]] = {}
         self._record_due = False
@@ -178,7 +188,15 @@ class OrderFulfillment:
     async def run(self, input: FulfillmentInput) -> FulfillmentResult:
         self._coalesce_writes = workflow.patched(_COALESCE_WRITES)
         self._audit_signals = workflow.patched(_AUDIT_SIGNALS)
-        result = await self._fulfil(input)
+        self._compensate_always = workflow.patched(_COMPENSATE_ALWAYS)
+        try:
+            result = await self._fulfil(input)
+        except asyncio.CancelledError:
+            if not self._compensate_always:
+                raise
+            # Shielded: a second request must not cut the compensation short.
+            await asyncio.shield(asyncio.ensure_future(self._cancelled_by_request()))
+            raise
         await self._flush()
         return result
 
@@ -194,7 +212,7 @@ class OrderFulfillment:
             except _Parked as parked:
                 decision = await self._park(parked)
             if decision is None:
-                return self._expired()
+                return await self._expired()
             action, request = decision
             if request.request_id is not None and request.request_id == self._signalled_request:
                 await self._audit(action, request)
@@ -291,6 +309,7 @@ class OrderFulfillment:
             request = billing_order(self._loaded(), self._client_id(), self._gateway or "")
         except OrderRejected as rejected:
             raise _Parked(Step.CREATE_BILLING_ORDER, rejected.to_failure()) from None
+        self._billing_attempted = True
         result = await self._call(
             Step.CREATE_BILLING_ORDER,
             Activity.CREATE_BILLING_ORDER,
@@ -490,23 +509,56 @@ class OrderFulfillment:
             f"{self._progress.step.value if self._progress.step else 'the start'}."
         )
 
-    def _expired(self) -> FulfillmentResult:
-        _completed(FulfillmentStatus.FAILED)
+    async def _expired(self) -> FulfillmentResult:
         failure = self._progress.last_error
-        workflow.set_current_details(
-            f"Failed: nobody retried or cancelled within {_duration(self._options.operator_wait)}. "
-            f"{failure.summary() if failure else ''}"
+        wait = _duration(self._options.operator_wait)
+        if not self._compensate_always:
+            _completed(FulfillmentStatus.FAILED)
+            workflow.set_current_details(
+                f"Failed: nobody retried or cancelled within {wait}. "
+                f"{failure.summary() if failure else ''}"
+            )
+            return FulfillmentResult(
+                sf_order_id=self._input.sf_order_id,
+                status=FulfillmentStatus.FAILED,
+                error=failure,
+                whmcs_order_id=self._progress.whmcs_order_id,
+                whmcs_service_ids=dict(self._progress.whmcs_service_ids),
+            )
+        undone, not_undone = await self._undo()
+        message = f"Nobody retried or cancelled within {wait}: given up" + _undo_report(
+            undone, not_undone
         )
-        return FulfillmentResult(
-            sf_order_id=self._input.sf_order_id,
-            status=FulfillmentStatus.FAILED,
-            error=failure,
-            whmcs_order_id=self._progress.whmcs_order_id,
-            whmcs_service_ids=dict(self._progress.whmcs_service_ids),
-        )
+        if failure is not None:
+            message += f" The failure: {failure.summary()}"
+        return await self._end(FulfillmentStatus.FAILED, message, undone, not_undone)
 
     async def _cancel(self, request: OperatorRequest) -> FulfillmentResult:
         """Undo in reverse what can be undone; record what cannot; end Cancelled."""
+        undone, not_undone = await self._undo()
+        if self._compensate_always:
+            message = f"Cancelled by {request.requested_by}: {request.reason}" + _undo_report(
+                undone, not_undone
+            )
+        else:
+            message = f"Cancelled by {request.requested_by}: {request.reason}"
+            if not_undone:
+                message += ". Not undone: " + "; ".join(not_undone)
+        return await self._end(FulfillmentStatus.CANCELLED, message, undone, not_undone)
+
+    async def _cancelled_by_request(self) -> None:
+        """Temporal was asked to cancel the run (the UI's "Request cancellation"): the same
+        compensation as an operator's cancel, then the run ends cancelled."""
+        workflow.logger.info("cancellation requested: compensating")
+        await self._cancel(
+            OperatorRequest(
+                reason="cancellation requested through Temporal", requested_by="temporal"
+            )
+        )
+
+    async def _undo(self) -> tuple[list[str], list[str]]:
+        """Undo in reverse what can be undone: (what was undone, what was not and why)."""
+        undone: list[str] = []
         not_undone: list[str] = []
         if self._progress.sims:
             for line in self._progress.sims:
@@ -523,6 +575,22 @@ class OrderFulfillment:
                 "check it at Freebit"
             )
         billing = self._billing
+        if billing is None and self._compensate_always and self._billing_attempted:
+            # The run does not know its WHMCS order (AddOrder's outcome was unknown when the
+            # step parked, or the request came in the middle of it): look for it.
+            try:
+                found = await self._call(
+                    Step.CREATE_BILLING_ORDER,
+                    Activity.FIND_BILLING_ORDER,
+                    billing_order(self._loaded(), self._client_id(), self._gateway or ""),
+                    FoundBillingOrder,
+                )
+                billing = found.order
+            except _Parked as unknown:
+                not_undone.append(
+                    "a WHMCS order may have been made and could not be looked for: "
+                    f"{unknown.failure.summary()}; look for the order's items in WHMCS"
+                )
         if billing is not None:
             if billing.status is BillingOrderStatus.ACTIVE:
                 not_undone.append(
@@ -537,20 +605,30 @@ class OrderFulfillment:
                         BillingOrderRef(whmcs_order_id=billing.whmcs_order_id),
                         Written,
                     )
+                    undone.append(f"WHMCS order {billing.whmcs_order_id} cancelled")
                 except _Parked as refused:
                     not_undone.append(
                         f"WHMCS order {billing.whmcs_order_id} could not be cancelled: "
                         f"{refused.failure.summary()}"
                     )
+        return undone, not_undone
+
+    async def _end(
+        self,
+        status: FulfillmentStatus,
+        message: str,
+        undone: list[str],
+        not_undone: list[str],
+    ) -> FulfillmentResult:
+        """Write how the fulfillment ended (Salesforce, read model, caches) and say so."""
         failure = self._progress.last_error
-        message = f"Cancelled by {request.requested_by}: {request.reason}"
-        if not_undone:
-            message += ". Not undone: " + "; ".join(not_undone)
-        self._set_status(FulfillmentStatus.CANCELLED)
+        self._set_status(status)
         try:
             await self._write_status(
                 self._progress.step or Step.LOAD_ORDER,
-                ActivationStatus.CANCELLED,
+                ActivationStatus.CANCELLED
+                if status is FulfillmentStatus.CANCELLED
+                else ActivationStatus.FAILED,
                 error_code=failure.code if failure else None,
                 error_message=message,
             )
@@ -558,14 +636,15 @@ class OrderFulfillment:
             not_undone.append(f"Salesforce was not told: {unwritable.failure.summary()}")
         await self._record()
         await self._invalidate(success=False)
-        _completed(FulfillmentStatus.CANCELLED)
+        _completed(status)
         workflow.set_current_details(message)
         return FulfillmentResult(
             sf_order_id=self._input.sf_order_id,
-            status=FulfillmentStatus.CANCELLED,
+            status=status,
             error=failure,
             whmcs_order_id=self._progress.whmcs_order_id,
             whmcs_service_ids=dict(self._progress.whmcs_service_ids),
+            undone=tuple(undone),
             not_undone=tuple(not_undone),
         )
 
@@ -662,6 +741,10 @@ class OrderFulfillment:
                 result_type=result_type,
                 start_to_close_timeout=_START_TO_CLOSE[activity],
                 heartbeat_timeout=_HEARTBEAT_TIMEOUT,
+                # On a cancellation request, compensation starts once the activity has stopped
+                # (it hears of the request at its next heartbeat): a lookup for the WHMCS order
+                # must not race an AddOrder still in flight.
+                cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
                 schedule_to_close_timeout=self._options.retry_budget,
                 retry_policy=RetryPolicy(
                     initial_interval=timedelta(seconds=2),
@@ -671,6 +754,9 @@ class OrderFulfillment:
                 summary=f"{step.value}: {_STEP_SUMMARIES[step]}",
             )
         except ActivityError as failed:
+            if self._compensate_always and isinstance(failed.cause, CancelledError):
+                # The run was asked to cancel while the activity ran: not a failure to park.
+                raise asyncio.CancelledError() from failed
             raise _Parked(step, _failure_of(failed, self._options.retry_budget)) from None
         return result
 
@@ -859,6 +945,14 @@ def _failure_of(failed: ActivityError, budget: timedelta) -> Failure:
         message=f"still failing after {_duration(budget)} of retries",
         detail=reason,
     )
+
+
+def _undo_report(undone: list[str], not_undone: list[str]) -> str:
+    """What the compensation did, in a sentence or two for Salesforce and the UI."""
+    report = ". Undone: " + "; ".join(undone) if undone else ". Nothing was left to undo"
+    if not_undone:
+        report += ". Not undone: " + "; ".join(not_undone)
+    return report + "."
 
 
 def _duration(span: timedelta) -> str:

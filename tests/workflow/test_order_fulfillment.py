@@ -11,8 +11,14 @@ from typing import Any
 
 import pytest
 from temporalio.api.enums.v1 import EventType
-from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.client import (
+    Client,
+    WorkflowFailureError,
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+)
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.exceptions import CancelledError
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
@@ -542,6 +548,90 @@ async def test_the_operator_wait_expires_failed_with_the_code_kept(
     assert result.error is not None and result.error.code is ErrorCode.PAYMENT_METHOD_MISSING
 
 
+async def test_the_operator_wait_expiring_undoes_a_billing_order_the_run_never_heard_of(
+    start: Start, watch: Watch, upstreams: Upstreams
+) -> None:
+    # An earlier attempt's AddOrder committed, and every look since failed: the step parks
+    # UPSTREAM_UNAVAILABLE knowing no WHMCS order. Nobody acts within the wait.
+    upstreams.whmcs_markers["802000000000001AAA"] = 101
+    upstreams.whmcs_orders[101] = BillingOrderStatus.PENDING
+    upstreams.fail(Activity.CREATE_BILLING_ORDER, *(transient() for _ in range(200)))
+    handle = await start(OPTIONS.model_copy(update={"retry_budget": timedelta(minutes=2)}))
+    parked = await watch.parked(handle)
+    assert parked.last_error is not None
+    assert parked.last_error.code is ErrorCode.UPSTREAM_UNAVAILABLE
+    result = await handle.result()  # the server skips the 14 days
+    assert result.status is FulfillmentStatus.FAILED
+    assert result.error is not None and result.error.code is ErrorCode.UPSTREAM_UNAVAILABLE
+    assert upstreams.whmcs_orders == {101: BillingOrderStatus.CANCELLED}
+    assert result.undone == ("WHMCS order 101 cancelled",)
+    written = upstreams.salesforce_status
+    assert written is not None
+    assert (written.status, written.error_code) == (
+        ActivationStatus.FAILED,
+        ErrorCode.UPSTREAM_UNAVAILABLE,
+    )
+    message = written.error_message or ""
+    assert "Nobody retried or cancelled within 14 days" in message
+    assert "Undone: WHMCS order 101 cancelled" in message
+    assert upstreams.records[-1].status is FulfillmentStatus.FAILED
+
+
+async def cancelled_through_temporal(handle: WorkflowHandle[Any, FulfillmentResult]) -> None:
+    """The Temporal UI's "Request cancellation", then the run's end: cancelled."""
+    await handle.cancel()
+    with pytest.raises(WorkflowFailureError) as ended:
+        await handle.result()
+    assert isinstance(ended.value.cause, CancelledError)
+
+
+async def test_a_cancellation_request_while_parked_compensates_and_tells_salesforce(
+    start: Start, watch: Watch, upstreams: Upstreams
+) -> None:
+    upstreams.order = sim_order()
+    upstreams.sim_outcome = SimPhase.FAILED
+    handle = await start()
+    await watch.parked(handle)
+    await cancelled_through_temporal(handle)
+    assert upstreams.whmcs_orders == {101: BillingOrderStatus.CANCELLED}
+    written = upstreams.salesforce_status
+    assert written is not None and written.status is ActivationStatus.CANCELLED
+    assert "cancellation requested through Temporal" in (written.error_message or "")
+    assert "Undone: WHMCS order 101 cancelled" in (written.error_message or "")
+    assert upstreams.records[-1].status is FulfillmentStatus.CANCELLED
+
+
+async def test_a_cancellation_request_during_the_sim_wait_compensates(
+    start: Start, watch: Watch, upstreams: Upstreams
+) -> None:
+    upstreams.order = sim_order()
+    upstreams.sim_outcome = SimPhase.IN_PROGRESS
+    handle = await start(OPTIONS.model_copy(update={"sim_activation_deadline": timedelta(days=1)}))
+    await watch.until(handle, lambda p: p.step is Step.PROVISION_SIMS)
+    await cancelled_through_temporal(handle)
+    assert upstreams.whmcs_orders == {101: BillingOrderStatus.CANCELLED}
+    written = upstreams.salesforce_status
+    assert written is not None and written.status is ActivationStatus.CANCELLED
+    assert "Freebit line ending 5678 may be registered" in (written.error_message or "")
+
+
+async def test_a_cancellation_request_during_an_activity_is_not_taken_for_a_failure(
+    start: Start, upstreams: Upstreams
+) -> None:
+    upstreams.hold_payment_check = True
+    handle = await start()
+    async with asyncio.timeout(30):
+        await upstreams.held.wait()
+    await cancelled_through_temporal(handle)
+    # Not parked as UPSTREAM_UNAVAILABLE: straight to Cancelled, nothing billed to undo.
+    assert [w.status for w in upstreams.status_writes] == [
+        ActivationStatus.ACTIVATING,
+        ActivationStatus.CANCELLED,
+    ]
+    assert upstreams.calls[Activity.CREATE_BILLING_ORDER.value] == 0
+    assert upstreams.records[-1].status is FulfillmentStatus.CANCELLED
+
+
 # -- exactly once ---------------------------------------------------------------------------------
 
 
@@ -582,3 +672,10 @@ async def test_progress_tells_where_the_order_is(
         SimActivation(phone_number=PHONE, phase=SimPhase.ACTIVE, state="active"),
     )
     await handle.result()
+
+
+def test_every_activity_the_workflow_schedules_has_its_own_timeout() -> None:
+    from workflows.order_fulfillment import _START_TO_CLOSE
+
+    local = {Activity.RECORD_FULFILLMENT, Activity.RECORD_OPERATOR_ACTION}
+    assert set(_START_TO_CLOSE) == set(Activity) - local

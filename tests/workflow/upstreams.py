@@ -7,6 +7,7 @@ steps, parking, retry, cancel, timers. The real activities are tested against th
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date
@@ -28,6 +29,7 @@ from domain.steps import (
     BillingOrderRef,
     CacheInvalidated,
     CacheInvalidation,
+    FoundBillingOrder,
     FulfillmentRecord,
     OperatorAction,
     OrderRef,
@@ -137,6 +139,9 @@ class Upstreams:
     # create_billing_order: commit in WHMCS, then lose the reply this many times.
     lose_add_order_replies: int = 0
     adds: int = 0
+    # validate_payment_method hangs (and sets `held`) until it is cancelled.
+    hold_payment_check: bool = False
+    held: asyncio.Event = field(default_factory=asyncio.Event)
 
     def fail(self, activity_name: Activity, *errors: Exception) -> None:
         self.failures.setdefault(activity_name.value, []).extend(errors)
@@ -158,6 +163,7 @@ class Upstreams:
             self.check_sim,
             self.accept_billing_order,
             self.cancel_billing_order,
+            self.find_billing_order,
             self.write_back_success,
             self.invalidate_caches,
             self.record_fulfillment,
@@ -205,6 +211,13 @@ class Upstreams:
     @activity.defn(name=Activity.VALIDATE_PAYMENT_METHOD.value)
     async def validate_payment_method(self, request: BillingClientRef) -> PaymentCheck:
         self._enter(Activity.VALIDATE_PAYMENT_METHOD)
+        if self.hold_payment_check:
+            # A call that does not come back, until the activity is cancelled (it hears of
+            # that at a heartbeat, as the real ones do).
+            self.held.set()
+            while True:
+                activity.heartbeat()
+                await asyncio.sleep(0.1)
         methods = self.pay_methods.get(request.whmcs_client_id, [])
         if not methods:
             raise business(ErrorCode.PAYMENT_METHOD_MISSING, "no payment method")
@@ -246,6 +259,16 @@ class Upstreams:
             raise business(ErrorCode.BILLING_ORDER_REJECTED, "order is Active")
         self.whmcs_orders[request.whmcs_order_id] = BillingOrderStatus.CANCELLED
         return Written(outcome=WriteOutcome.APPLIED)
+
+    @activity.defn(name=Activity.FIND_BILLING_ORDER.value)
+    async def find_billing_order(self, order: BillingOrder) -> FoundBillingOrder:
+        self._enter(Activity.FIND_BILLING_ORDER)
+        existing = self.whmcs_markers.get(order.lines[0].sf_order_item_id)
+        if existing is None or self.whmcs_orders[existing] is BillingOrderStatus.CANCELLED:
+            return FoundBillingOrder()
+        return FoundBillingOrder(
+            order=BillingOrderResult(whmcs_order_id=existing, status=self.whmcs_orders[existing])
+        )
 
     # -- Freebit ---------------------------------------------------------------------------------
 
