@@ -16,23 +16,27 @@ from datetime import date
 
 import asyncpg
 import pytest
+from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError
 from temporalio.service import RPCError
 
 from activities.caches import drain_outbox
 from clients.cache import CacheInvalidator, CacheKeys, create_redis
 from clients.fulfillment_store import FulfillmentStore
 from clients.postgres import create_pool
-from domain.fulfillment import FulfillmentProgress, OperatorRequest, workflow_id
+from domain.fulfillment import FulfillmentProgress, OperatorRequest, Step, workflow_id
 from emulators.freebit.demo import FAILING_EID as FREEBIT_FAILING_EID
 from tests.faults.batch import (
     BATCH,
     activate_all,
     create_orders,
     created_id,
+    orders_now,
     phone_number,
     run_scenario,
+    runs_per_order,
+    whmcs_orders_for,
 )
-from tests.faults.conftest import Report
+from tests.faults.conftest import Report, Row
 from tests.fixtures.engine import Engine, worker_running
 from tests.integration.listener.test_listener import listener_settings, listening, until
 
@@ -215,6 +219,63 @@ async def test_a_failed_sim_activation_cleared_at_freebit_and_retried(
         )
     line = engine.freebit_lines()[phone_number(0)]
     assert (line["state"], line["addKind"]) == ("active", "R")
+
+
+@pytest.mark.usefixtures("worker")
+async def test_cancellation_requested_through_temporal_mid_run(
+    engine: Engine, report: Report
+) -> None:
+    # The operator presses "Request cancellation" in the Temporal UI on every order of a batch:
+    # some are in a registration Freebit is slow to answer (an activity), the rest wait on
+    # their line's activation. Each must end Cancelled, its WHMCS order cancelled, once.
+    engine.freebit.http.post(
+        f"{engine.freebit.control_url}/config", json={"activation_delay": 60.0}
+    ).raise_for_status()
+    register = "/emptool/api/master/addAcnt/"
+    engine.fault(engine.freebit, {"kind": "latency", "ms": 6_000, "path": register})
+    ids = create_orders(engine, BATCH, sim=True)
+    async with listening(listener_settings(engine)):
+        activate_all(engine, ids)
+        handles = [engine.client.get_workflow_handle(workflow_id(i)) for i in ids]
+
+        async def all_at_sims() -> bool:
+            try:
+                seen = [await h.query("progress", result_type=FulfillmentProgress) for h in handles]
+            except RPCError:
+                return False
+            return all(p.step is Step.PROVISION_SIMS for p in seen)
+
+        await until(all_at_sims, within=120)
+        requested = time.monotonic()
+        for handle in handles[: BATCH // 2]:
+            await handle.cancel()  # their registration still in flight: inside an activity
+        await asyncio.sleep(8)
+        for handle in handles[BATCH // 2 :]:
+            await handle.cancel()  # registered: waiting for the line's activation
+        statuses = {}
+        async with asyncio.timeout(120):
+            for order_id, handle in zip(ids, handles, strict=True):
+                with pytest.raises(WorkflowFailureError):
+                    await handle.result()
+                statuses[order_id] = (await handle.describe()).status
+        took = time.monotonic() - requested
+    orders = orders_now(engine, ids)
+    lost = sum(1 for o in orders.values() if o["Activation_Status__c"] != "Cancelled")
+    lost += whmcs_orders_for(engine)  # a live WHMCS order left behind
+    runs = await runs_per_order(engine, ids)
+    duplicates = sum(count - 1 for count in runs.values() if count > 1)
+    report.add(
+        Row(
+            "cancellation requested mid-run",
+            len(ids),
+            "Temporal cancel on every order: in a slow registration or the SIM wait",
+            lost,
+            duplicates,
+            round(took, 1),
+        )
+    )
+    assert set(statuses.values()) == {WorkflowExecutionStatus.CANCELED}
+    assert (lost, duplicates) == (0, 0)
 
 
 @pytest.mark.usefixtures("worker")
