@@ -15,9 +15,8 @@ from typing import Any, Literal
 import asyncpg
 from pydantic import BaseModel, ConfigDict
 
-from api.operations import NotFoundError, UnavailableError
+from api.operations import NotFoundError, or_unavailable
 
-_DOWN = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError)
 _COLUMNS = (
     "id, channel, replay_id, message, reason, received_at, redrive_requested_at,"
     " redrive_requested_by, redriven_at, redrive_outcome"
@@ -122,7 +121,4 @@ def _letter(row: asyncpg.Record) -> DeadLetter:
 
 
 async def _fetch(pool: asyncpg.Pool, query: str, *args: Any) -> list[asyncpg.Record]:
-    try:
-        return list(await pool.fetch(query, *args))
-    except _DOWN as error:
-        raise UnavailableError(f"Postgres unavailable ({type(error).__name__})") from None
+    return list(await or_unavailable(pool.fetch(query, *args)))

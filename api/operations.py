@@ -156,7 +156,7 @@ async def perform(
         raise InvalidOperationError("a request id is required")
     if request_id.startswith(RESERVED_REQUEST_ID_PREFIXES):
         raise InvalidOperationError("Idempotency-Key: this prefix is reserved for the engine")
-    current = await _or_unavailable(fetch_fulfillment(api.pool, sf_order_id))
+    current = await or_unavailable(fetch_fulfillment(api.pool, sf_order_id))
     if current is None:
         raise NotFoundError(f"no fulfillment for order {sf_order_id}")
     recorded = await _record(api.pool, action, sf_order_id, request, request_id)
@@ -276,11 +276,11 @@ async def _record(
         assert row is not None  # rows are never deleted
         return _Recorded(**dict(row), inserted=inserted)
 
-    return await _or_unavailable(run())
+    return await or_unavailable(run())
 
 
 async def _finish(pool: asyncpg.Pool, request_id: str, outcome: str) -> None:
-    await _or_unavailable(pool.execute(_FINISH, request_id, outcome[:1000]))
+    await or_unavailable(pool.execute(_FINISH, request_id, outcome[:1000]))
 
 
 async def _refuse(pool: asyncpg.Pool, request_id: str, reason: str) -> NoReturn:
@@ -296,7 +296,8 @@ async def _unavailable(pool: asyncpg.Pool, request_id: str, why: str) -> NoRetur
     )
 
 
-async def _or_unavailable(awaitable: Awaitable[T]) -> T:
+async def or_unavailable(awaitable: Awaitable[T]) -> T:
+    """`awaitable`, with Postgres (or another upstream) away answered as `UnavailableError`."""
     try:
         return await awaitable
     except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as exc:
@@ -341,7 +342,7 @@ async def flush_caches(
     keys = api.keys
     try:
         if scope is FlushScope.ORDERS and account is not None:
-            orders = await _or_unavailable(account_order_ids(api.pool, account))
+            orders = await or_unavailable(account_order_ids(api.pool, account))
             names = [keys.orders_account(account)] + [keys.orders_detail(o) for o in orders]
             deleted = await api.cache.delete(names)
         elif scope is FlushScope.ORDERS:

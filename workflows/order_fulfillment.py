@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, Literal, TypeVar
 
@@ -518,13 +519,7 @@ class OrderFulfillment:
                 f"Failed: nobody retried or cancelled within {wait}. "
                 f"{failure.summary() if failure else ''}"
             )
-            return FulfillmentResult(
-                sf_order_id=self._input.sf_order_id,
-                status=FulfillmentStatus.FAILED,
-                error=failure,
-                whmcs_order_id=self._progress.whmcs_order_id,
-                whmcs_service_ids=dict(self._progress.whmcs_service_ids),
-            )
+            return self._result(FulfillmentStatus.FAILED)
         undone, not_undone = await self._undo()
         message = f"Nobody retried or cancelled within {wait}: given up" + _undo_report(
             undone, not_undone
@@ -638,10 +633,19 @@ class OrderFulfillment:
         await self._invalidate(success=False)
         _completed(status)
         workflow.set_current_details(message)
+        return self._result(status, undone, not_undone)
+
+    def _result(
+        self,
+        status: FulfillmentStatus,
+        undone: Sequence[str] = (),
+        not_undone: Sequence[str] = (),
+    ) -> FulfillmentResult:
+        """The result of a run that did not end Activated: its failure and what it billed."""
         return FulfillmentResult(
             sf_order_id=self._input.sf_order_id,
             status=status,
-            error=failure,
+            error=self._progress.last_error,
             whmcs_order_id=self._progress.whmcs_order_id,
             whmcs_service_ids=dict(self._progress.whmcs_service_ids),
             undone=tuple(undone),

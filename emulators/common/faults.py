@@ -215,46 +215,22 @@ class FaultInjector:
         if kind != "lose_reply" and "mode" in spec:
             raise ValueError("'mode' applies only to kind 'lose_reply'")
         if kind == "late_commit":
-            count, rate = _count_and_rate(spec, kind)
             if "status" in spec or "body" in spec:
                 raise ValueError("a late_commit sends no reply: 'status' and 'body' do not apply")
             ms = spec.get("ms")
             if not isinstance(ms, int) or isinstance(ms, bool) or not 1 <= ms <= MAX_HANG_MS:
                 raise ValueError(f"late_commit needs an integer 'ms' from 1 to {MAX_HANG_MS}")
-            rule = FaultRule(
-                id=self._next_id,
-                kind=kind,
-                status=None,
-                count=count,
-                remaining=count,
-                rate=rate,
-                ms=ms,
-                path=path,
-                action=action,
-                method=method,
-            )
+            rule = self._counted(spec, kind, status=None, ms=ms)
         elif kind == "latency":
             ms = spec.get("ms")
             if not isinstance(ms, int) or isinstance(ms, bool) or ms < 0:
                 raise ValueError("latency needs a non-negative integer 'ms'")
-            rule = FaultRule(self._next_id, kind, ms=ms, path=path, action=action, method=method)
+            rule = FaultRule(self._next_id, kind, ms=ms)
         elif kind == "fail":
-            count, rate = _count_and_rate(spec, kind)
-            rule = FaultRule(
-                id=self._next_id,
-                kind=kind,
-                status=_status(spec, 503),
-                body=spec.get("body"),
-                count=count,
-                remaining=count,
-                rate=rate,
-                path=path,
-                action=action,
-                method=method,
-            )
+            rule = self._counted(spec, kind, status=_status(spec, 503), body=spec.get("body"))
         else:
             rule = self._lose_reply_rule(spec)
-            rule.path, rule.action, rule.method = path, action, method
+        rule.path, rule.action, rule.method = path, action, method
         self._next_id += 1
         self._rules.append(rule)
         return rule
@@ -263,7 +239,6 @@ class FaultInjector:
         mode = spec.get("mode", "status")
         if mode not in LOST_REPLY_MODES:
             raise ValueError(f"lose_reply 'mode' must be one of {', '.join(LOST_REPLY_MODES)}")
-        count, rate = _count_and_rate(spec, "lose_reply")
         if mode != "status" and ("status" in spec or "body" in spec):
             raise ValueError("'status' and 'body' apply only to lose_reply mode 'status'")
         if mode != "hang" and "ms" in spec:
@@ -271,16 +246,20 @@ class FaultInjector:
         ms = spec.get("ms", DEFAULT_HANG_MS) if mode == "hang" else None
         if ms is not None and (not _is_int(ms) or not 1 <= ms <= MAX_HANG_MS):
             raise ValueError(f"'ms' must be an integer from 1 to {MAX_HANG_MS}")
-        return FaultRule(
-            id=self._next_id,
-            kind="lose_reply",
+        return self._counted(
+            spec,
+            "lose_reply",
             mode=mode,
             status=_status(spec, DEFAULT_LOST_REPLY_STATUS) if mode == "status" else None,
             body=spec.get("body"),
-            count=count,
-            remaining=count,
-            rate=rate,
             ms=ms,
+        )
+
+    def _counted(self, spec: dict[str, Any], kind: str, **fields: Any) -> FaultRule:
+        """A rule for the next `count` matching calls and/or a `rate` of them."""
+        count, rate = _count_and_rate(spec, kind)
+        return FaultRule(
+            id=self._next_id, kind=kind, count=count, remaining=count, rate=rate, **fields
         )
 
     def rules(self) -> list[FaultRule]:

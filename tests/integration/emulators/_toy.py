@@ -5,10 +5,12 @@ from __future__ import annotations
 import random
 from typing import Any
 
+from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from emulators.common.app import create_emulator_app
 from emulators.common.emulator import Emulator
 
 
@@ -80,3 +82,15 @@ def notes_routes(emulator: NotesEmulator) -> list[BaseRoute]:
         return JSONResponse(emulator.notes)
 
     return [Route("/api", api, methods=["POST"]), Route("/notes", list_notes, methods=["GET"])]
+
+
+def notes_app(emulator: NotesEmulator) -> Starlette:
+    """The toy emulator in the shared app shell (control API, faults, request log), with a REST
+    write on the same path as the GET listing, as Salesforce REST reads and writes share paths."""
+
+    async def add_by_rest(request: Request) -> Response:
+        body = await request.json()
+        return JSONResponse({"id": emulator.add(str(body["text"]))}, status_code=201)
+
+    routes = [*notes_routes(emulator), Route("/notes", add_by_rest, methods=["POST"])]
+    return create_emulator_app(emulator, routes)

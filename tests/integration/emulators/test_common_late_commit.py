@@ -9,43 +9,26 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 import requests
 
-from emulators.common.server import ThreadedServer
 from emulators.whmcs import demo as whmcs_demo
 from tests.fixtures.freebit_emulator import FreebitEmulatorHandle
 from tests.fixtures.salesforce_emulator import SalesforceEmulatorHandle
 from tests.fixtures.whmcs_emulator import WhmcsEmulatorHandle
 from tests.integration.emulators._freebit import auth_key
-from tests.integration.emulators._toy import NotesEmulator
 from tests.integration.emulators._whmcs import call, custom_fields
 from tests.integration.emulators.test_common_lost_reply import (
     add,
     eventually,
     logged,
-    notes_app,
     stored,
 )
 
 FAULTS = "/__emulator__/faults"
-
-
-@pytest.fixture(scope="module")
-def notes_server() -> Iterator[ThreadedServer]:
-    with ThreadedServer(notes_app(NotesEmulator(seed=1))) as server:
-        yield server
-
-
-@pytest.fixture
-def notes(notes_server: ThreadedServer) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=notes_server.base_url, timeout=5) as client:
-        client.post("/__emulator__/reset", json={"seed": 1}).raise_for_status()
-        yield client
 
 
 def late_commit(client: httpx.Client, url: str = FAULTS, **spec: Any) -> dict[str, Any]:

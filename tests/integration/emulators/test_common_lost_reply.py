@@ -10,46 +10,19 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pytest
 import requests
 from simple_salesforce.exceptions import SalesforceGeneralError
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
-from emulators.common.app import create_emulator_app
 from emulators.common.server import ThreadedServer
 from tests.fixtures.salesforce_emulator import SalesforceEmulatorHandle
-from tests.integration.emulators._toy import NotesEmulator, notes_routes
+from tests.integration.emulators._toy import NotesEmulator, notes_app
 
 FAULTS = "/__emulator__/faults"
-
-
-def notes_app(emulator: NotesEmulator) -> Any:
-    async def add_by_rest(request: Request) -> Response:
-        # Same path as the GET listing, as Salesforce REST reads and writes share paths.
-        body = await request.json()
-        return JSONResponse({"id": emulator.add(str(body["text"]))}, status_code=201)
-
-    routes = [*notes_routes(emulator), Route("/notes", add_by_rest, methods=["POST"])]
-    return create_emulator_app(emulator, routes)
-
-
-@pytest.fixture(scope="module")
-def notes_server() -> Iterator[ThreadedServer]:
-    with ThreadedServer(notes_app(NotesEmulator(seed=1))) as server:
-        yield server
-
-
-@pytest.fixture
-def notes(notes_server: ThreadedServer) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=notes_server.base_url, timeout=5) as client:
-        client.post("/__emulator__/reset", json={"seed": 1}).raise_for_status()
-        yield client
 
 
 def lose_reply(client: httpx.Client, **spec: Any) -> dict[str, Any]:
