@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -32,30 +33,58 @@ _handed_out: set[int] = set()
 _handed_out_lock = threading.Lock()
 
 
-def _kernel_free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
+_EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+_LOWEST_PICK = 10_000
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = (int(part) for part in _EPHEMERAL_RANGE.read_text().split())
+    except (OSError, ValueError):
+        return 32768, 60999
+    return low, high
+
+
+def _candidate_ports() -> range:
+    """Ports to hand out: below the kernel's ephemeral range when there is room for them.
+
+    The kernel takes the local port of every outgoing connection (a database client, the
+    Temporal server's own connections) from the ephemeral range, so a port picked from that
+    range can be taken by an unrelated connection between the pick and the child's bind (seen
+    in CI: an emulator failing with "address already in use"). Ports below it are only ever taken
+    by an explicit bind.
+    """
+    low, high = _ephemeral_range()
+    if low - _LOWEST_PICK >= 1000:
+        return range(_LOWEST_PICK, low)
+    return range(high + 1, 65536) if 65535 - high >= 1000 else range(1024, 65536)
 
 
 def free_port(host: str = "127.0.0.1", *, avoid: Collection[int] = ()) -> int:
-    """A TCP port that was free a moment ago, never handed out before by this process, not in
-    `avoid`.
+    """A TCP port that was free a moment ago, outside the ephemeral range, never handed out
+    before by this process, not in `avoid`.
 
-    The kernel's choice for port 0 is forgotten as soon as the probing socket closes, so it
-    repeats (a few times in a few hundred picks): two components would be given the same port
-    and the second would find it taken by the first. Ports handed out are remembered for the life
-    of the process instead of being held open, because a held socket would itself make the
-    port look taken to the child meant to bind it.
+    Ports handed out are remembered for the life of the process instead of being held open,
+    because a held socket would itself make the port look taken to the child meant to bind it.
     """
+    candidates = _candidate_ports()
     with _handed_out_lock:
         for _ in range(1000):
-            port = _kernel_free_port(host)
-            if port not in _handed_out and port not in avoid:
-                _handed_out.add(port)
-                return port
+            port = random.choice(candidates)  # noqa: S311 - spreads picks, guards nothing
+            if port in _handed_out or port in avoid or not _bindable(host, port):
+                continue
+            _handed_out.add(port)
+            return port
     raise ServiceError(f"no free TCP port on {host} after 1000 tries")
+
+
+def _bindable(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
 
 
 def port_accepts(host: str, port: int, timeout: float = 0.5) -> bool:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -16,16 +15,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from devstack.process import free_port
 from emulators.cli import main
 
 SETTINGS = json.dumps({"identifier": "cli-id", "secret": "cli-secret"})
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @contextmanager

@@ -54,10 +54,18 @@ def listener(port: int) -> tuple[str, ...]:
 
 
 def test_free_port_never_hands_out_the_same_port_twice() -> None:
-    # The kernel's choice for port 0 repeats within a few hundred picks; a second component
-    # given the same port would find it taken by the first.
+    # A second component given the same port would find it taken by the first.
     ports = [free_port() for _ in range(1000)]
     assert len(set(ports)) == len(ports)
+
+
+def test_free_port_stays_out_of_the_range_outgoing_connections_take_their_ports_from() -> None:
+    # An outgoing connection's local port comes from the ephemeral range; one taken there between
+    # the pick and the child's bind made an emulator fail with "address already in use" in CI.
+    low, high = (
+        int(part) for part in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+    )
+    assert all(not low <= port <= high for port in (free_port() for _ in range(200)))
 
 
 def test_free_port_avoids_the_ports_chosen_by_hand() -> None:
