@@ -13,10 +13,11 @@ import asyncio
 import socket
 import time
 from datetime import date
+from typing import Any
 
 import asyncpg
 import pytest
-from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError
+from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
 from temporalio.service import RPCError
 
 from activities.caches import drain_outbox
@@ -225,33 +226,58 @@ async def test_a_failed_sim_activation_cleared_at_freebit_and_retried(
 async def test_cancellation_requested_through_temporal_mid_run(
     engine: Engine, report: Report
 ) -> None:
-    # The operator presses "Request cancellation" in the Temporal UI on every order of a batch:
-    # some are in a registration Freebit is slow to answer (an activity), the rest wait on
-    # their line's activation. Each must end Cancelled, its WHMCS order cancelled, once.
+    # The operator presses "Request cancellation" in the Temporal UI on every order of a batch,
+    # at each of the three moments a run can be in: some are in a registration Freebit is slow
+    # to answer (an activity), some wait on their line's activation, and two are parked (their
+    # eSIM's activation failed). Each must end Cancelled, its WHMCS order cancelled, once.
     engine.freebit.http.post(
         f"{engine.freebit.control_url}/config", json={"activation_delay": 60.0}
     ).raise_for_status()
     register = "/emptool/api/master/addAcnt/"
     engine.fault(engine.freebit, {"kind": "latency", "ms": 6_000, "path": register})
     ids = create_orders(engine, BATCH, sim=True)
+    for order_id in ids[-2:]:
+        engine.sf.client().restful(
+            f"sobjects/Order/{order_id}",
+            method="PATCH",
+            json={"SIM_Type__c": "eSIM", "EID__c": FREEBIT_FAILING_EID},
+        )
     async with listening(listener_settings(engine)):
         activate_all(engine, ids)
         handles = [engine.client.get_workflow_handle(workflow_id(i)) for i in ids]
+        in_activity, in_sim_wait, to_park = (
+            handles[: BATCH // 2],
+            handles[BATCH // 2 : -2],
+            handles[-2:],
+        )
+
+        async def progress(handle: WorkflowHandle[Any, Any]) -> FulfillmentProgress | None:
+            try:
+                seen: FulfillmentProgress = await handle.query(
+                    "progress", result_type=FulfillmentProgress
+                )
+            except RPCError:
+                return None
+            return seen
 
         async def all_at_sims() -> bool:
-            try:
-                seen = [await h.query("progress", result_type=FulfillmentProgress) for h in handles]
-            except RPCError:
-                return False
-            return all(p.step is Step.PROVISION_SIMS for p in seen)
+            seen = [await progress(handle) for handle in handles]
+            return all(p is not None and p.step is Step.PROVISION_SIMS for p in seen)
+
+        async def parked() -> bool:
+            seen = [await progress(handle) for handle in to_park]
+            return all(p is not None and p.waiting_for_operator for p in seen)
 
         await until(all_at_sims, within=120)
         requested = time.monotonic()
-        for handle in handles[: BATCH // 2]:
+        for handle in in_activity:
             await handle.cancel()  # their registration still in flight: inside an activity
         await asyncio.sleep(8)
-        for handle in handles[BATCH // 2 :]:
+        for handle in in_sim_wait:
             await handle.cancel()  # registered: waiting for the line's activation
+        await until(parked, within=150)
+        for handle in to_park:
+            await handle.cancel()  # parked with SIM_PROVISIONING_FAILED, waiting for an operator
         statuses = {}
         async with asyncio.timeout(120):
             for order_id, handle in zip(ids, handles, strict=True):
@@ -268,7 +294,7 @@ async def test_cancellation_requested_through_temporal_mid_run(
         Row(
             "cancellation requested mid-run",
             len(ids),
-            "Temporal cancel on every order: in a slow registration or the SIM wait",
+            "Temporal cancel on every order: in an activity, the SIM wait, or parked",
             lost,
             duplicates,
             round(took, 1),
