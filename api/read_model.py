@@ -72,7 +72,10 @@ class Fulfillment(BaseModel):
     workflow_id: str = Field(description="the Temporal workflow id")
     status: FulfillmentStatus
     step: Step | None = Field(description="the step running, or where it stopped")
-    error_code: ErrorCode | None = Field(description="why it is parked (failed), or null")
+    error_code: ErrorCode | None = Field(
+        description="why it is parked (failed), or null; a failed fulfillment with no code "
+        "ended without finishing (terminated), and its message says what to do"
+    )
     error_message: str | None
     whmcs_order_id: int | None
     whmcs_invoice_id: int | None

@@ -271,6 +271,9 @@ def _describe(f: Fulfillment) -> str:
     ]
     if f.error_code:
         rows.append(("error", f"{f.error_code.value}: {f.error_message or ''}".rstrip(": ")))
+    elif f.error_message:
+        # A fulfillment that ended without finishing (reconciliation's report): no code fits.
+        rows.append(("error", f.error_message))
     if f.whmcs_order_id is not None:
         services = ", ".join(str(s) for s in f.whmcs_service_ids) or "none"
         rows.append(

@@ -36,6 +36,18 @@ WHERE f.version < EXCLUDED.version
 RETURNING version
 """
 
+# Only over a row that still says the fulfillment is at work: a status the workflow wrote itself
+# (parked, fulfilled, cancelled) says more than "it ended", and a newer run's rows outrank this.
+_RECORD_STRANDED = """
+INSERT INTO fulfillments AS f (sf_order_id, workflow_id, status, error_message, version)
+VALUES ($1, $2, 'failed', $3, $4)
+ON CONFLICT (sf_order_id) DO UPDATE SET
+    status = 'failed', error_code = NULL, error_message = EXCLUDED.error_message,
+    version = EXCLUDED.version, updated_at = now()
+WHERE f.version < EXCLUDED.version AND f.status IN ('pending', 'activating')
+RETURNING COALESCE(sf_account_id, '')
+"""
+
 _POSTGRES_DOWN = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError)
 
 
@@ -154,6 +166,20 @@ class FulfillmentStore:
                 record.version,
             )
         return version is not None
+
+    async def record_stranded(
+        self, sf_order_id: str, workflow_id: str, message: str, version: int
+    ) -> str | None:
+        """Mark a fulfillment that ended without finishing as failed, with `message` (no error
+        code: none of the closed list says "terminated"), unless its row says more already.
+
+        The order's account ('' when the row has none) if this wrote the row, else None.
+        """
+        async with self._errors("record stranded fulfillment"):
+            account = await self._pool.fetchval(
+                _RECORD_STRANDED, sf_order_id, workflow_id, message, version
+            )
+        return None if account is None else str(account)
 
     async def record_operator_action(self, action: OperatorAction) -> bool:
         """One audit row per request id, however often it is recorded; True if this wrote it."""

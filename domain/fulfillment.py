@@ -26,6 +26,18 @@ def workflow_id(sf_order_id: str) -> str:
     return f"{WORKFLOW_ID_PREFIX}{sf_order_id}"
 
 
+# Read-model versions (migrations/0005): a time in milliseconds times this, plus a counter of the
+# writes at that time, so every write outranks every earlier one, also across runs: a
+# fulfillment started afresh under the same id, or a run reset to an earlier point (which counts
+# its writes again from there).
+VERSION_SPAN = 1_000_000
+
+
+def read_model_version(at: datetime, writes: int = 0) -> int:
+    """The version of a read-model write made at `at` (the `writes`-th at that moment)."""
+    return int(at.timestamp() * 1000) * VERSION_SPAN + writes
+
+
 class Step(StrEnum):
     """The workflow's steps, in the order they run (DESIGN.md)."""
 

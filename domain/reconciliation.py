@@ -10,6 +10,7 @@ or existed: a parked order waits for its operator, and re-activation is the list
 
 from __future__ import annotations
 
+from datetime import datetime
 from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -33,6 +34,7 @@ class ReconciliationActivity(StrEnum):
 
     READ_UNFINISHED_ORDERS = "read_unfinished_orders"
     START_MISSING_FULFILLMENTS = "start_missing_fulfillments"
+    RECORD_STRANDED_FULFILLMENTS = "record_stranded_fulfillments"
 
 
 class UnfinishedOrder(BaseModel):
@@ -59,6 +61,17 @@ def never_fulfilled(order: UnfinishedOrder) -> bool:
     return order.activation_status in (None, ActivationStatus.PENDING.value)
 
 
+def maybe_stranded(order: UnfinishedOrder) -> bool:
+    """Whether Salesforce shows a fulfillment at work on the order: stranded if none runs.
+
+    Only `Activating`: a fulfillment's every other way of stopping (parked, cancelled, expired,
+    fulfilled) writes a status of its own, so an order left `Activating` by a run that is no more
+    ended without a word (terminated). A parked run terminated leaves `Failed`, which the read
+    model already lists.
+    """
+    return order.activation_status == ActivationStatus.ACTIVATING.value
+
+
 class UnfinishedOrdersQuery(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -74,6 +87,9 @@ class UnfinishedOrdersPage(BaseModel):
     orders: tuple[UnfinishedOrder, ...] = ()
     # Where the next page starts; None when this page was the last.
     next_after: str | None = None
+    # When Salesforce was asked: a run that closed before then has left its last status in what
+    # the page shows (None from workers older than the stranded-order report).
+    read_at: datetime | None = None
 
 
 class MissingFulfillments(BaseModel):
@@ -94,6 +110,24 @@ class StartedFulfillments(BaseModel):
     already_present: tuple[str, ...] = ()
 
 
+class StrandedCandidates(BaseModel):
+    """Orders Salesforce showed `Activating` at `read_at`: record those no fulfillment runs."""
+
+    model_config = ConfigDict(frozen=True)
+
+    sf_order_ids: tuple[str, ...]
+    read_at: datetime
+
+
+class StrandedFulfillments(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    # No running fulfillment, and the last one closed before Salesforce was read (or is gone).
+    stranded: tuple[str, ...] = ()
+    # Of those, the ones this call recorded in the read model (the others were already).
+    newly_recorded: tuple[str, ...] = ()
+
+
 class ReconciliationResult(BaseModel):
     """What a reconciliation found and did, summed over the runs it continued as."""
 
@@ -107,23 +141,36 @@ class ReconciliationResult(BaseModel):
     already_present: int = 0
     pages: int = 0
     started_order_ids: tuple[str, ...] = ()
+    # Orders left `Activating` with no fulfillment running (also counted in already_present).
+    stranded: int = 0
+    stranded_order_ids: tuple[str, ...] = ()
 
-    def plus(self, page: UnfinishedOrdersPage, starts: StartedFulfillments) -> ReconciliationResult:
+    def plus(
+        self,
+        page: UnfinishedOrdersPage,
+        starts: StartedFulfillments,
+        stranded: StrandedFulfillments | None = None,
+    ) -> ReconciliationResult:
         started = len(starts.started)
-        listed = (self.started_order_ids + starts.started)[:MAX_LISTED_ORDERS]
+        found_stranded = stranded.stranded if stranded else ()
         return ReconciliationResult(
             found=self.found + len(page.orders),
             started=self.started + started,
             already_present=self.already_present + len(page.orders) - started,
             pages=self.pages + 1,
-            started_order_ids=listed,
+            started_order_ids=(self.started_order_ids + starts.started)[:MAX_LISTED_ORDERS],
+            stranded=self.stranded + len(found_stranded),
+            stranded_order_ids=(self.stranded_order_ids + found_stranded)[:MAX_LISTED_ORDERS],
         )
 
     def summary(self) -> str:
-        return (
+        text = (
             f"{self.found} unfinished orders found, {self.started} fulfillments started, "
             f"{self.already_present} already present"
         )
+        if self.stranded:
+            text += f", {self.stranded} left Activating with no fulfillment running"
+        return text
 
 
 class ReconciliationInput(BaseModel):

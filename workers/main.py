@@ -96,7 +96,9 @@ def activities(upstreams: Upstreams, settings: Settings) -> Sequence[Any]:
     sims = SimActivities(upstreams.freebit)
     read_model = ReadModelActivities(upstreams.store)
     caches = CacheActivities(upstreams.cache, upstreams.store)
-    reconciliation = ReconciliationActivities(upstreams.salesforce, settings)
+    reconciliation = ReconciliationActivities(
+        upstreams.salesforce, settings, upstreams.store, upstreams.cache
+    )
     return [
         salesforce.load_order,
         salesforce.write_back_status,
@@ -114,6 +116,7 @@ def activities(upstreams: Upstreams, settings: Settings) -> Sequence[Any]:
         caches.invalidate_caches,
         reconciliation.read_unfinished_orders,
         reconciliation.start_missing_fulfillments,
+        reconciliation.record_stranded_fulfillments,
     ]
 
 

@@ -51,6 +51,7 @@ with workflow.unsafe.imports_passed_through():
         FulfillmentStatus,
         OperatorRequest,
         Step,
+        read_model_version,
         workflow_id,
     )
     from domain.order import ActivationStatus, OrderSnapshot
@@ -139,10 +140,6 @@ _COMPENSATE_ALWAYS = "compensate-however-it-ends"
 _AUDIT_SIGNALS = "audit-signal-decisions"
 # A retry clears FulfillmentErrorCode at once (runs before this patch kept it until the end).
 _RETRY_CLEARS_ERROR_CODE = "retry-clears-error-code"
-# Read-model versions: the workflow's current time (ms) times this, plus a counter, so every
-# write outranks every earlier one, also across runs: a fulfillment started afresh under the same
-# id, or a run reset to an earlier point (which counts its writes again from there).
-_VERSION_SPAN = 1_000_000
 
 M = TypeVar("M", bound=BaseModel)
 Decision = Literal["retry", "cancel"]
@@ -828,7 +825,6 @@ class OrderFulfillment:
     async def _write_record(self) -> None:
         """Write the read model (a local activity: cheap, and newer versions always win)."""
         self._writes += 1
-        now_ms = int(workflow.now().timestamp() * 1000)
         error = self._progress.last_error
         billing = self._billing
         record = FulfillmentRecord(
@@ -843,7 +839,7 @@ class OrderFulfillment:
             whmcs_invoice_id=billing.whmcs_invoice_id if billing else None,
             whmcs_service_ids=tuple(billing.service_ids.values()) if billing else (),
             attempts=self._progress.attempt,
-            version=now_ms * _VERSION_SPAN + self._writes,
+            version=read_model_version(workflow.now(), self._writes),
         )
         try:
             await workflow.execute_local_activity(

@@ -17,7 +17,9 @@ import redis.asyncio as redis
 
 from clients.cache import CacheKeys
 from domain.fulfillment import FulfillmentProgress, FulfillmentStatus
+from domain.reconciliation import ReconciliationInput
 from tests.fixtures.engine import Engine
+from workflows.reconciliation import FulfillmentReconciliation
 
 REPO = Path(__file__).resolve().parents[2]
 PAY_METHOD = {
@@ -115,6 +117,35 @@ async def test_an_operator_finds_a_parked_order_retries_it_and_it_activates(
     assert scripted_late.status == 1
     assert scripted_late.json()["code"] == "conflict"
     assert (await fulfillment(engine, "failed")).stdout == "no parked fulfillments\n"
+
+
+@pytest.mark.usefixtures("worker")
+async def test_an_order_a_terminated_run_left_activating_is_listed_with_what_to_do(
+    engine: Engine,
+) -> None:
+    order_id = engine.activate("internet")
+    engine.fault(engine.whmcs, {"kind": "fail", "rate": 1.0, "status": 503})
+    handle = await engine.start(order_id)
+    async with asyncio.timeout(30):
+        while engine.order(order_id)["Activation_Status__c"] != "Activating":  # noqa: ASYNC110
+            await asyncio.sleep(0.1)
+    await handle.terminate("pressed Terminate in the Temporal UI")
+    await engine.client.execute_workflow(
+        FulfillmentReconciliation.run,
+        ReconciliationInput(),
+        id=f"reconcile-{order_id}",
+        task_queue=engine.settings.temporal_task_queue,
+    )
+
+    failed = await fulfillment(engine, "failed")
+    _, row = failed.stdout.splitlines()
+    assert row.split()[:3] == [order_id, engine.order(order_id)["AccountId"], "-"]
+    assert "Salesforce shows the order Activating" in row
+    status = await fulfillment(engine, "status", order_id)
+    lines = dict(line.split(None, 1) for line in status.stdout.splitlines())
+    assert lines["status"] == "failed"
+    assert "ended terminated" in lines["error"]
+    assert "re-activate the order in Salesforce" in lines["error"]
 
 
 @pytest.mark.usefixtures("worker")

@@ -1,6 +1,6 @@
-"""The reconciliation workflow on the time-skipping server, its two activities replaced by
-doubles under the same names: an in-memory Salesforce (orders by order number, paged as the
-real query pages) and an in-memory Temporal (the fulfillment ids it knows)."""
+"""The reconciliation workflow on the time-skipping server, its activities replaced by doubles
+under the same names: an in-memory Salesforce (orders by order number, paged as the real query
+pages) and an in-memory Temporal (the fulfillment ids it knows, those no longer running)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import pytest
 from temporalio import activity
@@ -25,6 +26,8 @@ from domain.reconciliation import (
     ReconciliationInput,
     ReconciliationResult,
     StartedFulfillments,
+    StrandedCandidates,
+    StrandedFulfillments,
     UnfinishedOrder,
     UnfinishedOrdersPage,
     UnfinishedOrdersQuery,
@@ -52,6 +55,9 @@ class World:
     orders: list[UnfinishedOrder] = field(default_factory=list)
     fulfillments: set[str] = field(default_factory=set)
     starts: Counter[str] = field(default_factory=Counter)
+    # Fulfillments that ended without finishing (terminated).
+    ended: set[str] = field(default_factory=set)
+    asked_about_stranded: list[str] = field(default_factory=list)
     read_failures: int = 0
     reads: int = 0
 
@@ -68,8 +74,18 @@ class World:
             key=lambda order: order.order_number,
         )[:limit]
         return UnfinishedOrdersPage(
-            orders=tuple(page), next_after=page[-1].order_number if len(page) == limit else None
+            orders=tuple(page),
+            next_after=page[-1].order_number if len(page) == limit else None,
+            read_at=datetime.now(UTC),
         )
+
+    @activity.defn(name=ReconciliationActivity.RECORD_STRANDED_FULFILLMENTS.value)
+    async def record_stranded_fulfillments(
+        self, candidates: StrandedCandidates
+    ) -> StrandedFulfillments:
+        self.asked_about_stranded += candidates.sf_order_ids
+        stranded = tuple(order for order in candidates.sf_order_ids if order in self.ended)
+        return StrandedFulfillments(stranded=stranded, newly_recorded=stranded)
 
     @activity.defn(name=ReconciliationActivity.START_MISSING_FULFILLMENTS.value)
     async def start_missing_fulfillments(self, request: MissingFulfillments) -> StartedFulfillments:
@@ -103,7 +119,11 @@ async def worker(client: Client, world: World, task_queue: str) -> AsyncIterator
         client,
         task_queue=task_queue,
         workflows=[FulfillmentReconciliation],
-        activities=[world.read_unfinished_orders, world.start_missing_fulfillments],
+        activities=[
+            world.read_unfinished_orders,
+            world.start_missing_fulfillments,
+            world.record_stranded_fulfillments,
+        ],
     ):
         yield task_queue
 
@@ -133,7 +153,7 @@ async def test_orders_without_a_fulfillment_are_started_and_every_other_one_left
         # A value some other automation wrote: not ours to decide.
         unfinished(106, "On Hold"),
     ]
-    world.fulfillments = {order_id(103)}
+    world.fulfillments = {order_id(103), order_id(104), order_id(105)}
 
     result = await reconcile(client, worker)
 
@@ -146,6 +166,25 @@ async def test_orders_without_a_fulfillment_are_started_and_every_other_one_left
     )
     # Temporal was asked only about the orders no fulfillment has touched.
     assert set(world.starts) == {order_id(101), order_id(102), order_id(103)}
+    # And whether a fulfillment still runs only for the order Salesforce shows Activating.
+    assert world.asked_about_stranded == [order_id(105)]
+
+
+async def test_orders_left_activating_with_no_fulfillment_running_are_reported_not_started(
+    client: Client, world: World, worker: str
+) -> None:
+    world.orders = [unfinished(201, "Activating"), unfinished(202, "Activating")]
+    world.fulfillments = {order_id(201), order_id(202)}
+    world.ended = {order_id(202)}
+
+    first = await reconcile(client, worker)
+    again = await reconcile(client, worker)
+
+    for result in (first, again):
+        assert (result.found, result.started, result.already_present) == (2, 0, 2)
+        assert (result.stranded, result.stranded_order_ids) == (1, (order_id(202),))
+        assert "1 left Activating with no fulfillment running" in result.summary()
+    assert not world.starts
 
 
 async def test_a_second_reconciliation_starts_nothing_more(

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
+import asyncpg
 import pytest
 import pytest_asyncio
 from temporalio.client import Client, ScheduleActionStartWorkflow, ScheduleOverlapPolicy
@@ -29,6 +30,8 @@ from cdc_listener.reconciliation import (
     reconcile_now,
     reconciliation_schedule_id,
 )
+from clients.cache import CacheInvalidator, CacheKeys, create_redis
+from clients.fulfillment_store import FulfillmentStore
 from clients.salesforce import SalesforceClient
 from config.temporal import start_fulfillment
 from domain.errors import ErrorCode
@@ -185,6 +188,62 @@ async def test_an_order_whose_fulfillment_closed_before_it_wrote_to_salesforce_i
     assert engine.whmcs_orders() == []
 
 
+async def activating(engine: Engine, order_id: str) -> None:
+    async with asyncio.timeout(30):
+        while True:
+            if engine.order(order_id)["Activation_Status__c"] == "Activating":
+                return
+            await asyncio.sleep(0.1)
+
+
+async def read_model(engine: Engine, order_id: str) -> dict[str, Any] | None:
+    assert engine.settings.database_url is not None
+    connection = await asyncpg.connect(engine.settings.database_url)
+    try:
+        row = await connection.fetchrow(
+            "SELECT status, error_code, error_message, version FROM fulfillments"
+            " WHERE sf_order_id = $1",
+            order_id,
+        )
+    finally:
+        await connection.close()
+    return None if row is None else dict(row)
+
+
+async def test_an_order_left_activating_by_a_terminated_run_is_reported_never_restarted(
+    worker: Engine,
+) -> None:
+    engine = worker
+    terminated, running = engine.activate("internet"), engine.activate("esim")
+    # WHMCS refuses every call: both fulfillments hold at the billing client, Activating.
+    engine.fault(engine.whmcs, {"kind": "fail", "rate": 1.0, "status": 503})
+    handles = [await engine.start(order_id) for order_id in (terminated, running)]
+    for order_id in (terminated, running):
+        await activating(engine, order_id)
+    await handles[0].terminate("stopped by an operator in the Temporal UI")
+
+    first = await reconcile(engine)
+    row = await read_model(engine, terminated)
+    second = await reconcile(engine)
+
+    # Reported on every pass (the alert holds while it stays so), recorded once; never started.
+    assert first.stranded == second.stranded == 1
+    assert first.stranded_order_ids == (terminated,)
+    assert (first.started, second.started) == (0, 0)
+    assert await runs(engine, terminated) == 1
+    assert row is not None
+    assert (row["status"], row["error_code"]) == ("failed", None)
+    assert "ended terminated" in row["error_message"]
+    assert "re-activate the order in Salesforce" in row["error_message"]
+    assert row == await read_model(engine, terminated), "the second pass rewrote nothing"
+    # The running fulfillment is left to finish, and Salesforce is not written by reconciliation.
+    assert (await read_model(engine, running) or {}).get("status") == "activating"
+    assert engine.order(terminated)["Activation_Status__c"] == "Activating"
+    engine.clear_faults(engine.whmcs)
+    assert (await handles[1].result()).status is FulfillmentStatus.ACTIVATED
+    assert (await reconcile(engine)).stranded == 1
+
+
 async def test_two_reconciliations_racing_start_each_order_once(worker: Engine) -> None:
     engine = worker
     orders = [engine.activate(key) for key in ("internet", "esim", "physical_sim")]
@@ -205,8 +264,14 @@ async def test_a_start_whose_reply_was_lost_is_still_counted_as_started_by_the_r
 ) -> None:
     engine = fresh
     order_id = engine.activate("internet")
+    assert engine.settings.database_url is not None and engine.settings.redis_url is not None
     salesforce = SalesforceClient.from_settings(engine.settings)
-    activities = ReconciliationActivities(salesforce, engine.settings)
+    pool = await asyncpg.create_pool(engine.settings.database_url, min_size=1, max_size=1)
+    redis = create_redis(engine.settings.redis_url)
+    cache = CacheInvalidator(redis, CacheKeys(engine.settings.cache_key_prefix))
+    activities = ReconciliationActivities(
+        salesforce, engine.settings, FulfillmentStore(pool), cache
+    )
     request = MissingFulfillments(sf_order_ids=(order_id,), options=FAST)
     ours = ActivityEnvironment(client=engine.client)
     ours.info = dataclasses.replace(ours.info, workflow_id="reconcile-a", workflow_run_id="run-1")
@@ -219,6 +284,8 @@ async def test_a_start_whose_reply_was_lost_is_still_counted_as_started_by_the_r
         racer = await other.run(activities.start_missing_fulfillments, request)
     finally:
         await salesforce.aclose()
+        await pool.close()
+        await redis.aclose()
 
     assert first.started == retried.started == (order_id,)
     assert (racer.started, racer.already_present) == ((), (order_id,))
