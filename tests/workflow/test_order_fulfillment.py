@@ -496,6 +496,22 @@ async def test_retry_and_cancel_are_refused_while_the_fulfillment_is_not_parked(
     assert (await handle.result()).status is FulfillmentStatus.ACTIVATED
 
 
+async def test_cancel_of_an_order_without_sims_parked_after_the_sim_step_undoes_its_billing(
+    start: Start, watch: Watch, upstreams: Upstreams
+) -> None:
+    # An internet order passes the SIM step with nothing to do; compensation once took that
+    # for a SIM request and failed the workflow task over and over.
+    upstreams.fail(
+        Activity.ACCEPT_BILLING_ORDER, business(ErrorCode.BILLING_ORDER_REJECTED, "refused")
+    )
+    handle = await start()
+    assert (await watch.parked(handle)).step is Step.ACCEPT_BILLING_ORDER
+    await handle.execute_update(OrderFulfillment.cancel_update, operator("customer withdrew"))
+    result = await handle.result()
+    assert (result.status, result.not_undone) == (FulfillmentStatus.CANCELLED, ())
+    assert upstreams.whmcs_orders == {101: BillingOrderStatus.CANCELLED}
+
+
 async def test_a_request_without_reason_is_refused_by_the_model(
     start: Start, upstreams: Upstreams
 ) -> None:
