@@ -100,15 +100,27 @@ class UnrecognisedError(TransientError):
 
 
 class BusinessError(ClientError):
-    """A permanent refusal; `code` says which, `detail` carries the upstream's words."""
+    """A permanent refusal; `code` says which, `detail` carries the upstream's words, and
+    `retry_cannot_help` why fixing things elsewhere would not let a retry of the fulfillment
+    past it (None when it would)."""
 
     kind = ErrorKind.BUSINESS
 
     def __init__(
-        self, system: System, code: ErrorCode, message: str, *, detail: str | None = None
+        self,
+        system: System,
+        code: ErrorCode,
+        message: str,
+        *,
+        detail: str | None = None,
+        retry_cannot_help: str | None = None,
     ) -> None:
         super().__init__(system, message, detail=detail)
         self.code = code
+        self.retry_cannot_help = retry_cannot_help
+
+    def to_failure(self) -> Failure:
+        return super().to_failure().model_copy(update={"retry_cannot_help": self.retry_cannot_help})
 
 
 class ConfigurationError(ClientError):

@@ -351,6 +351,12 @@ class ProductFields(WhmcsModel):
 # The client.
 
 
+_GONE = (
+    "WHMCS order {order_id} no longer exists, and this fulfillment keeps the order it placed: "
+    "cancel the fulfillment, then activate the order again in Salesforce to place a new one"
+)
+
+
 class WhmcsClient(FormApiClient):
     """Talks to one WHMCS installation; one instance per process, closed with `aclose()`."""
 
@@ -584,6 +590,9 @@ class WhmcsClient(FormApiClient):
                 ErrorCode.BILLING_ORDER_REJECTED,
                 f"{action} refused: order {order_id} {seen}",
                 detail=refused.detail,
+                # A cancelled order can be set back to Pending in WHMCS; a deleted one is gone,
+                # and a fulfillment keeps the order it placed.
+                retry_cannot_help=_GONE.format(order_id=order_id) if status is None else None,
             ) from None
 
     async def _read(self, action: str, params: Mapping[str, str]) -> dict[str, Any]:

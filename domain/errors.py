@@ -78,6 +78,10 @@ class Failure(BaseModel):
     message: str
     system: System | None = None
     detail: str | None = None
+    # Why no retry of this run can get past the failure, whatever is fixed elsewhere, and what
+    # to do instead (None: fix the cause, and a retry may help). The `retry` validator refuses
+    # with it, from the workflow's own state.
+    retry_cannot_help: str | None = None
 
     def summary(self) -> str:
         """One line for `Activation_Error_Message__c` and the Temporal UI."""

@@ -699,6 +699,10 @@ class OrderFulfillment:
                 + (f" at {self._progress.step.value}" if self._progress.step else "")
                 + ", not waiting for an operator"
             )
+        failure = self._progress.last_error
+        if action == "retry" and failure is not None and failure.retry_cannot_help:
+            # Accepted, it would resume at the same step and park again the same way.
+            raise ValueError(f"cannot retry: {failure.retry_cannot_help}")
 
     def _signalled(self, action: Decision, request: OperatorRequest) -> None:
         try:

@@ -18,13 +18,13 @@ from temporalio.client import (
     WorkflowUpdateFailedError,
 )
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.exceptions import CancelledError
+from temporalio.exceptions import ApplicationError, CancelledError
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from domain.billing import BillingOrderStatus
-from domain.errors import ErrorCode
+from domain.errors import ErrorCode, ErrorKind, Failure
 from domain.fulfillment import (
     FulfillmentInput,
     FulfillmentOptions,
@@ -494,6 +494,40 @@ async def test_retry_and_cancel_are_refused_while_the_fulfillment_is_not_parked(
         SimActivation(phone_number=PHONE, phase=SimPhase.ACTIVE, state="active"),
     )
     assert (await handle.result()).status is FulfillmentStatus.ACTIVATED
+
+
+async def test_a_retry_that_would_park_again_the_same_way_is_refused_saying_why(
+    start: Start, watch: Watch, upstreams: Upstreams
+) -> None:
+    # Someone deleted the WHMCS order the run placed: accepting it can never succeed, and the
+    # run keeps the order it placed, so a retry would only park again.
+    gone = Failure(
+        code=ErrorCode.BILLING_ORDER_REJECTED,
+        kind=ErrorKind.BUSINESS,
+        message="AcceptOrder refused: order 101 does not exist",
+        retry_cannot_help="WHMCS order 101 no longer exists: cancel, then activate again",
+    )
+    upstreams.fail(
+        Activity.ACCEPT_BILLING_ORDER,
+        ApplicationError(
+            gone.message, gone.model_dump(mode="json"), type=gone.code.value, non_retryable=True
+        ),
+    )
+    handle = await start()
+    parked = await watch.parked(handle)
+    assert parked.step is Step.ACCEPT_BILLING_ORDER
+
+    with pytest.raises(WorkflowUpdateFailedError) as refused:
+        await handle.execute_update(OrderFulfillment.retry_update, operator())
+    assert str(refused.value.cause).endswith(
+        "cannot retry: WHMCS order 101 no longer exists: cancel, then activate again"
+    )
+    # The same retry sent as a signal (the Temporal UI, a re-activation) is ignored too.
+    await handle.signal(OrderFulfillment.retry_signal, operator())
+    assert (await progress(handle)).waiting_for_operator
+    assert upstreams.calls[Activity.ACCEPT_BILLING_ORDER.value] == 1
+    await handle.execute_update(OrderFulfillment.cancel_update, operator("order deleted"))
+    assert (await handle.result()).status is FulfillmentStatus.CANCELLED
 
 
 async def test_cancel_of_an_order_without_sims_parked_after_the_sim_step_undoes_its_billing(

@@ -190,9 +190,14 @@ async def test_cancelling_an_accepted_order_is_a_refusal_naming_its_state(
         await whmcs.cancel_order(made.whmcs_order_id)
     assert info.value.code is ErrorCode.BILLING_ORDER_REJECTED
     assert "is Active" in info.value.message
+    # WHMCS can set an order back to Pending, so a retry may help; a deleted order is gone.
+    assert info.value.retry_cannot_help is None
     with pytest.raises(BusinessError) as missing:
         await whmcs.accept_order(99999)
     assert "does not exist" in missing.value.message
+    failure = missing.value.to_failure()
+    assert failure.retry_cannot_help is not None
+    assert "WHMCS order 99999 no longer exists" in failure.retry_cannot_help
 
 
 @pytest.mark.parametrize(
