@@ -87,7 +87,8 @@ def _in(ids: list[str]) -> str:
 def orders_now(engine: Engine, ids: list[str]) -> dict[str, dict[str, Any]]:
     """The batch's orders as Salesforce holds them, in one query."""
     soql = (
-        "SELECT Id, Activation_Status__c, Activation_Error_Code__c, SIM_Phone_Number__c"  # noqa: S608
+        "SELECT Id, Activation_Status__c, Activation_Error_Code__c, Activation_Error_Message__c,"  # noqa: S608
+        " SIM_Phone_Number__c"
         f" FROM Order WHERE Id IN {_in(ids)}"
     )
     return {r["Id"]: r for r in engine.sf.client().query_all(soql)["records"]}

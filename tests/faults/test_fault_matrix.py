@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 import asyncpg
@@ -24,7 +24,13 @@ from activities.caches import drain_outbox
 from clients.cache import CacheInvalidator, CacheKeys, create_redis
 from clients.fulfillment_store import FulfillmentStore
 from clients.postgres import create_pool
-from domain.fulfillment import FulfillmentProgress, OperatorRequest, Step, workflow_id
+from domain.fulfillment import (
+    FulfillmentProgress,
+    FulfillmentStatus,
+    OperatorRequest,
+    Step,
+    workflow_id,
+)
 from emulators.freebit.demo import FAILING_EID as FREEBIT_FAILING_EID
 from tests.faults.batch import (
     BATCH,
@@ -38,7 +44,7 @@ from tests.faults.batch import (
     whmcs_orders_for,
 )
 from tests.faults.conftest import Report, Row
-from tests.fixtures.engine import Engine, worker_running
+from tests.fixtures.engine import FAST, Engine, worker_running
 from tests.integration.listener.test_listener import listener_settings, listening, until
 
 pytestmark = pytest.mark.faults
@@ -301,6 +307,57 @@ async def test_cancellation_requested_through_temporal_mid_run(
         )
     )
     assert set(statuses.values()) == {WorkflowExecutionStatus.CANCELED}
+    assert (lost, duplicates) == (0, 0)
+
+
+@pytest.mark.usefixtures("worker")
+async def test_parked_fulfillments_nobody_acts_on_expire_and_undo_their_billing(
+    engine: Engine, report: Report
+) -> None:
+    # A batch of eSIM orders whose activation fails parks; nobody retries or cancels before the
+    # operator wait runs out (14 days in production, 20 s here). Each must end Failed with its
+    # code, its pending WHMCS order cancelled, and Salesforce told what was undone.
+    ids = create_orders(engine, BATCH // 2, sim=True)
+    for order_id in ids:
+        engine.sf.client().restful(
+            f"sobjects/Order/{order_id}",
+            method="PATCH",
+            json={"SIM_Type__c": "eSIM", "EID__c": FREEBIT_FAILING_EID},
+        )
+    activate_all(engine, ids)
+    wait = timedelta(seconds=20)
+    options = FAST.model_copy(update={"operator_wait": wait})
+    started = time.monotonic()
+    handles = [await engine.start(order_id, options) for order_id in ids]
+    async with asyncio.timeout(180):
+        results = [await handle.result() for handle in handles]
+    took = time.monotonic() - started
+    orders = orders_now(engine, ids)
+    expired = [
+        order
+        for order in orders.values()
+        if order["Activation_Status__c"] == "Failed"
+        and order["Activation_Error_Code__c"] == "SIM_PROVISIONING_FAILED"
+        and "Nobody retried or cancelled within 20 s"
+        in (order["Activation_Error_Message__c"] or "")
+        and "Undone: WHMCS order" in (order["Activation_Error_Message__c"] or "")
+    ]
+    lost = len(ids) - len(expired) + whmcs_orders_for(engine)
+    runs = await runs_per_order(engine, ids)
+    duplicates = sum(count - 1 for count in runs.values() if count > 1)
+    report.add(
+        Row(
+            "operator wait expired",
+            len(ids),
+            f"eSIM activation failed, nobody acted within {wait.seconds} s",
+            lost,
+            duplicates,
+            round(took, 1),
+        )
+    )
+    assert {result.status for result in results} == {FulfillmentStatus.FAILED}
+    assert all(result.undone for result in results)
+    assert len(engine.whmcs_orders()) == len(ids)
     assert (lost, duplicates) == (0, 0)
 
 
