@@ -17,6 +17,8 @@ import dataclasses
 import random
 import re
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +31,9 @@ from emulators.salesforce import demo, schema
 from emulators.salesforce.auth import USER_ID, Credentials, SessionStore, TokenEndpoint
 from emulators.salesforce.errors import ApiError
 from emulators.salesforce.events import EventBus
-from emulators.salesforce.ids import IdFactory
+from emulators.salesforce.ids import IdFactory, key_prefix, normalize
 from emulators.salesforce.rest import RestApi
+from emulators.salesforce.schema import SObject
 from emulators.salesforce.store import Store, Transaction
 from emulators.salesforce.streaming import StreamingServer, control_extra_routes
 from emulators.salesforce.tls import DEFAULT_CERTS_DIR, ensure_certs
@@ -105,11 +108,18 @@ class SalesforceEmulator(Emulator):
         self.credentials = self._initial_credentials
 
     def seed(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """`{"dataset": "demo"}`, or `{"records": [...], "updates": [...]}` (either or both)."""
         if payload.get("dataset") == "demo":
             return demo.seed_demo(self.store)
-        if isinstance(payload.get("records"), list):
-            return self._seed_records(payload["records"])
-        raise ValueError('expected {"dataset": "demo"} or {"records": [...]}')
+        records, updates = payload.get("records", []), payload.get("updates", [])
+        if ("records" in payload or "updates" in payload) and (
+            isinstance(records, list) and isinstance(updates, list)
+        ):
+            return self._seed_load(records, updates)
+        raise ValueError(
+            'expected {"dataset": "demo"} or {"records": [...], "updates": [...]} '
+            "(records, updates or both)"
+        )
 
     def is_empty(self) -> bool:
         return self.store.is_empty()
@@ -138,39 +148,77 @@ class SalesforceEmulator(Emulator):
 
     # ---- seeding ---------------------------------------------------------------------------
 
-    def _seed_records(self, records: list[Any]) -> dict[str, Any]:
-        """Create records given as `{"attributes": {"type", "referenceId"}, field: value}`.
+    def _seed_load(self, records: list[Any], updates: list[Any]) -> dict[str, Any]:
+        """Create `records`, then change existing records as `updates` say, in one data load.
 
-        A value `@{ref}` is replaced by the id of the earlier record with that referenceId.
+        A record is `{"attributes": {"type", "referenceId"}, field: value}`, an update
+        `{"attributes": {"type"}, "id": id, field: value}`; a value `@{ref}` is replaced by the
+        id of the earlier record with that referenceId. Both may write the audit fields a data
+        load may (CreatedDate, LastModifiedDate, an order's ActivatedDate) and activate orders.
         All or nothing; seeding publishes no change events (it arranges, it is not a user).
         """
-        tx = Transaction(USER_ID)
+        tx = Transaction(USER_ID, data_load=True)
         made: dict[str, str] = {}
         created: list[str] = []
+        updated: list[str] = []
         try:
-            for entry in records:
-                attributes = entry.get("attributes", {}) if isinstance(entry, dict) else None
-                if not isinstance(attributes, dict):
-                    raise ValueError("each record needs an 'attributes' object with a 'type'")
-                sobject = schema.get_object(str(attributes.get("type", "")))
-                if sobject is None or sobject.platform_event:
-                    raise ValueError(f"unknown object type {attributes.get('type')!r}")
-                data = {
-                    key: _dereference(value, made)
-                    for key, value in entry.items()
-                    if key != "attributes"
-                }
-                record = self.store.create(tx, sobject, data)
-                created.append(record["Id"])
-                if attributes.get("referenceId"):
-                    made[str(attributes["referenceId"])] = record["Id"]
-        except ApiError as exc:
-            self.store.rollback(tx)
-            raise ValueError(f"{exc.error_code}: {exc.message}") from exc
+            for index, entry in enumerate(records):
+                with _naming(f"records[{index}]"):
+                    created.append(self._seed_create(tx, entry, made))
+            for index, entry in enumerate(updates):
+                with _naming(f"updates[{index}]"):
+                    updated.append(self._seed_update(tx, entry, made))
         except ValueError:
             self.store.rollback(tx)
             raise
-        return {"ids": made, "created": created}
+        return {"ids": made, "created": created, "updated": updated}
+
+    def _seed_create(self, tx: Transaction, entry: Any, made: dict[str, str]) -> str:
+        sobject, attributes = _seed_type(entry)
+        record = self.store.create(tx, sobject, _seed_values(entry, made))
+        if attributes.get("referenceId"):
+            made[str(attributes["referenceId"])] = record["Id"]
+        return str(record["Id"])
+
+    def _seed_update(self, tx: Transaction, entry: Any, made: dict[str, str]) -> str:
+        sobject, _ = _seed_type(entry)
+        values = _seed_values(entry, made)
+        raw_id = values.pop("id", None) or values.pop("Id", None)
+        record_id = normalize(raw_id) if isinstance(raw_id, str) else None
+        if record_id is None:
+            raise ValueError(f"an update needs the 'id' of a record, not {raw_id!r}")
+        # Checked here too: the store's NOT_FOUND would not say which id.
+        if key_prefix(record_id) != sobject.key_prefix or self.store.get(record_id) is None:
+            raise ValueError(f"no {sobject.name} with id {record_id}")
+        self.store.update(tx, sobject, record_id, values)
+        return record_id
+
+
+@contextmanager
+def _naming(where: str) -> Iterator[None]:
+    """Turn the refusal of one seed entry into the control API's 400, naming the entry."""
+    try:
+        yield
+    except ApiError as exc:
+        raise ValueError(f"{where}: {exc.error_code}: {exc.message}") from exc
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from exc
+
+
+def _seed_type(entry: Any) -> tuple[SObject, dict[str, Any]]:
+    """The object a seed entry names in its attributes, and those attributes."""
+    attributes = entry.get("attributes", {}) if isinstance(entry, dict) else None
+    if not isinstance(attributes, dict):
+        raise ValueError("each entry needs an 'attributes' object with a 'type'")
+    sobject = schema.get_object(str(attributes.get("type", "")))
+    if sobject is None or sobject.platform_event:
+        raise ValueError(f"unknown object type {attributes.get('type')!r}")
+    return sobject, attributes
+
+
+def _seed_values(entry: dict[str, Any], made: dict[str, str]) -> dict[str, Any]:
+    """A seed entry's values (all but its attributes), references resolved."""
+    return {key: _dereference(value, made) for key, value in entry.items() if key != "attributes"}
 
 
 def _dereference(value: Any, made: dict[str, str]) -> Any:

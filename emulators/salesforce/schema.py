@@ -307,6 +307,16 @@ ORDER = SObject(
         _lookup("Pricebook2Id", "Pricebook2", "Pricebook2", "Price Book ID"),
         _picklist("Status", ORDER_STATUSES, restricted=True, label="Status", required=True),
         Field("EffectiveDate", FieldType.DATE, "Order Start Date", required=True),
+        # Set by the store when a save activates the order (see store.py).
+        _derived("ActivatedDate", FieldType.DATETIME, "Activated Date"),
+        Field(
+            "ActivatedById",
+            FieldType.REFERENCE,
+            "Activated By ID",
+            createable=False,
+            updateable=False,
+            reference_to="User",
+        ),
         Field("Description", FieldType.TEXTAREA, "Description", length=32000),
         _derived("TotalAmount", FieldType.CURRENCY, "Order Amount"),
         _text("BillingStreet", "Billing Street"),

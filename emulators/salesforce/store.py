@@ -22,7 +22,18 @@ and its other fields stay writable once activated (the engine's write-backs). Sa
 wording for these refusals is not in protocols.md: the codes are those Salesforce uses for record
 rules (FIELD_INTEGRITY_EXCEPTION naming the fields, DELETE_FAILED for a refused delete, like the
 other delete refusals here) and the messages are the emulator's own; rely on code and fields.
-It knows nothing of HTTP or of events.
+Each save that activates an order (its Status becoming Activated from any other) sets its
+read-only ActivatedDate to the save's time and ActivatedById to the saving user, as part of that
+save: the update lists them as changed (after the caller's fields) when their values differ.
+
+A data load (`Transaction(data_load=True)`, the control API's seeding) arranges an org's past
+rather than living it: as with Salesforce's "Set Audit Fields upon Record Creation", it may write
+CreatedDate and LastModifiedDate (SystemModstamp follows LastModifiedDate; an unset
+LastModifiedDate is CreatedDate on create), and an order's ActivatedDate (its ActivatedById is
+then the loading user). It may also write orders activated: inserted so, or activated together
+with other fields, which Salesforce's activation rules above otherwise refuse; an order written
+activated without an ActivatedDate is activated at the save's time (its CreatedDate or its
+LastModifiedDate). It knows nothing of HTTP or of events.
 """
 
 from __future__ import annotations
@@ -41,6 +52,9 @@ Record = dict[str, Any]
 
 STANDARD_PRICEBOOK_NAME = "Standard Price Book"
 _AUTONUMBERS = {"Order": ("OrderNumber", 8, 100), "OrderItem": ("OrderItemNumber", 10, 1)}
+# Read-only fields a data load may write.
+_LOADABLE_FIELDS = frozenset({"CreatedDate", "LastModifiedDate", "ActivatedDate"})
+_ACTIVATION_FIELDS = ("ActivatedDate", "ActivatedById")
 
 
 @dataclass
@@ -67,6 +81,8 @@ class Transaction:
     platform_events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     # The audit timestamp of every write in the transaction, fixed at its first write.
     timestamp: str | None = None
+    # Seeding: audit fields writable and orders written activated (see the module docstring).
+    data_load: bool = False
 
     def mark(self) -> tuple[int, int, int]:
         """A savepoint: `Store.rollback(tx, to=mark)` undoes only what came after it."""
@@ -135,7 +151,7 @@ class Store:
     # ---- writing ---------------------------------------------------------------------------
 
     def create(self, tx: Transaction, sobject: SObject, data: dict[str, Any]) -> Record:
-        values = self._coerce(sobject, data, creating=True)
+        values = self._coerce(sobject, data, creating=True, data_load=tx.data_load)
         for spec in sobject.fields:
             if spec.name not in values and spec.default is not None:
                 values[spec.name] = spec.default
@@ -151,21 +167,25 @@ class Store:
         self._check_references(sobject, values)
         record: Record = {spec.name: None for spec in sobject.fields}
         record.update(values)
-        now = self._now(tx)
+        created = values.get("CreatedDate") or self._now(tx)
+        modified = values.get("LastModifiedDate") or created
         record_id = self.ids.new(sobject.key_prefix)
         record.update(
             Id=record_id,
             IsDeleted=False,
-            CreatedDate=now,
+            CreatedDate=created,
             CreatedById=tx.user_id,
-            LastModifiedDate=now,
+            LastModifiedDate=modified,
             LastModifiedById=tx.user_id,
-            SystemModstamp=now,
+            SystemModstamp=modified,
         )
         for spec in sobject.fields:
             if spec.type is FieldType.BOOLEAN and record[spec.name] is None:
                 record[spec.name] = False
-        self._before_insert(sobject, record)
+        self._before_insert(tx, sobject, record)
+        if sobject is schema.ORDER:
+            activates = record["Status"] == schema.ORDER_ACTIVATED
+            self._stamp_activation(tx, record, values, activates=activates, at=created)
         self._put(tx, sobject, record, previous=None)
         self._after_write(tx, sobject, record)
         tx.changes.append(Change(sobject.name, "CREATE", record_id, []))
@@ -175,7 +195,7 @@ class Store:
         self, tx: Transaction, sobject: SObject, record_id: str, data: dict[str, Any]
     ) -> Record:
         current = self._existing(sobject, record_id)
-        values = self._coerce(sobject, data, creating=False)
+        values = self._coerce(sobject, data, creating=False, data_load=tx.data_load)
         cleared = [
             name
             for name, value in values.items()
@@ -189,14 +209,26 @@ class Store:
             )
         self._check_references(sobject, values)
         record = dict(current)
-        changed = [name for name, value in values.items() if not _equal(current[name], value)]
+        # `get`: records of a state saved before a field existed lack it.
+        changed = [name for name, value in values.items() if not _equal(current.get(name), value)]
         record.update(values)
-        now = self._now(tx)
-        record.update(LastModifiedDate=now, LastModifiedById=tx.user_id, SystemModstamp=now)
-        self._before_update(sobject, current, record, changed)
+        modified = values.get("LastModifiedDate") or self._now(tx)
+        record.update(
+            LastModifiedDate=modified, LastModifiedById=tx.user_id, SystemModstamp=modified
+        )
+        self._before_update(tx, sobject, current, record, changed)
+        if sobject is schema.ORDER:
+            activates = _activates(current, record)
+            self._stamp_activation(tx, record, values, activates=activates, at=modified)
+            changed.extend(
+                name
+                for name in _ACTIVATION_FIELDS
+                if name not in changed and not _equal(current.get(name), record[name])
+            )
         self._put(tx, sobject, record, previous=current)
         self._after_write(tx, sobject, record)
-        changed_fields = [*changed, "LastModifiedDate"]
+        changed_fields = [name for name in changed if name != "LastModifiedDate"]
+        changed_fields.append("LastModifiedDate")
         if "LastModifiedById" not in changed and current["LastModifiedById"] != tx.user_id:
             changed_fields.append("LastModifiedById")
         tx.changes.append(Change(sobject.name, "UPDATE", record_id, changed_fields))
@@ -257,7 +289,9 @@ class Store:
             raise ApiError(404, "ENTITY_IS_DELETED", "entity is deleted", [])
         return record
 
-    def _coerce(self, sobject: SObject, data: dict[str, Any], *, creating: bool) -> Record:
+    def _coerce(
+        self, sobject: SObject, data: dict[str, Any], *, creating: bool, data_load: bool
+    ) -> Record:
         values: Record = {}
         refused: list[str] = []
         for name, raw in data.items():
@@ -266,7 +300,8 @@ class Store:
             spec = sobject.field(name)
             if spec is None:
                 raise schema.unknown_field_error(sobject, name)
-            if not (spec.createable if creating else spec.updateable):
+            writable = spec.createable if creating else spec.updateable
+            if not writable and not (data_load and spec.name in _LOADABLE_FIELDS):
                 refused.append(spec.name)
                 continue
             values[spec.name] = schema.coerce(sobject, spec, raw)
@@ -310,9 +345,9 @@ class Store:
         self.autonumbers[field_name] = number
         return f"{number:0{width}d}"
 
-    def _before_insert(self, sobject: SObject, record: Record) -> None:
+    def _before_insert(self, tx: Transaction, sobject: SObject, record: Record) -> None:
         if sobject is schema.ORDER:
-            if record["Status"] != schema.ORDER_DRAFT:
+            if record["Status"] != schema.ORDER_DRAFT and not tx.data_load:
                 raise dml_error(
                     "FIELD_INTEGRITY_EXCEPTION",
                     f"An order can only be created with Status {schema.ORDER_DRAFT}: create it "
@@ -328,9 +363,14 @@ class Store:
             self._check_pricebook_entry(record)
 
     def _before_update(
-        self, sobject: SObject, current: Record, record: Record, changed: list[str]
+        self,
+        tx: Transaction,
+        sobject: SObject,
+        current: Record,
+        record: Record,
+        changed: list[str],
     ) -> None:
-        if sobject is schema.ORDER and _activates(current, record):
+        if sobject is schema.ORDER and _activates(current, record) and not tx.data_load:
             others = [name for name in changed if name != "Status"]
             if others:
                 raise dml_error(
@@ -403,6 +443,23 @@ class Store:
                 "it is associated with order products.",
             )
 
+    @staticmethod
+    def _stamp_activation(
+        tx: Transaction, order: Record, given: Record, *, activates: bool, at: str
+    ) -> None:
+        """Note when and by whom `order` was last activated, if this save activates it.
+
+        A data load may give the ActivatedDate itself, activating or not: the org's past.
+        """
+        if "ActivatedDate" in given:
+            activated_at = given["ActivatedDate"]
+        elif activates:
+            activated_at = at
+        else:
+            return
+        order["ActivatedDate"] = activated_at
+        order["ActivatedById"] = tx.user_id if activated_at is not None else None
+
     def _after_write(self, tx: Transaction, sobject: SObject, record: Record) -> None:
         if sobject is schema.ORDER_ITEM:
             order = self.tables["Order"].get(record["OrderId"])
@@ -469,7 +526,7 @@ class Store:
 
 def _activates(current: Record, record: Record) -> bool:
     return bool(
-        current["Status"] == schema.ORDER_DRAFT and record["Status"] == schema.ORDER_ACTIVATED
+        current["Status"] != schema.ORDER_ACTIVATED and record["Status"] == schema.ORDER_ACTIVATED
     )
 
 

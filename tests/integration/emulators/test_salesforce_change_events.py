@@ -149,7 +149,12 @@ def test_a_collection_update_making_the_same_change_to_two_orders_is_one_event_w
     same, other = sf_emulator.bayeux().retained(ORDERS)
 
     assert header(same)["recordIds"] == [first, second]
-    assert header(same)["changedFields"] == ["Status", "LastModifiedDate"]
+    assert header(same)["changedFields"] == [
+        "Status",
+        "ActivatedDate",
+        "ActivatedById",
+        "LastModifiedDate",
+    ]
     assert body(same)["Status"] == "Activated"
     assert header(other)["recordIds"] == [third]
     assert header(other)["changedFields"] == ["Description", "LastModifiedDate"]

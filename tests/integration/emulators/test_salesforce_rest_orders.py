@@ -145,16 +145,3 @@ def test_every_demo_order_is_a_draft_that_a_status_only_update_activates(
     for order_id in ids["orders"].values():
         assert sf.Order.get(order_id)["Status"] == "Draft"
         assert sf.Order.update(order_id, {"Status": "Activated"}) == 204
-
-
-def test_seeding_an_activated_order_is_refused_like_the_api_refuses_it(
-    sf_emulator: SalesforceEmulatorHandle,
-) -> None:
-    ids = sf_emulator.seed_demo()
-    reply = sf_emulator.http().post(
-        f"{sf_emulator.control_url}/seed",
-        json={"records": [{"attributes": {"type": "Order"}, **order_fields(ids, "Activated")}]},
-    )
-
-    assert reply.status_code == 400
-    assert "FIELD_INTEGRITY_EXCEPTION" in reply.text

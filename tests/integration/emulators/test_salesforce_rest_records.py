@@ -288,7 +288,12 @@ def test_rest_changes_publish_change_events_with_the_salesforce_header(sf_emulat
     assert header["entityName"] == "Order"
     assert header["changeType"] == "UPDATE"
     assert header["recordIds"] == [order_id]
-    assert header["changedFields"] == ["Status", "LastModifiedDate"]
+    assert header["changedFields"] == [
+        "Status",
+        "ActivatedDate",
+        "ActivatedById",
+        "LastModifiedDate",
+    ]
     assert header["changeOrigin"] == "com/salesforce/api/rest/60.0;client=portal"
     assert header["commitUser"].startswith("005")
     assert isinstance(header["commitTimestamp"], int)
