@@ -2,8 +2,9 @@
 that are missing, record the ones left `Activating` with none running.
 
 A start names the order's workflow id and refuses any id Temporal has seen
-(`REJECT_DUPLICATE`), so two reconciliations, or one and the listener, racing on an order start
-it once, and a fulfillment that ran and closed is never started again from here.
+(`config.temporal.start_unless_known`), so two reconciliations, or one and the listener, racing
+on an order start it once, and a fulfillment that ran and closed is never started again from
+here.
 """
 
 from __future__ import annotations
@@ -15,8 +16,6 @@ from typing import Any
 
 from temporalio import activity
 from temporalio.client import Client, WorkflowExecutionStatus
-from temporalio.common import WorkflowIDReusePolicy
-from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.errors import translated
@@ -25,10 +24,11 @@ from clients.fulfillment_store import FulfillmentStore
 from clients.salesforce import SalesforceClient
 from config.logging import get_logger
 from config.settings import Settings
-from config.temporal import start_fulfillment
+from config.temporal import start_unless_known
 from domain.fulfillment import (
     FulfillmentInput,
     FulfillmentOptions,
+    FulfillmentStatus,
     Trigger,
     TriggerSource,
     read_model_version,
@@ -46,8 +46,6 @@ from domain.reconciliation import (
 
 log = get_logger(__name__)
 
-# The memo key naming the reconciliation run that started a fulfillment (shown in the UI too).
-STARTED_BY = "started_by"
 # Starts in flight at once: enough to get through a page quickly, few enough for the frontend.
 _CONCURRENT_STARTS = 8
 
@@ -70,8 +68,13 @@ class ReconciliationActivities:
     async def read_unfinished_orders(self, query: UnfinishedOrdersQuery) -> UnfinishedOrdersPage:
         limit = query.limit or self._settings.reconciliation_batch_size
         read_at = datetime.now(UTC)
+        window = self._settings.activation_window(read_at)
         orders = await self._sf.unfinished_orders(
-            self._settings.sf_trigger_status, after=query.after, limit=limit
+            self._settings.sf_trigger_status,
+            after=query.after,
+            limit=limit,
+            activated_from=window.start,
+            activated_until=window.end,
         )
         return UnfinishedOrdersPage(
             orders=tuple(orders),
@@ -161,25 +164,20 @@ class ReconciliationActivities:
         options: FulfillmentOptions | None,
         starter: str,
     ) -> bool:
-        """Start the order's fulfillment unless Temporal knows one; whether this run started it."""
+        """Start the order's fulfillment unless Temporal knows one or the read model records it
+        activated (Salesforce lost our status, and Temporal's retention the run): whether this
+        run started it."""
+        if await self._store.recorded_status(sf_order_id) is FulfillmentStatus.ACTIVATED:
+            log.warning("reconciliation.recorded_fulfilled", sf_order_id=sf_order_id)
+            return False
         extra: dict[str, Any] = {} if options is None else {"options": options}
         fulfillment = FulfillmentInput(
             sf_order_id=sf_order_id,
             trigger=Trigger(source=TriggerSource.RECONCILIATION),
             **extra,
         )
-        try:
-            await start_fulfillment(
-                client,
-                self._settings,
-                fulfillment,
-                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-                memo={STARTED_BY: starter},
-            )
-        except WorkflowAlreadyStartedError:
-            if await _started_by(client, sf_order_id) != starter:
-                return False
-            # An earlier attempt of this activity started it and its reply was lost.
+        if not await start_unless_known(client, self._settings, fulfillment, starter=starter):
+            return False
         # A warning: every order started here is one whose activation the listener missed.
         log.warning("reconciliation.fulfillment_started", sf_order_id=sf_order_id, run=starter)
         return True
@@ -228,9 +226,3 @@ async def _ended_run(client: Client, sf_order_id: str, read_at: datetime) -> _En
     if closed_at is None or closed_at >= read_at:
         return None
     return _EndedRun(status.name, closed_at)
-
-
-async def _started_by(client: Client, sf_order_id: str) -> str | None:
-    described = await client.get_workflow_handle(fulfillment_workflow_id(sf_order_id)).describe()
-    starter = await described.memo_value(STARTED_BY, None, type_hint=str)
-    return starter if isinstance(starter, str) else None

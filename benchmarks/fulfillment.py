@@ -423,6 +423,8 @@ async def _run(say: Say, measure: Callable[[Stack, Say], Any]) -> Any:
                 database_url=database_url,
                 redis_url=redis_url,
                 **salesforce_settings(instance, state),
+                # The events were published before the listener started: replay them.
+                cdc_initial_replay=-2,
                 whmcs_api_url=whmcs_api,
                 whmcs_identifier=WHMCS["identifier"],
                 whmcs_secret=WHMCS["secret"],

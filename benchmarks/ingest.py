@@ -173,6 +173,8 @@ async def _run(say: Say) -> BenchmarkResult:
                 database_url=database_url,
                 redis_url=redis_url,
                 **salesforce_settings(instance, state),
+                # The events were published before the listener started: replay them.
+                cdc_initial_replay=-2,
                 listener_metrics_port=0,
             )
             async with httpx.AsyncClient(

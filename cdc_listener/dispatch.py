@@ -23,11 +23,15 @@ from config.logging import get_logger
 from config.settings import Settings
 from config.temporal import activate_fulfillment
 from domain.events import ChangeEvent, Event
-from domain.fulfillment import FulfillmentInput, Trigger, TriggerSource
+from domain.fulfillment import ActivationDecision, FulfillmentInput, Trigger, TriggerSource
 from domain.order import ActivationStatus
 
 log = get_logger(__name__)
 _FINAL = {status.value for status in ActivationStatus if status.is_final}
+_NOT_STARTED = (
+    ActivationDecision.IGNORE_RECORDED_FULFILLED,
+    ActivationDecision.IGNORE_BEFORE_CUTOVER,
+)
 
 
 @dataclass
@@ -81,9 +85,13 @@ class Dispatcher:
                     ),
                 ),
                 activated_at=activation.activated_at,
+                recorded_status=self._store.recorded_status,
             )
             handled.decisions[decision.value] += 1
-            log.info(
+            # Not started although Salesforce asks: worth an operator's look (an old order
+            # activated again, or a replay reaching back past the cutover).
+            level = log.warning if decision in _NOT_STARTED else log.info
+            level(
                 "cdc.activation",
                 sf_order_id=activation.sf_order_id,
                 replay_id=event.replay_id,

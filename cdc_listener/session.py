@@ -6,7 +6,8 @@ transport error ends the session here: the client is closed, the listener backs 
 authenticates again and subscribes again from the cursors in Postgres. A watchdog ends a session
 that stopped getting connect replies (a silent stall), and a cursor Salesforce no longer
 retains falls back to all retained events (-2), never to new events only, and triggers
-reconciliation.
+reconciliation; an activation before FULFILLMENT_CUTOVER_AT among them starts nothing
+(`domain.fulfillment.decide_activation`).
 """
 
 from __future__ import annotations
@@ -117,11 +118,14 @@ class Listener:
         if cursors is None:
             return "postgres_unavailable"
         self._check_retention(cursors)
+        # A channel never handled starts where CDC_INITIAL_REPLAY says: new events only, by
+        # default, because a first start against an org with history must not take the last
+        # 72 hours of activations for new work (reconciliation covers the minutes before).
         storage = CursorStorage(
             {
                 channel: cursors[channel].replay_id
                 if channel in cursors
-                else int(ReplayOption.ALL_EVENTS)
+                else self._settings.cdc_initial_replay
                 for channel in self._channels
             }
         )

@@ -33,18 +33,23 @@ from api.operations import (
     perform,
 )
 from api.read_model import Fulfillment, FulfillmentPage, fetch_fulfillment, list_fulfillments
+from api.reconciliation import ReconciliationPass, reconcile_once
 from api.services import ApiServices
 from clients.cache import create_redis
 from clients.errors import ClientError
+from clients.fulfillment_store import FulfillmentStore
 from clients.postgres import create_pool
+from clients.salesforce import SalesforceClient
 from clients.salesforce_ids import ACCOUNT, ORDER, InvalidSalesforceId, validate_sf_id
 from config.logging import configure_logging
-from config.settings import TEMPORAL, Settings, load_settings
+from config.settings import SALESFORCE, TEMPORAL, Settings, load_settings
 from config.temporal import connect_temporal
 from domain.errors import ErrorCode
 from domain.fulfillment import FulfillmentStatus, OperatorRequest
 
 OPERATOR = (*TEMPORAL, "database_url", "redis_url")
+# Settings a command needs beyond the operator's.
+_NEEDS = {"reconcile": SALESFORCE}
 
 
 @dataclass(frozen=True)
@@ -67,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     sub = getattr(args, "cache_command", None) or getattr(args, "dead_letters_command", None)
     name = " ".join(p for p in (args.command, sub) if p)
     command = _COMMANDS[name]
-    settings = load_settings(require=OPERATOR)
+    settings = load_settings(require=(*OPERATOR, *_NEEDS.get(name, ())))
     # The answer is the output; the log (stderr) only speaks up when something is wrong.
     level = "WARNING" if settings.log_level == "INFO" else settings.log_level
     configure_logging(level=level, fmt=settings.log_format, secrets=settings.secrets())
@@ -210,6 +215,23 @@ async def _redrive(args: argparse.Namespace, api: ApiServices) -> Output:
         await asyncio.sleep(0.5)
 
 
+async def _reconcile(args: argparse.Namespace, api: ApiServices) -> Output:
+    who = _who(args)
+    salesforce = SalesforceClient.from_settings(api.settings)
+    try:
+        done = await reconcile_once(
+            api.settings,
+            salesforce,
+            api.temporal,
+            FulfillmentStore(api.pool),
+            dry_run=args.dry_run,
+            requested_by=who,
+        )
+    finally:
+        await salesforce.aclose()
+    return Output(done, _reconciled(done))
+
+
 _COMMANDS: dict[str, Command] = {
     "status": _status,
     "retry": _act,
@@ -218,6 +240,7 @@ _COMMANDS: dict[str, Command] = {
     "cache flush": _flush,
     "dead-letters": _dead_letters,
     "dead-letters redrive": _redrive,
+    "reconcile": _reconcile,
 }
 
 
@@ -327,6 +350,32 @@ def _failed_table(page: FulfillmentPage, *, limit: int) -> str:
     lines = _table(header, rows)
     if page.next_cursor is not None:
         lines.append(f"(the newest {limit}; more with --limit, or narrow with --error-code)")
+    return "\n".join(lines)
+
+
+def _reconciled(done: ReconciliationPass) -> str:
+    verb = "would start" if done.dry_run else "started"
+    lines = [
+        f"window: activated {_when(done.window_start)} to {_when(done.window_end)}"
+        f"{' (dry run: nothing started)' if done.dry_run else ''}"
+    ]
+    if done.candidates:
+        rows = [
+            (
+                c.outcome.value.replace("_", " "),
+                c.sf_order_id,
+                c.order_number,
+                _when(c.activated_at) if c.activated_at else "-",
+                c.reason,
+            )
+            for c in done.candidates
+        ]
+        lines += _table(("OUTCOME", "ORDER", "NUMBER", "ACTIVATED", "WHY"), rows)
+    lines.append(
+        f"{len(done.starts)} {verb}, "
+        f"{len(done.candidates) - len(done.starts)} left alone, "
+        f"{done.before_window} unfinished orders activated before the window left alone"
+    )
     return "\n".join(lines)
 
 

@@ -1,7 +1,7 @@
 """The operators' commands on the `fulfillment` parser: `status`, `retry`, `cancel`, `failed`,
-`cache flush`, `dead-letters [redrive]`. What they do is `cli.operator_commands`, imported only
-when one of them runs, so the other commands start without loading the API, Temporal and the
-database drivers.
+`cache flush`, `dead-letters [redrive]`, `reconcile`. What they do is `cli.operator_commands`,
+imported only when one of them runs, so the other commands start without loading the API,
+Temporal and the database drivers.
 
 Tables for people, `--json` for scripts. A failure is one line on stderr (and, with `--json`,
 `{"code", "message"}` on stdout) and exit status 1; bad input or a missing setting exits 2.
@@ -77,6 +77,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     _common(redrive, who=True)
     redrive.set_defaults(handler=_run, passthrough=False)
+
+    reconcile = sub.add_parser(
+        "reconcile",
+        help="one reconciliation pass now: start the activated orders no fulfillment has, "
+        "saying why each other candidate is left alone",
+    )
+    reconcile.add_argument(
+        "--dry-run", action="store_true", help="start nothing: say what would be started"
+    )
+    _common(reconcile, who=True)
+    reconcile.set_defaults(handler=_run, passthrough=False)
 
 
 def _common(parser: argparse.ArgumentParser, *, who: bool) -> None:

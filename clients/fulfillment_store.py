@@ -17,6 +17,7 @@ import asyncpg
 
 from clients.errors import System, TransientError
 from domain.billing import BillingOrderResult
+from domain.fulfillment import FulfillmentStatus
 from domain.steps import FulfillmentRecord, OperatorAction
 
 _RECORD = """
@@ -196,6 +197,14 @@ class FulfillmentStore:
                 action.requested_by,
             )
         return bool(written)
+
+    async def recorded_status(self, sf_order_id: str) -> FulfillmentStatus | None:
+        """The read model's status of the order's fulfillment, or None when it has no row."""
+        async with self._errors("read fulfillment status"):
+            value = await self._pool.fetchval(
+                "SELECT status FROM fulfillments WHERE sf_order_id = $1", sf_order_id
+            )
+        return None if value is None else FulfillmentStatus(value)
 
     async def billed_order(self, sf_order_id: str) -> int | None:
         """The WHMCS order id an attempt recorded for the order's billing, if any."""

@@ -25,7 +25,7 @@ import functools
 import re
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal, Self, TypeVar
@@ -51,7 +51,7 @@ from clients.metrics import SALESFORCE_API_USAGE, alert, observe
 from clients.retry import RetryPolicy
 from clients.salesforce_auth import SalesforceAuth, SalesforceToken
 from clients.salesforce_http import abortable_session, requests_error, run_abortably
-from clients.soql import id_literal, quote
+from clients.soql import datetime_literal, id_literal, quote
 from config.logging import get_logger
 from config.settings import Settings
 from domain.catalog import CatalogEntry
@@ -246,8 +246,9 @@ CATALOG_SOQL = (
 # Keyed on the auto-number: unique and never changed, and SOQL compares and sorts text alike, so
 # no order is skipped or read twice; one re-activated or modified meanwhile keeps its place.
 UNFINISHED_ORDERS_SOQL = (
-    "SELECT Id, OrderNumber, Activation_Status__c FROM Order WHERE Status = {status}"
-    " AND (Activation_Status__c = null OR Activation_Status__c NOT IN ({final})){after}"
+    "SELECT Id, OrderNumber, Activation_Status__c, ActivatedDate FROM Order"
+    " WHERE Status = {status}"
+    " AND (Activation_Status__c = null OR Activation_Status__c NOT IN ({final})){window}{after}"
     " ORDER BY OrderNumber LIMIT {limit}"
 )
 _NEXT_RECORDS_URL = re.compile(r"/services/data/v\d+\.\d/query/[A-Za-z0-9-]+")
@@ -369,11 +370,35 @@ def _order_snapshot(record: Mapping[str, Any], items: Sequence[Mapping[str, Any]
 
 
 def _unfinished_order(row: Mapping[str, Any]) -> UnfinishedOrder:
+    activated = _text(row.get("ActivatedDate"))
     return UnfinishedOrder(
         sf_order_id=row["Id"],
         order_number=_text(row.get("OrderNumber")) or "",
         activation_status=_text(row.get("Activation_Status__c")),
+        activated_at=_moment(activated) if activated else None,
     )
+
+
+def _moment(text: str) -> datetime:
+    """A Salesforce dateTime (`2026-12-07T07:11:10.000+0000`), always aware."""
+    moment = datetime.fromisoformat(text)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+_FINAL_STATUSES = ", ".join(quote(status.value) for status in ActivationStatus if status.is_final)
+
+
+def _activated_between(start: datetime | None, end: datetime | None) -> str:
+    # SOQL dateTime literals have whole seconds: the end is rounded up so an order activated
+    # within its last second is not left out (the start is rounded down by the literal).
+    bounds = ""
+    if start is not None:
+        bounds += f" AND ActivatedDate >= {datetime_literal(start)}"
+    if end is not None:
+        whole = end.replace(microsecond=0)
+        ceiling = whole if whole == end else whole + timedelta(seconds=1)
+        bounds += f" AND ActivatedDate <= {datetime_literal(ceiling)}"
+    return bounds
 
 
 def _catalog_entry(row: Mapping[str, Any]) -> CatalogEntry:
@@ -488,19 +513,27 @@ class SalesforceClient:
         ]
 
     async def unfinished_orders(
-        self, trigger_status: str, *, after: str | None = None, limit: int
+        self,
+        trigger_status: str,
+        *,
+        after: str | None = None,
+        limit: int,
+        activated_from: datetime | None = None,
+        activated_until: datetime | None = None,
     ) -> list[UnfinishedOrder]:
         """Orders in `trigger_status` whose `Activation_Status__c` is not final, by order number.
 
         At most `limit` (1 to 2000), those numbered after `after` (the last order number of the
-        previous page): fewer than `limit` means there are no more.
+        previous page): fewer than `limit` means there are no more. `activated_from` and
+        `activated_until` bound `ActivatedDate` (inclusive); an order with none is outside any
+        bound, as SOQL compares null.
         """
         if not 1 <= limit <= MAX_BATCH_SIZE:
             raise ValueError(f"limit must be 1 to {MAX_BATCH_SIZE}")
-        final = ", ".join(quote(status.value) for status in ActivationStatus if status.is_final)
         soql = UNFINISHED_ORDERS_SOQL.format(
             status=quote(trigger_status),
-            final=final,
+            final=_FINAL_STATUSES,
+            window=_activated_between(activated_from, activated_until),
             after="" if after is None else f" AND OrderNumber > {quote(after)}",
             limit=limit,
         )
@@ -513,6 +546,22 @@ class SalesforceClient:
             _mapped("read_unfinished_orders", functools.partial(_unfinished_order, row))
             for row in reply.get("records") or []
         ]
+
+    async def count_unfinished_orders(
+        self, trigger_status: str, *, activated_before: datetime
+    ) -> int:
+        """How many orders `unfinished_orders` would find activated before `activated_before`
+        (or never stamped with an ActivatedDate): the ones a bounded reconciliation leaves."""
+        soql = (
+            "SELECT COUNT() FROM Order"  # noqa: S608
+            f" WHERE Status = {quote(trigger_status)}"
+            f" AND (Activation_Status__c = null OR Activation_Status__c NOT IN ({_FINAL_STATUSES}))"
+            f" AND (ActivatedDate = null OR ActivatedDate < {datetime_literal(activated_before)})"
+        )
+        reply = await self._read(
+            "count_unfinished_orders", lambda sf: sf.query(soql, **self._read_options)
+        )
+        return int(reply.get("totalSize") or 0)
 
     async def find_pricebook_id(self, name: str) -> str | None:
         soql = f"SELECT Id FROM Pricebook2 WHERE Name = {quote(name)} AND IsActive = true LIMIT 1"  # noqa: S608

@@ -1,10 +1,13 @@
-"""Building SOQL safely: ids go in only after validation, strings only through `quote`.
+"""Building SOQL safely: ids go in only after validation, strings only through `quote`,
+moments only through `datetime_literal`.
 
-With these two doors the only text a caller can place inside a query is a checked id or an
-escaped literal, so SOQL injection is impossible by construction.
+With these doors the only text a caller can place inside a query is a checked id, an escaped
+literal or a formatted moment, so SOQL injection is impossible by construction.
 """
 
 from __future__ import annotations
+
+from datetime import UTC, datetime
 
 from clients.salesforce_ids import validate_sf_id
 
@@ -29,3 +32,10 @@ def quote(value: str) -> str:
 def id_literal(value: object, *, key_prefix: str | None = None) -> str:
     """A quoted, validated 18-character id; raises `InvalidSalesforceId` for anything else."""
     return "'" + validate_sf_id(value, key_prefix=key_prefix) + "'"
+
+
+def datetime_literal(moment: datetime) -> str:
+    """A SOQL dateTime literal (unquoted, UTC, whole seconds) for an aware datetime."""
+    if moment.tzinfo is None:
+        raise ValueError("a SOQL dateTime needs a time zone")
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import parse_qs, unquote, unquote_plus, urlsplit
 
 from pydantic import (
+    AwareDatetime,
     Field,
     SecretStr,
     ValidationError,
@@ -22,6 +24,8 @@ from pydantic import (
     field_validator,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from domain.reconciliation import ActivationWindow
 
 _HOST_PORT = re.compile(r"^[A-Za-z0-9.\-\[\]:]+:\d{1,5}$")
 _API_VERSION = re.compile(r"^\d{2,3}\.\d$")
@@ -148,6 +152,16 @@ class Settings(BaseSettings):
     # it reads per Salesforce query (one reply holds up to 2000).
     reconciliation_interval_seconds: int = Field(default=600, ge=10)
     reconciliation_batch_size: int = Field(default=200, ge=1, le=2000)
+    # Reconciliation starts only orders activated (Order.ActivatedDate) at least this long ago,
+    # so it never races the listener for an activation whose event is on its way.
+    reconciliation_min_age_seconds: int = Field(default=120, ge=0)
+    # Reconciliation starts only orders activated within this many hours: an org has years of
+    # activated orders the engine never saw, and an older lost activation is an operator's call.
+    reconciliation_lookback_hours: int = Field(default=168, ge=1)
+    # When the engine took over fulfillment (ISO 8601 with a zone, e.g. 2026-12-01T09:00:00+09:00):
+    # an order activated before it is never started, by reconciliation or by a replayed event.
+    # Unset: no cutover (the lookback alone bounds reconciliation).
+    fulfillment_cutover_at: AwareDatetime | None = None
 
     # Storage
     # Postgres, `postgresql://…` (a unix-socket form `?host=/dir` works). Plain strings, because
@@ -258,6 +272,10 @@ class Settings(BaseSettings):
     cdc_reconnect_max_seconds: float = Field(default=60.0, gt=0)
     # How often a standby replica tries to take the lease.
     cdc_lease_poll_seconds: float = Field(default=5.0, gt=0)
+    # Where a channel with no stored cursor starts: -1, new events only (a first start against
+    # an org with history must not replay its last 72 hours), or -2, every retained event
+    # (tests and benchmarks that replay what they published before the listener started).
+    cdc_initial_replay: int = -1
 
     # Logging: "auto" is readable on a terminal and JSON everywhere else.
     log_format: Literal["auto", "json", "console"] = "auto"
@@ -382,6 +400,13 @@ class Settings(BaseSettings):
             )
         return value
 
+    @field_validator("cdc_initial_replay")
+    @classmethod
+    def _replay_preset(cls, value: int) -> int:
+        if value not in (-1, -2):
+            raise ValueError("must be -1 (new events only) or -2 (every retained event)")
+        return value
+
     @field_validator("sf_api_version")
     @classmethod
     def _api_version(cls, value: str) -> str:
@@ -406,6 +431,15 @@ class Settings(BaseSettings):
             if name in _URL_FIELDS and isinstance(value, str):
                 value = redact_url(value)
             yield name, value
+
+    def activation_window(self, now: datetime) -> ActivationWindow:
+        """The activations a reconciliation at `now` may start, as these settings bound them."""
+        return ActivationWindow.at(
+            now,
+            min_age=timedelta(seconds=self.reconciliation_min_age_seconds),
+            lookback=timedelta(hours=self.reconciliation_lookback_hours),
+            cutover=self.fulfillment_cutover_at,
+        )
 
     @property
     def cdc_channel_list(self) -> list[str]:

@@ -20,7 +20,7 @@ import base64
 import binascii
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -233,6 +233,36 @@ async def start_fulfillment(
     )
 
 
+# The memo key naming who started a fulfillment on reconciliation's behalf (a reconciliation run,
+# or `fulfillment reconcile`; shown in the UI too).
+STARTED_BY = "started_by"
+
+
+async def start_unless_known(
+    client: Client, settings: Settings, fulfillment: FulfillmentInput, *, starter: str
+) -> bool:
+    """Start the fulfillment unless Temporal has (or had, within its retention) one of the order;
+    whether `starter` started it.
+
+    `REJECT_DUPLICATE` refuses any id Temporal has seen, so racing starters start it once and a
+    fulfillment that ran and closed is never started again from here. A starter that asks again
+    after a lost reply recognises its own start by the memo.
+    """
+    try:
+        await start_fulfillment(
+            client,
+            settings,
+            fulfillment,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            memo={STARTED_BY: starter},
+        )
+    except WorkflowAlreadyStartedError:
+        handle = client.get_workflow_handle(workflow_id(fulfillment.sf_order_id))
+        described = await handle.describe()
+        return await described.memo_value(STARTED_BY, None, type_hint=str) == starter
+    return True
+
+
 def tls_config(settings: Settings) -> TLSConfig | Literal[False]:
     """`Client.connect`'s `tls` from the `TEMPORAL_TLS*` settings: False, or what to verify and
     present.
@@ -300,15 +330,21 @@ async def activate_fulfillment(
     fulfillment: FulfillmentInput,
     *,
     activated_at: datetime | None,
+    recorded_status: Callable[[str], Awaitable[FulfillmentStatus | None]],
 ) -> ActivationDecision:
     """What an activation of the order does, done: start, start afresh, retry, or nothing.
 
     One activation may arrive many times (replays, duplicates, reconciliation): each repeat
     finds the fulfillment it already started and does nothing more. A retry of a parked
     fulfillment carries a request id derived from the trigger, so a repeated event counts once.
+    When Temporal knows no run, `recorded_status` (the read model's status of the order) is
+    asked too: Temporal's retention forgets closed runs, the read model does not.
     """
     existing = await existing_fulfillment(client, fulfillment.sf_order_id)
-    decision = decide_activation(existing, activated_at)
+    recorded = None if existing is not None else await recorded_status(fulfillment.sf_order_id)
+    decision = decide_activation(
+        existing, activated_at, recorded=recorded, cutover=settings.fulfillment_cutover_at
+    )
     if decision is ActivationDecision.START:
         try:
             await start_fulfillment(client, settings, fulfillment)

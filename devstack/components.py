@@ -374,7 +374,13 @@ def listener(context: DevContext) -> Planned | None:
         context,
         "listener",
         ("listener",),
-        env={"LISTENER_METRICS_PORT": str(port)},
+        env={
+            "LISTENER_METRICS_PORT": str(port),
+            # The dev org holds only demo data, no history to keep out: a listener that dies
+            # before its first event (and so its first cursor) replays what it missed instead
+            # of leaving it to reconciliation's next pass, as production's -1 would.
+            "CDC_INITIAL_REPLAY": context.environ.get("CDC_INITIAL_REPLAY", "-2"),
+        },
         ports=(port,),
         ready=http_check(metrics_url, status=200),
         url=metrics_url,

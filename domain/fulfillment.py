@@ -174,6 +174,11 @@ class ActivationDecision(StrEnum):
     IGNORE_RUNNING = "ignore_running"
     IGNORE_FULFILLED = "ignore_fulfilled"
     IGNORE_STALE = "ignore_stale"
+    # No run known to Temporal (its retention deleted a closed one), but the read model records
+    # the order activated: starting it would bill it again.
+    IGNORE_RECORDED_FULFILLED = "ignore_recorded_fulfilled"
+    # Activated before FULFILLMENT_CUTOVER_AT: fulfilled before the engine took over.
+    IGNORE_BEFORE_CUTOVER = "ignore_before_cutover"
 
 
 class ExistingFulfillment(BaseModel):
@@ -189,16 +194,26 @@ class ExistingFulfillment(BaseModel):
 
 
 def decide_activation(
-    existing: ExistingFulfillment | None, activated_at: datetime | None
+    existing: ExistingFulfillment | None,
+    activated_at: datetime | None,
+    *,
+    recorded: FulfillmentStatus | None = None,
+    cutover: datetime | None = None,
 ) -> ActivationDecision:
     """DESIGN.md's re-activation rules.
 
     A parked fulfillment takes a re-activation as a retry; a fulfilled order ignores it; a
     cancelled or expired one starts afresh under the same workflow id, but only for an
     activation committed after that run closed, so replaying an old event (a listener resuming
-    from an older cursor) never starts an order again.
+    from an older cursor) never starts an order again. With no run known to Temporal, an order
+    activated before the `cutover` is not the engine's, and one the read model `recorded` as
+    activated was fulfilled by a run Temporal has since forgotten: neither is started.
     """
     if existing is None:
+        if cutover is not None and activated_at is not None and activated_at < cutover:
+            return ActivationDecision.IGNORE_BEFORE_CUTOVER
+        if recorded is FulfillmentStatus.ACTIVATED:
+            return ActivationDecision.IGNORE_RECORDED_FULFILLED
         return ActivationDecision.START
     if existing.running:
         if existing.waiting_for_operator:

@@ -10,7 +10,8 @@ or existed: a parked order waits for its operator, and re-activation is the list
 
 from __future__ import annotations
 
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -47,6 +48,26 @@ class UnfinishedOrder(BaseModel):
     order_number: str = Field(min_length=1)
     # `Activation_Status__c` as Salesforce holds it (a value we do not know stays as it is).
     activation_status: str | None = None
+    # `Order.ActivatedDate` (None from an older worker, or an org that never stamped it).
+    activated_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class ActivationWindow:
+    """The activations reconciliation may start: no older than `start` (the lookback, or the
+    cutover when that is later), no newer than `end` (the minimum age)."""
+
+    start: datetime
+    end: datetime
+
+    @classmethod
+    def at(
+        cls, now: datetime, *, min_age: timedelta, lookback: timedelta, cutover: datetime | None
+    ) -> ActivationWindow:
+        start = now - lookback
+        if cutover is not None and cutover > start:
+            start = cutover
+        return cls(start=start, end=now - min_age)
 
 
 def never_fulfilled(order: UnfinishedOrder) -> bool:
@@ -59,6 +80,30 @@ def never_fulfilled(order: UnfinishedOrder) -> bool:
     on purpose.
     """
     return order.activation_status in (None, ActivationStatus.PENDING.value)
+
+
+def left_alone_by_salesforce(
+    order: UnfinishedOrder, window: ActivationWindow, now: datetime
+) -> str | None:
+    """Why Salesforce's own data keeps reconciliation from starting `order`, or None.
+
+    Said for an operator (`fulfillment reconcile`): what the order shows and whose it is.
+    """
+    activated = order.activated_at
+    if activated is None or activated < window.start:
+        return "activated before the window (RECONCILIATION_LOOKBACK_HOURS, FULFILLMENT_CUTOVER_AT)"
+    if activated > window.end:
+        seconds = max(0, int((now - activated).total_seconds()))
+        return (
+            f"activated {seconds} s ago, under RECONCILIATION_MIN_AGE_SECONDS: its change event "
+            "is the listener's to handle"
+        )
+    if not never_fulfilled(order):
+        return (
+            f"Salesforce shows Activation_Status__c = {order.activation_status}: a fulfillment "
+            "has worked on it"
+        )
+    return None
 
 
 def maybe_stranded(order: UnfinishedOrder) -> bool:

@@ -24,7 +24,7 @@ from temporalio.client import Client, ScheduleActionStartWorkflow, ScheduleOverl
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import ActivityEnvironment
 
-from activities.reconciliation import STARTED_BY, ReconciliationActivities
+from activities.reconciliation import ReconciliationActivities
 from cdc_listener.reconciliation import (
     ensure_reconciliation_schedule,
     reconcile_now,
@@ -33,7 +33,7 @@ from cdc_listener.reconciliation import (
 from clients.cache import CacheInvalidator, CacheKeys, create_redis
 from clients.fulfillment_store import FulfillmentStore
 from clients.salesforce import SalesforceClient
-from config.temporal import start_fulfillment
+from config.temporal import STARTED_BY, start_fulfillment
 from domain.errors import ErrorCode
 from domain.fulfillment import (
     FulfillmentInput,

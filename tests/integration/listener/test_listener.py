@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -118,6 +119,41 @@ async def test_orders_activated_while_the_listener_was_down_are_fulfilled_after_
     async with listening(settings):
         result = await fulfilled(engine, order_id)
     assert result.status is FulfillmentStatus.ACTIVATED
+
+
+async def test_a_first_start_takes_new_events_only_not_the_orgs_last_72_hours(
+    engine: Engine,
+) -> None:
+    # Switched on against an org with history: what was activated before the listener's first
+    # start is reconciliation's (bounded), not a replay of everything Salesforce retains.
+    before = engine.activate("internet")
+    settings = listener_settings(engine, cdc_initial_replay=-1)
+    async with listening(settings):
+        await until(lambda: _subscribed(engine))
+        after = engine.activate("esim")
+        result = await fulfilled(engine, after)
+        await asyncio.sleep(1)
+    assert result.status is FulfillmentStatus.ACTIVATED
+    assert await runs(engine, before) == 0
+
+
+async def test_a_replayed_activation_from_before_the_cutover_starts_nothing(
+    engine: Engine,
+) -> None:
+    channel = "/data/OrderChangeEvent"
+    old = engine.activate("internet")
+    # The engine took over after that activation (FULFILLMENT_CUTOVER_AT); the listener replays
+    # every retained event, as it does after a stale cursor.
+    cutover = datetime.now(UTC) + timedelta(seconds=1)
+    await asyncio.sleep(1.5)
+    settings = listener_settings(engine, fulfillment_cutover_at=cutover)
+    async with listening(settings):
+        await until(lambda: _cursor_past(engine, channel, 1))
+        new = engine.activate("esim")
+        result = await fulfilled(engine, new)
+    assert result.status is FulfillmentStatus.ACTIVATED
+    assert await runs(engine, old) == 0
+    assert len(engine.whmcs_orders()) == 1
 
 
 async def test_events_replayed_from_an_older_cursor_start_nothing_new(engine: Engine) -> None:

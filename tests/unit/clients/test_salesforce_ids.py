@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import string
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from hypothesis import assume, given
@@ -14,7 +15,7 @@ from clients.salesforce_ids import (
     is_valid_sf_id,
     validate_sf_id,
 )
-from clients.soql import id_literal, quote
+from clients.soql import datetime_literal, id_literal, quote
 
 ALNUM = string.ascii_letters + string.digits
 id15s = st.text(alphabet=ALNUM, min_size=15, max_size=15)
@@ -101,3 +102,12 @@ def test_id_literal_quotes_only_valid_ids() -> None:
     assert id_literal("001A0000006Vm9r") == "'001A0000006Vm9rIAC'"
     with pytest.raises(InvalidSalesforceId):
         id_literal("001A0000006Vm9r' OR Id != '")
+
+
+def test_a_datetime_goes_into_soql_as_a_utc_literal_and_a_naive_one_is_refused() -> None:
+    tokyo = timezone(timedelta(hours=9))
+    assert datetime_literal(datetime(2026, 12, 1, 9, 0, 30, 999, tzinfo=tokyo)) == (
+        "2026-12-01T00:00:30Z"
+    )
+    with pytest.raises(ValueError, match="time zone"):
+        datetime_literal(datetime(2026, 12, 1, 9, 0))

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
 
 from domain.order import ActivationStatus
 from domain.reconciliation import (
     MAX_LISTED_ORDERS,
+    ActivationWindow,
     ReconciliationResult,
     StartedFulfillments,
     UnfinishedOrder,
     UnfinishedOrdersPage,
+    left_alone_by_salesforce,
     never_fulfilled,
 )
 
@@ -62,3 +66,44 @@ def test_a_page_whose_orders_were_all_handled_counts_them_present() -> None:
     page = UnfinishedOrdersPage(orders=(order(1, "Failed"), order(2, "Activating")))
     result = ReconciliationResult().plus(page, StartedFulfillments())
     assert (result.found, result.started, result.already_present) == (2, 0, 2)
+
+
+NOW = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
+BOUNDS = {"min_age": timedelta(minutes=2), "lookback": timedelta(hours=168)}
+
+
+def test_the_window_is_the_lookback_unless_the_cutover_is_later_and_ends_at_the_minimum_age() -> (
+    None
+):
+    window = ActivationWindow.at(NOW, cutover=None, **BOUNDS)
+    assert (window.start, window.end) == (NOW - timedelta(days=7), NOW - timedelta(minutes=2))
+    recent_cutover = NOW - timedelta(days=1)
+    assert ActivationWindow.at(NOW, cutover=recent_cutover, **BOUNDS).start == recent_cutover
+    old_cutover = NOW - timedelta(days=30)
+    assert ActivationWindow.at(NOW, cutover=old_cutover, **BOUNDS).start == window.start
+
+
+def activated(at: datetime | None, status: str | None = None) -> UnfinishedOrder:
+    return order(1, status).model_copy(update={"activated_at": at})
+
+
+@pytest.mark.parametrize(
+    ("candidate", "reason"),
+    [
+        (activated(NOW - timedelta(days=8)), "before the window"),
+        (activated(None), "before the window"),
+        (activated(NOW - timedelta(seconds=30)), "30 s ago, under RECONCILIATION_MIN_AGE"),
+        (activated(NOW - timedelta(hours=1), "Activating"), "Activation_Status__c = Activating"),
+    ],
+)
+def test_what_salesforce_shows_keeps_reconciliation_away_and_says_why(
+    candidate: UnfinishedOrder, reason: str
+) -> None:
+    window = ActivationWindow.at(NOW, cutover=None, **BOUNDS)
+    said = left_alone_by_salesforce(candidate, window, NOW)
+    assert said is not None and reason in said
+
+
+def test_an_order_activated_in_the_window_that_nobody_touched_is_started() -> None:
+    window = ActivationWindow.at(NOW, cutover=None, **BOUNDS)
+    assert left_alone_by_salesforce(activated(NOW - timedelta(hours=1)), window, NOW) is None
