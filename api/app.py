@@ -18,7 +18,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from api import errors
 from api.routes import ROUTERS
 from api.services import ApiServices, open_services
+from config.logging import get_logger
 from config.settings import Settings
+
+log = get_logger(__name__)
 
 # Requests bodies are small JSON documents; anything larger is refused before it is read whole.
 MAX_BODY_BYTES = 256 * 1024
@@ -35,6 +38,8 @@ LATENCY = Histogram(
 
 
 def create_app(settings: Settings, *, services: ApiServices | None = None) -> FastAPI:
+    _warn_about_the_codec(settings)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if services is not None:
@@ -70,9 +75,22 @@ def create_app(settings: Settings, *, services: ApiServices | None = None) -> Fa
     app.add_middleware(
         CodecCORS,
         origins=[o.strip() for o in settings.api_codec_cors_origins.split(",") if o.strip()],
+        credentials=settings.api_codec_cors_credentials,
     )
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
     return app
+
+
+def _warn_about_the_codec(settings: Settings) -> None:
+    if "api_codec_require_auth" in settings.model_fields_set:
+        log.warning(
+            "codec.deprecated_setting",
+            setting="API_CODEC_REQUIRE_AUTH",
+            use=f"API_CODEC_AUTH={settings.codec_auth}",
+        )
+    if settings.codec_auth == "none":
+        # Anyone who reaches the route reads every customer's data in clear: dev stack only.
+        log.warning("codec.open", hint="API_CODEC_AUTH=none: for the local dev stack only")
 
 
 async def _observe(
@@ -91,14 +109,14 @@ async def _observe(
 class CodecCORS:
     """CORS for `/api/codec/*`; every other path passes untouched."""
 
-    def __init__(self, app: ASGIApp, *, origins: list[str]) -> None:
+    def __init__(self, app: ASGIApp, *, origins: list[str], credentials: bool) -> None:
         self.app = app
         self.cors = CORSMiddleware(
             app,
             allow_origins=origins,
             allow_methods=["POST", "OPTIONS"],
             allow_headers=["Authorization", "Content-Type", "X-Namespace"],
-            allow_credentials=True,
+            allow_credentials=credentials,
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

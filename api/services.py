@@ -12,10 +12,12 @@ from dataclasses import dataclass, field
 from typing import cast
 
 import asyncpg
+import httpx
 import redis.asyncio as redis
 from fastapi import Request
 from temporalio.client import Client
 
+from api.oidc import OidcVerifier
 from clients.cache import CacheInvalidator, CacheKeys, create_redis
 from clients.fulfillment_store import FulfillmentStore
 from clients.postgres import create_pool
@@ -32,6 +34,8 @@ class ApiServices:
     temporal: Client
     # The catalog's source; None where no Salesforce is configured (the catalog answers 503).
     salesforce: SalesforceClient | None
+    # Checks operators' access tokens at the codec when API_CODEC_AUTH is "oidc".
+    oidc: OidcVerifier | None = None
     keys: CacheKeys = field(init=False)
     cache: CacheInvalidator = field(init=False)
     store: FulfillmentStore = field(init=False)
@@ -66,7 +70,24 @@ async def open_services(settings: Settings) -> AsyncIterator[ApiServices]:
         if settings.sf_token_url and settings.sf_client_id:
             salesforce = SalesforceClient.from_settings(settings)
             stack.push_async_callback(salesforce.aclose)
-        yield ApiServices(settings, pool, cache, temporal, salesforce)
+        oidc: OidcVerifier | None = None
+        if settings.codec_auth == "oidc":
+            oidc = await stack.enter_async_context(_oidc_verifier(settings))
+        yield ApiServices(settings, pool, cache, temporal, salesforce, oidc)
+
+
+@asynccontextmanager
+async def _oidc_verifier(settings: Settings) -> AsyncIterator[OidcVerifier]:
+    assert settings.api_codec_oidc_issuer and settings.api_codec_oidc_audience
+    assert settings.api_codec_oidc_jwks_url
+    async with httpx.AsyncClient(timeout=httpx.Timeout(5.0), trust_env=False) as http:
+        yield OidcVerifier(
+            issuer=settings.api_codec_oidc_issuer,
+            audience=settings.api_codec_oidc_audience,
+            jwks_url=settings.api_codec_oidc_jwks_url,
+            required_claim=settings.codec_required_claim,
+            http=http,
+        )
 
 
 def services(request: Request) -> ApiServices:

@@ -29,6 +29,7 @@ from domain.reconciliation import ActivationWindow
 
 _HOST_PORT = re.compile(r"^[A-Za-z0-9.\-\[\]:]+:\d{1,5}$")
 _API_VERSION = re.compile(r"^\d{2,3}\.\d$")
+_CLAIM = re.compile(r"[A-Za-z0-9_:./-]+=[^=\s][^\s]*")
 _SERVER_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9.\-]{0,251}[A-Za-z0-9])?$")
 
 
@@ -233,10 +234,26 @@ class Settings(BaseSettings):
     # HTTP API and metrics
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=1, le=65535)
-    # The Temporal UI's codec endpoint: the UI's origin (CORS), and whether it needs the ops
-    # token (only the local stack turns it off).
-    api_codec_cors_origins: str = "http://127.0.0.1:8233,http://localhost:8233"
+    # The Temporal UI's codec endpoint. Who may decode and encode: "oidc", an operator signed in
+    # to the UI with the identity provider below (the UI passes their access token); "token",
+    # the ops token (the CLI's codec use); "none", anyone who reaches it (the local dev stack
+    # only, logged as a warning at start). Unset: "token", or what the deprecated
+    # API_CODEC_REQUIRE_AUTH says.
+    api_codec_auth: Literal["oidc", "token", "none"] | None = None
+    # Deprecated (use API_CODEC_AUTH): true is "token", false is "none".
     api_codec_require_auth: bool = True
+    # For "oidc": the access token's issuer (`iss`) and audience (`aud`), the provider's key set
+    # (JWKS), and optionally a claim the token must carry, `name=value` (a string claim equal to
+    # it, or a list claim holding it: `groups=fulfillment-ops`).
+    api_codec_oidc_issuer: str | None = None
+    api_codec_oidc_audience: str | None = None
+    api_codec_oidc_jwks_url: str | None = None
+    api_codec_required_claim: str | None = None
+    # The Temporal UI's origins, allowed to call the codec from the browser (CORS).
+    api_codec_cors_origins: str = "http://127.0.0.1:8233,http://localhost:8233"
+    # Whether those origins may send credentials (cookies): set it when the UI's
+    # `codec.includeCredentials` is on; the access token travels in a header and needs none.
+    api_codec_cors_credentials: bool = False
     # Addresses whose X-Forwarded-For is believed (a load balancer); "*" trusts any.
     api_trusted_proxies: str = "127.0.0.1"
     api_service_token: SecretStr | None = None
@@ -407,6 +424,45 @@ class Settings(BaseSettings):
             raise ValueError("must be -1 (new events only) or -2 (every retained event)")
         return value
 
+    @field_validator(
+        "api_codec_auth",
+        "api_codec_oidc_issuer",
+        "api_codec_oidc_audience",
+        "api_codec_oidc_jwks_url",
+        "api_codec_required_claim",
+        mode="before",
+    )
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # Compose passes `${OIDC_ISSUER:-}` through as an empty string when it is not given.
+        return None if value == "" else value
+
+    @field_validator("api_codec_oidc_jwks_url", "api_codec_oidc_issuer")
+    @classmethod
+    def _oidc_url(cls, value: str | None) -> str | None:
+        return _check_url(value, ("https", "http"))
+
+    @field_validator("api_codec_required_claim")
+    @classmethod
+    def _claim(cls, value: str | None) -> str | None:
+        if value is not None and not _CLAIM.fullmatch(value):
+            raise ValueError("must be name=value, e.g. groups=fulfillment-ops")
+        return value
+
+    @property
+    def codec_auth(self) -> Literal["oidc", "token", "none"]:
+        """Who may use the codec (API_CODEC_AUTH, else the deprecated API_CODEC_REQUIRE_AUTH)."""
+        if self.api_codec_auth is not None:
+            return self.api_codec_auth
+        return "token" if self.api_codec_require_auth else "none"
+
+    @property
+    def codec_required_claim(self) -> tuple[str, str] | None:
+        if self.api_codec_required_claim is None:
+            return None
+        name, _, value = self.api_codec_required_claim.partition("=")
+        return name, value
+
     @field_validator("sf_api_version")
     @classmethod
     def _api_version(cls, value: str) -> str:
@@ -514,7 +570,19 @@ def load_settings(*, require: Iterable[str] = (), **overrides: object) -> Settin
         _check_salesforce_flow(settings)
     if "api_ops_token" in require:
         _check_api_tokens(settings)
+        _check_codec_auth(settings)
     return settings
+
+
+_OIDC = ("api_codec_oidc_issuer", "api_codec_oidc_audience", "api_codec_oidc_jwks_url")
+
+
+def _check_codec_auth(settings: Settings) -> None:
+    if settings.codec_auth == "oidc":
+        missing = [name for name in _OIDC if _is_missing(getattr(settings, name))]
+        if missing:
+            names = ", ".join(env_name(name) for name in missing)
+            raise SettingsError(f"configuration error: API_CODEC_AUTH=oidc needs {names}")
 
 
 # A bearer token an attacker may try to guess online: at least 32 characters (e.g.

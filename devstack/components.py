@@ -418,8 +418,8 @@ def api(context: DevContext) -> Planned | None:
             # (`codec.passAccessToken`): with auth on, every payload would show as an error.
             # The API listens on 127.0.0.1 only and the payload key is in .dev/ anyway, so an
             # open codec here discloses nothing the developer's machine does not already hold.
-            # Production keeps the default (ops token required).
-            "API_CODEC_REQUIRE_AUTH": "false",
+            # Production signs operators in (API_CODEC_AUTH=oidc, docs/deployment.md).
+            "API_CODEC_AUTH": "none",
             # The UI calls the codec from the browser, from its own origin, whichever port it
             # was given (--temporal-ui-port, --free-ports).
             "API_CODEC_CORS_ORIGINS": f"http://127.0.0.1:{ui_port},http://localhost:{ui_port}",

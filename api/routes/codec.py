@@ -3,9 +3,14 @@
 History stays encrypted (`TEMPORAL_PAYLOAD_KEYS`); the UI, started with `--ui-codec-endpoint`
 pointing here, sends the payloads it shows and gets them back decoded, so an operator reads
 inputs and results in clear while the server never holds them so. The body is the protobuf JSON
-of `temporal.api.common.v1.Payloads` in both directions. In production the UI passes the
-operator's token (`codec.passAccessToken`) and this endpoint requires the ops token;
-`API_CODEC_REQUIRE_AUTH=false` opens it for the local stack only.
+of `temporal.api.common.v1.Payloads` in both directions.
+
+Who may use it is `API_CODEC_AUTH`: in production "oidc", the access token of an operator the UI
+signed in (`codec.passAccessToken`), checked by `api.oidc`; "token", the ops token, for the CLI's
+`--codec-endpoint`; "none" for the local stack only. Encode matters as much as decode: the UI
+encodes a signal's input here before sending it. The `X-Namespace` the UI sends must name our
+namespace (in "oidc" mode it must be sent), so a UI pointed at another namespace cannot use our
+keys.
 """
 
 from __future__ import annotations
@@ -18,10 +23,12 @@ from temporalio.api.common.v1 import Payloads
 
 from api.auth import ops_scope
 from api.errors import ApiError, ErrorBody
+from api.oidc import IdentityProviderUnavailableError, InvalidOperatorTokenError
 from api.services import ApiServices, services
 from config.temporal import EncryptionCodec, PayloadDecryptionError, parse_payload_keys
 
 router = APIRouter(tags=["temporal ui codec"])
+_CHALLENGE = {"WWW-Authenticate": "Bearer"}
 _RESPONSES: dict[int | str, dict[str, object]] = {
     400: {
         "model": ErrorBody,
@@ -40,9 +47,29 @@ def _codec(api: ApiServices) -> EncryptionCodec:
     return EncryptionCodec(parse_payload_keys(keys.get_secret_value()))
 
 
-def _authorized(request: Request, api: Annotated[ApiServices, Depends(services)]) -> None:
-    if api.settings.api_codec_require_auth:
+async def _authorized(request: Request, api: Annotated[ApiServices, Depends(services)]) -> None:
+    mode = api.settings.codec_auth
+    namespace = request.headers.get("x-namespace")
+    ours = api.settings.temporal_namespace
+    if (namespace is not None and namespace != ours) or (namespace is None and mode == "oidc"):
+        raise ApiError(403, "forbidden", f"this codec serves the namespace {ours!r} only")
+    if mode == "token":
         ops_scope(request, api)
+    elif mode == "oidc":
+        await _operator_token(request, api)
+
+
+async def _operator_token(request: Request, api: ApiServices) -> None:
+    assert api.oidc is not None, "open_services builds the verifier in oidc mode"
+    kind, _, token = request.headers.get("authorization", "").partition(" ")
+    if kind.casefold() != "bearer" or not token:
+        raise ApiError(401, "unauthorized", "sign in to the Temporal UI", headers=_CHALLENGE)
+    try:
+        await api.oidc.verify(token)
+    except InvalidOperatorTokenError as invalid:
+        raise ApiError(401, "unauthorized", str(invalid), headers=_CHALLENGE) from None
+    except IdentityProviderUnavailableError as down:
+        raise ApiError(503, "unavailable", str(down)) from None
 
 
 async def _payloads(request: Request) -> Payloads:

@@ -57,9 +57,16 @@ def _compose() -> dict[str, Any]:
     return _load_yaml("docker-compose.yml")
 
 
-def _defaulted(value: Any) -> str:
-    """A compose value as it reads with none of compose's variables set."""
-    return _INTERPOLATION.sub(lambda m: m["value"] if m["kind"] == "-" else "", str(value))
+def _defaulted(value: Any, variables: dict[str, str] | None = None) -> str:
+    """A compose value as it reads with `variables` set (none: every default)."""
+    given = variables or {}
+
+    def value_of(match: re.Match[str]) -> str:
+        if given.get(match["name"]):
+            return given[match["name"]]
+        return match["value"] if match["kind"] == "-" else ""
+
+    return _INTERPOLATION.sub(value_of, str(value))
 
 
 def _engine_services() -> dict[str, dict[str, Any]]:
@@ -284,7 +291,7 @@ def _published(service: dict[str, Any]) -> dict[int, int]:
     published: dict[int, int] = {}
     for entry in service.get("ports", []):
         host, _, container = str(entry).rpartition(":")
-        published[int(container)] = int(host)
+        published[int(container)] = int(host.rpartition(":")[2])
     return published
 
 
@@ -311,25 +318,53 @@ def test_the_api_health_check_asks_readiness_on_its_own_port() -> None:
     assert f"127.0.0.1:{_api_port()}/api/health/ready" in " ".join(check)
 
 
-def test_the_temporal_ui_decodes_payloads_through_the_apis_codec_with_a_token() -> None:
-    ui, api = _service("temporal-ui"), _service("api")
-    endpoint = urlsplit(ui["environment"]["TEMPORAL_CODEC_ENDPOINT"])
+# What production's compose variables name (docs/deployment.md), and what the demo's say.
+_PRODUCTION = {
+    "OIDC_ISSUER": "https://login.example.jp/realms/ops",
+    "OIDC_AUDIENCE": "fulfillment-codec",
+    "OIDC_JWKS_URL": "https://login.example.jp/realms/ops/protocol/openid-connect/certs",
+    "OIDC_UI_CLIENT_ID": "temporal-ui",
+}
+
+
+@pytest.mark.parametrize("setup", ["production", "demo"])
+def test_the_temporal_ui_can_decode_through_the_apis_codec(setup: str) -> None:
+    """Would fail on a setup that cannot decode: a codec that wants a token the UI has not got
+    (the ops token, or a sign-in the UI does not do), a provider the two disagree on, an origin
+    CORS refuses, an endpoint the browser cannot reach."""
+    variables = _PRODUCTION if setup == "production" else _env_file(DEMO_COMPOSE_ENV)
+    ui_service, api_service = _service("temporal-ui"), _service("api")
+    ui = {k: _defaulted(v, variables) for k, v in ui_service["environment"].items()}
+    api = {k.lower(): _defaulted(v, variables) for k, v in api_service["environment"].items()}
+    api.pop("temporal_payload_keys_file")  # the mounted secret; not this test's concern
+    settings = load_settings(require=API, api_service_token="s" * 32, api_ops_token="o" * 32, **api)
+    endpoint = urlsplit(ui["TEMPORAL_CODEC_ENDPOINT"])
     # The operator's browser calls the codec: the API's published port, not a compose name.
     assert endpoint.hostname in {"localhost", "127.0.0.1"}
-    assert endpoint.port == _published(api)[_api_port()]
+    assert endpoint.port == _published(api_service)[_api_port()]
     assert endpoint.path == "/api/codec"
-    # Production keeps the codec behind the ops token: the UI must send one.
-    assert str(ui["environment"]["TEMPORAL_CODEC_PASS_ACCESS_TOKEN"]).lower() == "true"
-    assert "API_CODEC_REQUIRE_AUTH" not in api["environment"], "the default (on) holds"
-    # ... and the browser's calls come from the UI's own origin, which CORS must allow.
-    ui_origin = f"http://{endpoint.hostname}:{_published(ui)[8080]}"
-    origins = api["environment"].get(
-        "API_CODEC_CORS_ORIGINS", Settings.model_fields["api_codec_cors_origins"].default
-    )
-    assert ui_origin in origins.split(",")
+    signs_in = ui["TEMPORAL_AUTH_ENABLED"].lower() == "true"
+    if setup == "production":
+        # The UI signs operators in and passes their token; the codec checks it with the
+        # same provider. The ops token is for the CLI: the UI can never send it.
+        assert settings.codec_auth == "oidc"
+        assert signs_in and ui["TEMPORAL_AUTH_TYPE"] == "oidc"
+        assert ui["TEMPORAL_CODEC_PASS_ACCESS_TOKEN"].lower() == "true"
+        assert ui["TEMPORAL_AUTH_ISSUER_URL"] == settings.api_codec_oidc_issuer
+        assert ui["TEMPORAL_AUTH_CLIENT_ID"] and settings.api_codec_oidc_audience
+        assert ui["TEMPORAL_AUTH_CALLBACK_URL"].endswith("/auth/sso/callback")
+    else:
+        # Nobody signs in to the demo's UI, so the demo's codec must want no token.
+        assert not signs_in and settings.codec_auth == "none"
+    # The browser's calls come from the UI's own origin, which CORS must allow.
+    ui_origin = f"http://localhost:{_published(ui_service)[8080]}"
+    assert ui_origin in settings.api_codec_cors_origins.split(",")
 
 
-# --- Temporal on Postgres ----------------------------------------------------------------------
+def test_the_temporal_ui_is_published_on_the_hosts_loopback_only() -> None:
+    # It can signal, cancel and terminate workflows: a proxy with TLS publishes it, not Docker.
+    (entry,) = _service("temporal-ui")["ports"]
+    assert str(entry).startswith("127.0.0.1:")
 
 
 def test_temporal_runs_as_a_server_on_the_bundled_postgres_not_the_dev_server() -> None:
@@ -500,7 +535,10 @@ def test_the_demo_settings_start_every_engine_process(
     # What the container sees: the env file, under the service's environment; the volume's
     # and the secret's files where this test put them.
     seen = {**_env_file(DEMO_ENGINE_ENV)}
-    seen.update({key: _defaulted(value) for key, value in service["environment"].items()})
+    variables = _env_file(DEMO_COMPOSE_ENV)
+    seen.update(
+        {key: _defaulted(value, variables) for key, value in service["environment"].items()}
+    )
     mounts = {CERTS_MOUNT: str(tmp_path), f"/run/secrets/{secret}": str(keys)}
     values: dict[str, Any] = {}
     for key, value in seen.items():
@@ -633,7 +671,7 @@ def test_the_fulfillment_tool_runs_the_demo_order_against_the_compose_network() 
     assert "TEMPORAL_PAYLOAD_KEYS" not in env, "the container has them from the secret"
     # The links it prints are for the operator's browser, on the host.
     ui = urlsplit(stack["temporal"]["ui_url"])
-    assert f"{ui.port}:8080" in _service("temporal-ui")["ports"]
+    assert _published(_service("temporal-ui"))[8080] == ui.port
     assert f"{urlsplit(stack['api']['url']).port}:8000" in _service("api")["ports"]
 
 

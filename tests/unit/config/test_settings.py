@@ -209,3 +209,38 @@ def test_the_api_takes_two_long_distinct_tokens(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("API_OPS_TOKEN", "o" * 32)
     settings = load_settings(require=["api_service_token", "api_ops_token"])
     assert settings.api_ops_token is not None
+
+
+@pytest.mark.parametrize(
+    ("given", "mode"),
+    [
+        ({}, "token"),
+        ({"api_codec_require_auth": "false"}, "none"),
+        ({"api_codec_require_auth": "true"}, "token"),
+        ({"api_codec_auth": "none", "api_codec_require_auth": "true"}, "none"),
+        ({"api_codec_auth": ""}, "token"),
+    ],
+)
+def test_the_codec_mode_is_api_codec_auth_or_what_the_deprecated_setting_says(
+    given: dict[str, str], mode: str
+) -> None:
+    assert load_settings(**given).codec_auth == mode
+
+
+def test_an_oidc_codec_without_its_provider_stops_the_api_naming_what_is_missing() -> None:
+    tokens = {"api_service_token": "s" * 32, "api_ops_token": "o" * 32}
+    with pytest.raises(SettingsError) as stopped:
+        load_settings(
+            require=("api_ops_token",),
+            api_codec_auth="oidc",
+            api_codec_oidc_issuer="https://login.example.jp",
+            **tokens,
+        )
+    assert str(stopped.value) == (
+        "configuration error: API_CODEC_AUTH=oidc needs API_CODEC_OIDC_AUDIENCE, "
+        "API_CODEC_OIDC_JWKS_URL"
+    )
+    with pytest.raises(SettingsError, match="API_CODEC_REQUIRED_CLAIM is malformed"):
+        load_settings(api_codec_required_claim="groups")
+    claimed = load_settings(api_codec_required_claim="groups=fulfillment-ops")
+    assert claimed.codec_required_claim == ("groups", "fulfillment-ops")

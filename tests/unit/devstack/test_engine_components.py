@@ -321,7 +321,7 @@ def test_the_temporal_ui_decodes_payloads_through_the_dev_apis_codec(tmp_path: P
     assert steps["api"].stack["api"]["codec_url"] == codec
     # The dev UI has no login and so no token to pass: an authenticated codec would answer it
     # 401 for every payload.
-    assert settings.api_codec_require_auth is False
+    assert settings.codec_auth == "none"
     ui = chosen.ports.temporal_ui
     origins = settings.api_codec_cors_origins.split(",")
     assert f"http://127.0.0.1:{ui}" in origins and f"http://localhost:{ui}" in origins, (
