@@ -1,9 +1,11 @@
 """What the operators' commands do (`cli.operators` puts them on the parser).
 
-They run the API's own code (`api.operations`, `api.read_model`) straight against Postgres,
-Redis and Temporal from the settings, not over HTTP: whoever has the engine's environment needs
-no token, and the answers and the audit trail are the API's. `status` and `failed` read the
-read model itself, never the portal's cached copy.
+By default they run the API's own code (`api.operations`, `api.read_model`, ...) straight
+against Postgres, Redis, Temporal and Salesforce from the settings: whoever has the engine's
+environment needs no token, and the answers and the audit trail are the API's. With `--api URL`
+(or `FULFILLMENT_API_URL`) they call the ops API instead, with `API_OPS_TOKEN` only, and print
+and exit the same (`cli.operations`). `status` and `failed` read the read model itself, never
+the portal's cached copy.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -21,35 +24,22 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 from pydantic import BaseModel
 
-from api.dead_letters import DeadLetter, DeadLetters, list_dead_letters, request_redrive
-from api.operations import (
-    Action,
-    ActionResult,
-    Flushed,
-    FlushScope,
-    NotFoundError,
-    OperationError,
-    flush_caches,
-    perform,
-)
-from api.read_model import Fulfillment, FulfillmentPage, fetch_fulfillment, list_fulfillments
-from api.reconciliation import ReconciliationPass, reconcile_once
-from api.services import ApiServices
-from clients.cache import create_redis
+from api.dead_letters import DeadLetter, DeadLetters
+from api.operations import Action, ActionResult, Flushed, FlushScope, OperationError
+from api.read_model import Fulfillment, FulfillmentPage
+from api.reconciliation import ReconciliationPass
+from cli.operations import ApiRefusedError, Operations, direct, over_http
 from clients.errors import ClientError
-from clients.fulfillment_store import FulfillmentStore
-from clients.postgres import create_pool
-from clients.salesforce import SalesforceClient
 from clients.salesforce_ids import ACCOUNT, ORDER, InvalidSalesforceId, validate_sf_id
 from config.logging import configure_logging
 from config.settings import SALESFORCE, TEMPORAL, Settings, load_settings
-from config.temporal import connect_temporal
 from domain.errors import ErrorCode
-from domain.fulfillment import FulfillmentStatus, OperatorRequest
+from domain.fulfillment import OperatorRequest
 
 OPERATOR = (*TEMPORAL, "database_url", "redis_url")
 # Settings a command needs beyond the operator's.
 _NEEDS = {"reconcile": SALESFORCE}
+API_URL_VARIABLE = "FULFILLMENT_API_URL"
 
 
 @dataclass(frozen=True)
@@ -64,7 +54,7 @@ class _BadInputError(Exception):
     """An argument the command cannot use (exit 2, like argparse's own errors)."""
 
 
-Command = Callable[[argparse.Namespace, ApiServices], Awaitable[Output]]
+Command = Callable[[argparse.Namespace, Operations], Awaitable[Output]]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -72,14 +62,21 @@ def run(args: argparse.Namespace) -> int:
     sub = getattr(args, "cache_command", None) or getattr(args, "dead_letters_command", None)
     name = " ".join(p for p in (args.command, sub) if p)
     command = _COMMANDS[name]
-    settings = load_settings(require=(*OPERATOR, *_NEEDS.get(name, ())))
+    api_url = getattr(args, "api", None) or os.environ.get(API_URL_VARIABLE)
+    if api_url:
+        settings = load_settings(require=("api_ops_token",))
+    else:
+        settings = load_settings(require=(*OPERATOR, *_NEEDS.get(name, ())))
     # The answer is the output; the log (stderr) only speaks up when something is wrong.
     level = "WARNING" if settings.log_level == "INFO" else settings.log_level
     configure_logging(level=level, fmt=settings.log_format, secrets=settings.secrets())
     try:
-        output = asyncio.run(_with_services(settings, args, command))
+        output = asyncio.run(_run(settings, api_url, args, command))
     except _BadInputError as bad:
         return _fail(args, name, "invalid_request", str(bad), status=2)
+    except ApiRefusedError as refused:
+        status = 2 if refused.code == "invalid_request" else 1
+        return _fail(args, name, refused.code, refused.message, status=status)
     except OperationError as error:
         return _fail(args, name, error.code, error.message)
     except ClientError as error:
@@ -100,25 +97,22 @@ def _fail(args: argparse.Namespace, name: str, code: str, message: str, *, statu
     return status
 
 
-async def _with_services(settings: Settings, args: argparse.Namespace, command: Command) -> Output:
-    async with _services(settings) as api:
-        return await command(args, api)
+async def _run(
+    settings: Settings, api_url: str | None, args: argparse.Namespace, command: Command
+) -> Output:
+    async with _operations(settings, api_url) as operations:
+        return await command(args, operations)
 
 
 @asynccontextmanager
-async def _services(settings: Settings) -> AsyncIterator[ApiServices]:
-    assert settings.database_url is not None and settings.redis_url is not None
-    pool = await create_pool(
-        settings.database_url, min_size=1, max_size=2, application_name="fulfillment-cli"
-    )
-    redis = create_redis(settings.redis_url)
-    try:
-        # Lazy: `status` and `failed` never need Temporal.
-        temporal = await connect_temporal(settings, lazy=True)
-        yield ApiServices(settings, pool, redis, temporal, None)
-    finally:
-        await redis.aclose()
-        await pool.close()
+async def _operations(settings: Settings, api_url: str | None) -> AsyncIterator[Operations]:
+    if api_url:
+        assert settings.api_ops_token is not None
+        async with over_http(api_url, settings.api_ops_token.get_secret_value()) as http:
+            yield http
+    else:
+        async with direct(settings) as here:
+            yield here
 
 
 def _id(value: str, *, key_prefix: str, name: str) -> str:
@@ -138,15 +132,12 @@ def _who(args: argparse.Namespace) -> str:
 # -- commands -------------------------------------------------------------------------------
 
 
-async def _status(args: argparse.Namespace, api: ApiServices) -> Output:
-    order_id = _id(args.order_id, key_prefix=ORDER, name="ORDER_ID")
-    found = await fetch_fulfillment(api.pool, order_id)
-    if found is None:
-        raise NotFoundError(f"no fulfillment for order {order_id}")
+async def _status(args: argparse.Namespace, ops: Operations) -> Output:
+    found = await ops.status(_id(args.order_id, key_prefix=ORDER, name="ORDER_ID"))
     return Output(found, _describe(found))
 
 
-async def _act(args: argparse.Namespace, api: ApiServices) -> Output:
+async def _act(args: argparse.Namespace, ops: Operations) -> Output:
     action = Action(args.command)
     order_id = _id(args.order_id, key_prefix=ORDER, name="ORDER_ID")
     request_id = args.request_id or str(uuid.uuid4())
@@ -156,19 +147,17 @@ async def _act(args: argparse.Namespace, api: ApiServices) -> Output:
         )
     except ValueError as invalid:
         raise _BadInputError(_first_problem(invalid)) from None
-    result = await perform(api, action, order_id, request)
+    result = await ops.act(action, order_id, request)
     return Output(result, _acted(result))
 
 
-async def _failed(args: argparse.Namespace, api: ApiServices) -> Output:
+async def _failed(args: argparse.Namespace, ops: Operations) -> Output:
     account = None
     if args.account is not None:
         account = _id(args.account, key_prefix=ACCOUNT, name="--account")
     if args.limit < 1:
         raise _BadInputError("--limit: at least 1")
-    page = await list_fulfillments(
-        api.pool,
-        status=FulfillmentStatus.FAILED,
+    page = await ops.failed(
         error_code=ErrorCode(args.error_code) if args.error_code else None,
         account=account,
         limit=args.limit,
@@ -176,7 +165,7 @@ async def _failed(args: argparse.Namespace, api: ApiServices) -> Output:
     return Output(page, _failed_table(page, limit=args.limit))
 
 
-async def _flush(args: argparse.Namespace, api: ApiServices) -> Output:
+async def _flush(args: argparse.Namespace, ops: Operations) -> Output:
     scope = FlushScope(args.scope)
     account: str | None = None
     if scope is FlushScope.ORDERS:
@@ -186,28 +175,26 @@ async def _flush(args: argparse.Namespace, api: ApiServices) -> Output:
             account = _id(args.account, key_prefix=ACCOUNT, name="--account")
     elif args.account not in (None, "all"):
         raise _BadInputError("--account: only the orders scope takes an account")
-    flushed = await flush_caches(api, scope, account, requested_by=_who(args))
+    flushed = await ops.flush(scope, account, who=_who(args))
     return Output(flushed, _flushed(flushed))
 
 
-async def _dead_letters(args: argparse.Namespace, api: ApiServices) -> Output:
+async def _dead_letters(args: argparse.Namespace, ops: Operations) -> Output:
     if args.limit < 1:
         raise _BadInputError("--limit: at least 1")
-    letters = await list_dead_letters(
-        api.pool, include_redriven=args.include_redriven, limit=args.limit
-    )
+    letters = await ops.dead_letters(include_redriven=args.include_redriven, limit=args.limit)
     return Output(letters, _letters_table(letters))
 
 
-async def _redrive(args: argparse.Namespace, api: ApiServices) -> Output:
+async def _redrive(args: argparse.Namespace, ops: Operations) -> Output:
     if args.all == bool(args.ids):
         raise _BadInputError("name the dead letters (ID ...) or --all, not both")
-    requested = await request_redrive(api.pool, args.ids or None, requested_by=_who(args))
+    requested = await ops.redrive(args.ids or None, who=_who(args))
     # The active listener handles them within seconds: show what it made of each.
     deadline = asyncio.get_running_loop().time() + max(0.0, args.wait)
     while True:
-        letters = await list_dead_letters(
-            api.pool, ids=requested.ids, limit=len(requested.ids) or 1
+        letters = await ops.dead_letters(
+            include_redriven=True, ids=requested.ids, limit=len(requested.ids) or 1
         )
         pending = [letter for letter in letters.items if _pending(letter)]
         if not requested.ids or not pending or asyncio.get_running_loop().time() >= deadline:
@@ -215,20 +202,8 @@ async def _redrive(args: argparse.Namespace, api: ApiServices) -> Output:
         await asyncio.sleep(0.5)
 
 
-async def _reconcile(args: argparse.Namespace, api: ApiServices) -> Output:
-    who = _who(args)
-    salesforce = SalesforceClient.from_settings(api.settings)
-    try:
-        done = await reconcile_once(
-            api.settings,
-            salesforce,
-            api.temporal,
-            FulfillmentStore(api.pool),
-            dry_run=args.dry_run,
-            requested_by=who,
-        )
-    finally:
-        await salesforce.aclose()
+async def _reconcile(args: argparse.Namespace, ops: Operations) -> Output:
+    done = await ops.reconcile(dry_run=args.dry_run, who=_who(args))
     return Output(done, _reconciled(done))
 
 

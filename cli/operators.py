@@ -92,6 +92,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def _common(parser: argparse.ArgumentParser, *, who: bool) -> None:
     parser.add_argument("--json", action="store_true", help="answer in JSON, for scripts")
+    parser.add_argument(
+        "--api",
+        metavar="URL",
+        help="call the ops API at URL with API_OPS_TOKEN instead of the engine's systems "
+        "(default: $FULFILLMENT_API_URL; unset: the engine's own settings)",
+    )
     if who:
         parser.add_argument(
             "--as",

@@ -1,6 +1,8 @@
-"""Operators (bearer `API_OPS_TOKEN`): retry or cancel a parked fulfillment, list
-fulfillments, flush the portal's caches, list and redrive dead letters. The logic is
-`api.operations` and `api.dead_letters`, shared with the CLI; this module only speaks HTTP.
+"""Operators (bearer `API_OPS_TOKEN`): read one fulfillment, retry or cancel a parked one, list
+fulfillments, flush the portal's caches, list and redrive dead letters, run a reconciliation
+pass. The logic is `api.operations`, `api.dead_letters`, `api.read_model` and
+`api.reconciliation`, shared with the CLI (which also calls these routes, with `--api`); this
+module only speaks HTTP.
 
 Actions name who asks (`X-Requested-By`) and may name the request (`Idempotency-Key`): a POST
 repeated with the same key is recorded and decided once, and answered as the first time.
@@ -30,12 +32,15 @@ from api.params import NO_STORE, AccountFilter, OrderId, checked, error_response
 from api.read_model import (
     DEFAULT_LIMIT,
     MAX_LIMIT,
+    Fulfillment,
     FulfillmentPage,
     InvalidCursorError,
+    fetch_fulfillment,
     list_fulfillments,
 )
+from api.reconciliation import ReconciliationPass, reconcile_once
 from api.services import ApiServices, services
-from clients.errors import TransientError
+from clients.errors import ClientError, TransientError
 from clients.salesforce_ids import ACCOUNT
 from domain.errors import ErrorCode
 from domain.fulfillment import FulfillmentStatus, OperatorRequest
@@ -101,6 +106,26 @@ async def _act(
 
 _BODY_ERRORS = error_responses(400, 413)
 _ACTION_ERRORS = error_responses(404, 409) | _BODY_ERRORS
+
+
+@router.get(
+    "/fulfillments/{sfOrderId}",
+    response_model=Fulfillment,
+    summary="One order's fulfillment, from the read model itself (never a cached copy)",
+    responses=error_responses(404),
+)
+async def fulfillment(
+    sf_order_id: OrderId, api: Annotated[ApiServices, Depends(services)]
+) -> Fulfillment:
+    try:
+        found = await fetch_fulfillment(api.pool, sf_order_id)
+    except TransientError as down:
+        raise ApiError(503, "unavailable", str(down), headers=NO_STORE) from None
+    if found is None:
+        raise ApiError(
+            404, "not_found", f"no fulfillment for order {sf_order_id}", headers=NO_STORE
+        )
+    return found
 
 
 @router.post(
@@ -232,3 +257,33 @@ async def redrive(
         return await request_redrive(api.pool, body.ids, requested_by=who)
     except OperationError as error:
         raise _http(error) from None
+
+
+class ReconcileBody(BaseModel):
+    dry_run: bool = Field(default=False, description="start nothing: say what would be started")
+
+
+@router.post(
+    "/reconcile",
+    response_model=ReconciliationPass,
+    summary="One reconciliation pass now: what it started (or would), and why the rest is left",
+    responses=_BODY_ERRORS,
+)
+async def reconcile(
+    body: ReconcileBody,
+    who: Annotated[str, Depends(operator)],
+    api: Annotated[ApiServices, Depends(services)],
+) -> ReconciliationPass:
+    if api.salesforce is None:
+        raise ApiError(503, "unavailable", "no Salesforce is configured", headers=NO_STORE)
+    try:
+        return await reconcile_once(
+            api.settings,
+            api.salesforce,
+            api.temporal,
+            api.store,
+            dry_run=body.dry_run,
+            requested_by=who,
+        )
+    except ClientError as error:
+        raise ApiError(503, "unavailable", str(error), headers=NO_STORE) from None

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ import redis.asyncio as redis
 from clients.cache import CacheKeys
 from domain.fulfillment import FulfillmentProgress, FulfillmentStatus
 from domain.reconciliation import ReconciliationInput
+from tests.fixtures.api import OPS_TOKEN, Api
 from tests.fixtures.engine import Engine
 from workflows.reconciliation import FulfillmentReconciliation
 
@@ -223,3 +225,55 @@ async def test_failures_are_one_clear_line_and_a_non_zero_status(engine: Engine)
     missing = await fulfillment(engine, "failed", env=unset)
     assert missing.status == 2
     assert missing.stderr.count("\n") == 1 and "DATABASE_URL" in missing.stderr
+
+
+@pytest.mark.usefixtures("worker")
+async def test_an_operator_with_only_the_ops_token_works_through_the_api_the_same(
+    engine: Engine, api: Api
+) -> None:
+    order_id, handle = await parked(engine)
+    # A laptop: no database, Redis, Temporal or Salesforce settings, only the API and its token.
+    laptop = {
+        "PATH": os.environ.get("PATH", ""),
+        "USER": "alice",
+        "API_OPS_TOKEN": OPS_TOKEN,
+        "FULFILLMENT_API_URL": api.base_url,
+    }
+
+    remote = await fulfillment(engine, "status", order_id, "--json", env=laptop)
+    here = await fulfillment(engine, "status", order_id, "--json")
+    assert remote.status == 0, remote.stderr
+    assert remote.json() == here.json()
+    failed = await fulfillment(engine, "failed", "--json", env=laptop)
+    assert failed.json() == (await fulfillment(engine, "failed", "--json")).json()
+    assert [item["sf_order_id"] for item in failed.json()["items"]] == [order_id]
+    planned = await fulfillment(engine, "reconcile", "--dry-run", "--json", env=laptop)
+    assert planned.status == 0, planned.stderr
+    assert planned.json()["dry_run"] is True
+    letters = await fulfillment(engine, "dead-letters", env=laptop)
+    assert (letters.status, letters.stdout) == (0, "no dead letters\n")
+    flushed = await fulfillment(
+        engine, "cache", "flush", "--scope", "services", "--json", env=laptop
+    )
+    assert flushed.status == 0 and flushed.json()["scope"] == "services", flushed.stderr
+
+    engine.whmcs.http.post(f"{engine.whmcs.control_url}/seed", json=PAY_METHOD).raise_for_status()
+    retry = ["retry", order_id, "--reason", "card added", "--request-id", "laptop-1"]
+    accepted = await fulfillment(engine, *retry, env=laptop)
+    assert accepted.status == 0, accepted.stderr
+    assert accepted.stdout.startswith(f"retry of order {order_id} accepted (by alice")
+    assert (await handle.result()).status is FulfillmentStatus.ACTIVATED
+
+    # The same refusals and exit codes as with the engine's own settings.
+    late = await fulfillment(engine, "retry", order_id, "--reason", "again", env=laptop)
+    assert (late.status, late.stderr) == (
+        1,
+        "fulfillment retry: cannot retry: the fulfillment is activated and its workflow has "
+        "ended\n",
+    )
+    missing = await fulfillment(engine, "status", "801000000000001AAA", "--json", env=laptop)
+    assert missing.status == 1 and missing.json()["code"] == "not_found"
+    stranger = await fulfillment(
+        engine, "failed", env=laptop | {"API_OPS_TOKEN": "not-the-token-but-long-enough-0123"}
+    )
+    assert (stranger.status, stranger.stderr) == (1, "fulfillment failed: unknown token\n")
