@@ -3,22 +3,19 @@ services cache; and `/metrics` for Prometheus."""
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Response
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from pydantic import BaseModel
 
 from api.services import ApiServices, services
-from clients import postgres
+from api.state_metrics import readiness as readiness_checks
+from api.state_metrics import refresh as refresh_state_metrics
 from clients.cache import CacheGroup
-from clients.cache import ping as redis_ping
 
 router = APIRouter(tags=["health"])
-# Readiness answers quickly even when a dependency hangs: each check gets this long.
-CHECK_TIMEOUT = 2.0
 
 
 class Liveness(BaseModel):
@@ -74,17 +71,7 @@ async def liveness() -> Liveness:
 async def readiness(
     api: Annotated[ApiServices, Depends(services)], response: Response
 ) -> Readiness:
-    checks = dict(
-        zip(
-            ("postgres", "redis", "temporal"),
-            await asyncio.gather(
-                _within(postgres.ping(api.pool)),
-                _within(redis_ping(api.redis)),
-                _within(_temporal_ok(api)),
-            ),
-            strict=True,
-        )
-    )
+    checks = await readiness_checks(api)
     down = [name for name, ok in checks.items() if not ok]
     if down:
         response.status_code = 503
@@ -156,16 +143,7 @@ async def services_cache(
 
 
 @router.get("/metrics", include_in_schema=False)
-async def metrics() -> Response:
+async def metrics(api: Annotated[ApiServices, Depends(services)]) -> Response:
+    # How things stand now (failed fulfillments, the outbox, readiness) is read per scrape.
+    await refresh_state_metrics(api)
     return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
-
-
-async def _within(check: Any) -> bool:
-    try:
-        return bool(await asyncio.wait_for(check, timeout=CHECK_TIMEOUT))
-    except Exception:
-        return False
-
-
-async def _temporal_ok(api: ApiServices) -> bool:
-    return await api.temporal.service_client.check_health()

@@ -8,6 +8,7 @@ demo's certificate script, its settings) runs.
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 import ssl
 import subprocess
@@ -769,3 +770,54 @@ def test_every_process_of_the_image_imports_without_the_local_stacks_packages() 
 def test_the_build_context_leaves_secrets_and_local_environments_out() -> None:
     ignored = set((ROOT / ".dockerignore").read_text().split())
     assert {".env", ".venv", ".dev", ".git", "secrets", "tests"} <= ignored
+
+
+# --- Prometheus and Grafana (profile observability) -------------------------------------------
+
+
+def test_the_observability_profile_loads_the_rules_and_the_dashboard_with_no_clicks() -> None:
+    mounts = {}
+    for name in ("prometheus", "grafana"):
+        service = _service(name)
+        assert service["profiles"] == ["observability"]
+        assert all(str(port).startswith("127.0.0.1:") for port in service["ports"])
+        for volume in service["volumes"]:
+            local, container = volume.split(":")[:2]
+            assert (ROOT / local).exists(), volume
+            mounts[container] = ROOT / local
+    config = yaml.safe_load(mounts["/etc/prometheus/prometheus.yml"].read_text())
+    assert config["rule_files"] == ["/etc/prometheus/alerts.yml"]
+    jobs = {job["job_name"] for job in config["scrape_configs"]}
+    rules = mounts["/etc/prometheus/alerts.yml"].read_text()
+    assert jobs == {"fulfillment-worker", "fulfillment-listener", "fulfillment-api"}
+    assert all(f'job="{job}"' in rules for job in jobs), "the rules watch the jobs scraped"
+    provisioning = mounts["/etc/grafana/provisioning"]
+    (source,) = yaml.safe_load((provisioning / "datasources/prometheus.yml").read_text())[
+        "datasources"
+    ]
+    assert source["url"] == "http://prometheus:9090"
+    (provider,) = yaml.safe_load((provisioning / "dashboards/fulfillment.yml").read_text())[
+        "providers"
+    ]
+    assert mounts[f"{provider['options']['path']}/fulfillment.json"].name == (
+        "fulfillment-dashboard.json"
+    )
+
+
+def test_every_dashboard_panel_uses_the_datasource_variable_and_has_a_unit() -> None:
+    dashboard = json.loads((ROOT / "deploy/grafana/fulfillment-dashboard.json").read_text())
+    (variable,) = dashboard["templating"]["list"]
+    assert (variable["type"], variable["query"]) == ("datasource", "prometheus")
+    for panel in dashboard["panels"]:
+        assert panel["datasource"]["uid"] == "${datasource}", panel["title"]
+        assert panel["fieldConfig"]["defaults"]["unit"], panel["title"]
+        assert all(t["datasource"]["uid"] == "${datasource}" for t in panel["targets"])
+    exprs = " ".join(t["expr"] for panel in dashboard["panels"] for t in panel["targets"])
+    for wanted in (
+        "temporal_worker_task_slots_available",
+        "temporal_activity_schedule_to_start_latency_bucket",
+        "temporal_workflow_task_execution_failed_total",
+        "fulfillment_salesforce_api_usage",
+        "fulfillment_cache_outbox_depth",
+    ):
+        assert wanted in exprs
