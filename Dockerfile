@@ -37,10 +37,14 @@ RUN /opt/fulfillment/bin/pip install --no-deps . \
 
 # --- runtime: the virtualenv on a fresh slim base, run by an unprivileged user ----------------
 FROM python:3.11-slim
+# The build id a versioned worker declares (WORKER_BUILD_ID, docs/workflow-changes.md):
+# `docker build --build-arg BUILD_ID=$(git rev-parse --short=12 HEAD) .`; empty, the version.
+ARG BUILD_ID=""
 ENV PATH=/opt/fulfillment/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
-    LOG_FORMAT=json
+    LOG_FORMAT=json \
+    WORKER_BUILD_ID=${BUILD_ID}
 # A fixed uid/gid, so secret files on the host (docs/deployment.md) can be made readable to it
 # and an orchestrator's runAsNonRoot can check it. /var/lib/fulfillment is the only place it
 # writes: a named volume mounted there starts out owned by it (the emulators' state and

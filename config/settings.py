@@ -274,6 +274,13 @@ class Settings(BaseSettings):
     # (bench/README.md); the workflow and replay tests run sandboxed, which is where it catches
     # a non-deterministic call. Turn it on to trade that CPU for the check at run time too.
     worker_workflow_sandbox: bool = False
+    # Worker Versioning (docs/workflow-changes.md): with a deployment name, each worker declares
+    # its Worker Deployment and build id, and a new build takes work only once it is made
+    # current (`temporal worker deployment set-current-version`). Unset: unversioned workers.
+    worker_deployment_name: str | None = None
+    # The build id this worker declares; default: the package version and, where the source is
+    # a git checkout, its commit (the image sets it from its build).
+    worker_build_id: str | None = None
     listener_metrics_port: int = Field(default=9102, ge=0, le=65535)
 
     # CDC listener
@@ -416,6 +423,11 @@ class Settings(BaseSettings):
                 "still commit for as long as WHMCS lets PHP run"
             )
         return value
+
+    @field_validator("worker_deployment_name", "worker_build_id", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
 
     @field_validator("cdc_initial_replay")
     @classmethod

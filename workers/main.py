@@ -38,6 +38,7 @@ from config.logging import get_logger
 from config.settings import Settings
 from config.temporal import connect_temporal
 from workers.metrics import MetricsServer, sdk_runtime
+from workers.versioning import build_id, deployment_config
 from workflows.order_fulfillment import OrderFulfillment
 from workflows.reconciliation import FulfillmentReconciliation
 
@@ -142,6 +143,7 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -
             workflow_runner=workflow_runner(settings),
             max_concurrent_activities=settings.worker_max_concurrent_activities,
             graceful_shutdown_timeout=timedelta(seconds=settings.worker_shutdown_grace_seconds),
+            deployment_config=deployment_config(settings),
         )
         await metrics.start()
         drainer = asyncio.create_task(
@@ -153,6 +155,8 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -
             namespace=settings.temporal_namespace,
             max_concurrent_activities=settings.worker_max_concurrent_activities,
             metrics_port=settings.worker_metrics_port,
+            deployment=settings.worker_deployment_name,
+            build_id=build_id(settings) if settings.worker_deployment_name else None,
         )
         try:
             async with worker:

@@ -34,6 +34,7 @@ from temporalio.common import (
     RetryPolicy,
     SearchAttributeKey,
     SearchAttributeUpdate,
+    VersioningBehavior,
 )
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, FailureError
 from temporalio.workflow import ActivityCancellationType
@@ -154,7 +155,10 @@ class _Parked(Exception):
         self.failure = failure
 
 
-@workflow.defn(name=WORKFLOW_TYPE)
+# Auto-upgrade under Worker Versioning (docs/workflow-changes.md): a fulfillment may wait 14 days
+# for an operator, and a pinned one would keep its old workers alive that long and never see a
+# fix; changes reach running fulfillments behind `workflow.patched`, as before.
+@workflow.defn(name=WORKFLOW_TYPE, versioning_behavior=VersioningBehavior.AUTO_UPGRADE)
 class OrderFulfillment:
     @workflow.init
     def __init__(self, input: FulfillmentInput) -> None:
