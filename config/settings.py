@@ -254,6 +254,9 @@ class Settings(BaseSettings):
     # Whether those origins may send credentials (cookies): set it when the UI's
     # `codec.includeCredentials` is on; the access token travels in a header and needs none.
     api_codec_cors_credentials: bool = False
+    # Serve the interactive API docs at /api/docs (Swagger UI, whose script comes from a CDN):
+    # for the dev stack; the schema is always at /api/openapi.json.
+    api_docs: bool = False
     # Addresses whose X-Forwarded-For is believed (a load balancer); "*" trusts any.
     api_trusted_proxies: str = "127.0.0.1"
     api_service_token: SecretStr | None = None

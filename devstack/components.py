@@ -420,6 +420,8 @@ def api(context: DevContext) -> Planned | None:
             # open codec here discloses nothing the developer's machine does not already hold.
             # Production signs operators in (API_CODEC_AUTH=oidc, docs/deployment.md).
             "API_CODEC_AUTH": "none",
+            # The interactive docs for the developer (production serves the schema only).
+            "API_DOCS": "true",
             # The UI calls the codec from the browser, from its own origin, whichever port it
             # was given (--temporal-ui-port, --free-ports).
             "API_CODEC_CORS_ORIGINS": f"http://127.0.0.1:{ui_port},http://localhost:{ui_port}",

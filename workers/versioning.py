@@ -41,7 +41,9 @@ def deployment_config(settings: Settings) -> WorkerDeploymentConfig | None:
             deployment_name=settings.worker_deployment_name, build_id=build_id(settings)
         ),
         use_worker_versioning=True,
-        # Each workflow type says its own (workflows/); this only covers one that would not.
+        # Every workflow type auto-upgrades (docs/workflow-changes.md says why). A type's own
+        # behavior would go in its `workflow.defn`, and unversioned workers (the dev stack,
+        # the tests) would send it too, which the server refuses.
         default_versioning_behavior=VersioningBehavior.AUTO_UPGRADE,
     )
 

@@ -34,7 +34,6 @@ from temporalio.common import (
     RetryPolicy,
     SearchAttributeKey,
     SearchAttributeUpdate,
-    VersioningBehavior,
 )
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, FailureError
 from temporalio.workflow import ActivityCancellationType
@@ -155,10 +154,9 @@ class _Parked(Exception):
         self.failure = failure
 
 
-# Auto-upgrade under Worker Versioning (docs/workflow-changes.md): a fulfillment may wait 14 days
-# for an operator, and a pinned one would keep its old workers alive that long and never see a
-# fix; changes reach running fulfillments behind `workflow.patched`, as before.
-@workflow.defn(name=WORKFLOW_TYPE, versioning_behavior=VersioningBehavior.AUTO_UPGRADE)
+# Under Worker Versioning it auto-upgrades (the worker's default, workers/versioning.py; a
+# behavior given here would be sent by unversioned workers too, which the server refuses).
+@workflow.defn(name=WORKFLOW_TYPE)
 class OrderFulfillment:
     @workflow.init
     def __init__(self, input: FulfillmentInput) -> None:

@@ -22,7 +22,7 @@ from datetime import timedelta
 from typing import TypeVar
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy, VersioningBehavior
+from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel
@@ -57,9 +57,7 @@ _SUMMARIES = {
 _REPORT_STRANDED = "report-stranded-fulfillments"
 
 
-# Pinned under Worker Versioning: a pass lasts minutes and continues as new (onto the current
-# version) every few pages, so it never needs a patch to move between builds.
-@workflow.defn(name=RECONCILIATION_WORKFLOW_TYPE, versioning_behavior=VersioningBehavior.PINNED)
+@workflow.defn(name=RECONCILIATION_WORKFLOW_TYPE)
 class FulfillmentReconciliation:
     @workflow.run
     async def run(self, input: ReconciliationInput) -> ReconciliationResult:

@@ -19,7 +19,6 @@ import pytest
 from temporalio import workflow
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHandle
-from temporalio.common import VersioningBehavior
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from config.settings import Settings
@@ -44,7 +43,7 @@ PAY_METHOD = {
 }
 
 
-@workflow.defn(name="OrderFulfillment", versioning_behavior=VersioningBehavior.AUTO_UPGRADE)
+@workflow.defn(name="OrderFulfillment")
 class OrderFulfillmentV2(OrderFulfillment):
     """Version 2: one more step before success, behind `patched` (docs/workflow-changes.md)."""
 

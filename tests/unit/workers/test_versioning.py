@@ -35,11 +35,12 @@ def test_the_default_build_id_is_the_package_version_and_the_checkouts_commit() 
     assert re.fullmatch(rf"{re.escape(version)}(\+[0-9a-f]{{12}})?", built), built
 
 
-def test_fulfillments_upgrade_with_the_deployment_and_reconciliations_stay_pinned() -> None:
-    # docs/workflow-changes.md says why: a fulfillment waits up to 14 days, a pass minutes.
-    assert OrderFulfillment.__temporal_workflow_definition.versioning_behavior is (  # type: ignore[attr-defined]
-        VersioningBehavior.AUTO_UPGRADE
-    )
-    assert FulfillmentReconciliation.__temporal_workflow_definition.versioning_behavior is (  # type: ignore[attr-defined]
-        VersioningBehavior.PINNED
-    )
+def test_every_workflow_type_upgrades_with_the_deployment() -> None:
+    # docs/workflow-changes.md says why; a behavior in a workflow.defn would be sent by
+    # unversioned workers too, and the server refuses it there.
+    config = deployment_config(load_settings(worker_deployment_name="fulfillment"))
+    assert config is not None
+    assert config.default_versioning_behavior is VersioningBehavior.AUTO_UPGRADE
+    for workflow_class in (OrderFulfillment, FulfillmentReconciliation):
+        definition = getattr(workflow_class, "__temporal_workflow_definition")
+        assert definition.versioning_behavior is VersioningBehavior.UNSPECIFIED
