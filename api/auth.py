@@ -8,6 +8,7 @@ compared in constant time; a missing or unknown token is 401, a valid token of t
 from __future__ import annotations
 
 import hmac
+import re
 from typing import Annotated, Literal
 
 from fastapi import Depends, Header, Request
@@ -16,6 +17,8 @@ from api.errors import ApiError
 from api.services import ApiServices, services
 
 Scope = Literal["service", "ops"]
+# Postgres refuses NUL in text, and no name or reason needs a control character.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
 
@@ -53,4 +56,6 @@ def operator(
 ) -> str:
     if not x_requested_by or not x_requested_by.strip():
         raise ApiError(422, "invalid_request", "X-Requested-By names who asks for the action")
+    if _CONTROL.search(x_requested_by):
+        raise ApiError(422, "invalid_request", "X-Requested-By: no control characters")
     return x_requested_by.strip()

@@ -91,3 +91,8 @@ def _account_filter(
 OrderId = Annotated[str, Depends(_order_id)]
 AccountId = Annotated[str, Depends(_account_id)]
 AccountFilter = Annotated[str | None, Depends(_account_filter)]
+
+
+# A text field any control character (NUL above all: Postgres refuses it) makes invalid, as a
+# pydantic pattern; tab and line breaks are allowed.
+NO_CONTROL_CHARACTERS = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"

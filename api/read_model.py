@@ -25,7 +25,7 @@ import base64
 import binascii
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, cast
 
@@ -136,6 +136,11 @@ def _fulfillment(row: asyncpg.Record) -> Fulfillment:
     )
 
 
+# Rows are created now; a cursor naming a moment far outside that was not made here.
+_PLAUSIBLE = datetime(2000, 1, 1, tzinfo=UTC)
+_LATEST = datetime(2200, 1, 1, tzinfo=UTC)
+
+
 def encode_cursor(item: Fulfillment) -> str:
     raw = f"{item.created_at.isoformat()}|{item.sf_order_id}".encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
@@ -148,7 +153,8 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         at = datetime.fromisoformat(at_text)
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise InvalidCursorError("cursor: not a cursor this API made") from None
-    if at.tzinfo is None or not is_valid_sf_id(sf_order_id):
+    if at.tzinfo is None or not is_valid_sf_id(sf_order_id) or not _PLAUSIBLE <= at <= _LATEST:
+        # Out of that range Postgres would refuse the moment: bad input, not an outage.
         raise InvalidCursorError("cursor: not a cursor this API made")
     return at, sf_order_id
 

@@ -25,8 +25,10 @@ from api.auth import ops_scope
 from api.errors import ApiError, ErrorBody
 from api.oidc import IdentityProviderUnavailableError, InvalidOperatorTokenError
 from api.services import ApiServices, services
+from config.logging import get_logger
 from config.temporal import EncryptionCodec, PayloadDecryptionError, parse_payload_keys
 
+log = get_logger(__name__)
 router = APIRouter(tags=["temporal ui codec"])
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
 _RESPONSES: dict[int | str, dict[str, object]] = {
@@ -76,7 +78,9 @@ async def _payloads(request: Request) -> Payloads:
     try:
         return json_format.Parse(await request.body(), Payloads())
     except (json_format.ParseError, UnicodeDecodeError) as error:
-        raise ApiError(400, "bad_request", f"not a Payloads document: {error}") from None
+        # The parser's words go to the log; the caller learns what was expected.
+        log.info("codec.bad_document", error=str(error)[:200])
+        raise ApiError(400, "bad_request", "not a Payloads document") from None
 
 
 def _answer(payloads: Payloads) -> Response:
@@ -90,7 +94,11 @@ async def decode(request: Request, api: Annotated[ApiServices, Depends(services)
     try:
         decoded = await codec.decode(list(payloads.payloads))
     except PayloadDecryptionError as error:
-        raise ApiError(400, "bad_request", str(error)) from None
+        # Which key ids are configured is not the caller's business: the log has it.
+        log.warning("codec.undecryptable", error=str(error))
+        raise ApiError(
+            400, "bad_request", "a payload could not be decrypted with the configured keys"
+        ) from None
     return _answer(Payloads(payloads=decoded))
 
 

@@ -28,7 +28,15 @@ from api.operations import (
     flush_caches,
     perform,
 )
-from api.params import NO_STORE, AccountFilter, OrderId, checked, error_responses, no_store
+from api.params import (
+    NO_CONTROL_CHARACTERS,
+    NO_STORE,
+    AccountFilter,
+    OrderId,
+    checked,
+    error_responses,
+    no_store,
+)
 from api.read_model import (
     DEFAULT_LIMIT,
     MAX_LIMIT,
@@ -57,7 +65,12 @@ router = APIRouter(
 class ActionBody(BaseModel):
     model_config = ConfigDict(str_strip_whitespace=True)
 
-    reason: str = Field(min_length=1, max_length=500, description="why, for the audit trail")
+    reason: str = Field(
+        min_length=1,
+        max_length=500,
+        pattern=NO_CONTROL_CHARACTERS,
+        description="why, for the audit trail (no control characters)",
+    )
 
 
 class FlushBody(BaseModel):
