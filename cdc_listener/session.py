@@ -147,7 +147,11 @@ class Listener:
             metrics.CONNECTED.set(1)
             await self._safe(self._report(connected=True))
             log.info("cdc.subscribed", channels=self._channels, replay_ids=storage.replay_ids)
-            reason = await self._receive(client, storage, pipeline, stop)
+            heartbeat = asyncio.create_task(self._heartbeat())
+            try:
+                reason = await self._receive(client, storage, pipeline, stop)
+            finally:
+                heartbeat.cancel()
         except Exception as error:
             reason = type(error).__name__
             log.warning("cdc.session_failed", error=str(error) or reason, kind=reason)
@@ -332,6 +336,13 @@ class Listener:
                 log.warning("cdc.store_retry", error=str(error))
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
+
+    async def _heartbeat(self) -> None:
+        """Keep the status row fresh while connected: the API counts a replica whose row is
+        older than 120 s as gone (`GET /api/health/cdc`), and a quiet channel writes nothing."""
+        while True:
+            await asyncio.sleep(self._settings.cdc_status_heartbeat_seconds)
+            await self._safe(self._report(connected=True))
 
     async def _report(self, *, connected: bool) -> None:
         await self._store.report(

@@ -299,6 +299,9 @@ class Settings(BaseSettings):
     cdc_reconnect_max_seconds: float = Field(default=60.0, gt=0)
     # How often a standby replica tries to take the lease.
     cdc_lease_poll_seconds: float = Field(default=5.0, gt=0)
+    # How often the connected listener refreshes its status row (GET /api/health/cdc counts a
+    # row older than 120 s as a replica gone), however quiet the channels are.
+    cdc_status_heartbeat_seconds: float = Field(default=30.0, gt=0, lt=120)
     # Where a channel with no stored cursor starts: -1, new events only (a first start against
     # an org with history must not replay its last 72 hours), or -2, every retained event
     # (tests and benchmarks that replay what they published before the listener started).

@@ -9,7 +9,10 @@ Signature scheme (the WHMCS hook that calls us must sign the same way):
 `body` the raw request bytes as sent. The signature is checked in constant time over the raw
 bytes *before* the body is parsed, and a timestamp further than
 `WHMCS_WEBHOOK_TOLERANCE_SECONDS` from our clock (either way) is refused, so a captured request
-can be replayed only within that window, where a replay merely invalidates the same keys again.
+can be replayed only within that window. Inside it, each accepted signature is remembered in
+Redis (set if absent, expiring after twice the window) with the answer it got: a replay gets the
+same answer and acts no more. Without Redis a replay acts again, which only invalidates the same
+keys again.
 
 A valid request names the client (`{"event": "InvoicePaid", "client_id": 42}`) and its
 `whmcs:subscriptions|invoices|client:<id>` keys are deleted; if Redis refuses, they wait in the
@@ -28,6 +31,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from redis.exceptions import RedisError
 
 from api.errors import ApiError, ErrorBody
 from api.services import ApiServices, services
@@ -163,6 +167,11 @@ async def whmcs_webhook(
             f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()[:5]
         )
         raise ApiError(422, "invalid_request", problems) from None
+    seen = _seen_key(api, request.headers.get(SIGNATURE_HEADER) or "")
+    first = await _first_answer(api, seen)
+    if first is not None:
+        log.info("webhook.whmcs_replayed", whmcs_client_id=first.client_id)
+        return first
     keys = api.keys.for_whmcs_client(event.client_id)
     deferred = False
     try:
@@ -176,4 +185,32 @@ async def whmcs_webhook(
         deferred = True
         log.warning("webhook.whmcs_invalidation_deferred", error=str(down))
     log.info("webhook.whmcs", hook=event.event, whmcs_client_id=event.client_id, deferred=deferred)
-    return WebhookAccepted(client_id=event.client_id, keys=len(keys), deferred=deferred)
+    answer = WebhookAccepted(client_id=event.client_id, keys=len(keys), deferred=deferred)
+    await _remember(api, seen, answer, ttl=2 * api.settings.whmcs_webhook_tolerance_seconds)
+    return answer
+
+
+def _seen_key(api: ApiServices, signature: str) -> str:
+    digest = hashlib.sha256(signature.encode()).hexdigest()[:32]
+    return f"{api.settings.cache_key_prefix}webhooks:whmcs:seen:{digest}"
+
+
+async def _first_answer(api: ApiServices, key: str) -> WebhookAccepted | None:
+    try:
+        stored = await api.redis.get(key)
+    except (RedisError, OSError) as error:
+        log.warning("webhook.replay_check_unavailable", error=type(error).__name__)
+        return None
+    if stored is None:
+        return None
+    try:
+        return WebhookAccepted.model_validate_json(stored)
+    except ValidationError:
+        return None
+
+
+async def _remember(api: ApiServices, key: str, answer: WebhookAccepted, *, ttl: int) -> None:
+    try:
+        await api.redis.set(key, answer.model_dump_json(), nx=True, ex=ttl)
+    except (RedisError, OSError) as error:
+        log.warning("webhook.replay_record_unavailable", error=type(error).__name__)

@@ -209,3 +209,24 @@ async def test_the_schema_documents_the_signed_body(api: Api) -> None:
     assert {"event", "client_id"} <= set(body["properties"])
     headers = {p["name"] for p in operation["parameters"] if p["in"] == "header"}
     assert headers == {"X-WHMCS-Timestamp", "X-WHMCS-Signature"}
+
+
+async def test_a_replay_inside_the_window_gets_the_first_answer_and_acts_no_more(
+    api: Api, engine: Engine, redis_client: redis.Redis, cached: list[str]
+) -> None:
+    body, headers = signed({"event": "InvoicePaid", "client_id": 42})
+    first = await post(api, body, headers)
+    keys = CacheKeys(engine.settings.cache_key_prefix)
+    # The portal caches client 42 again; a captured copy of the request comes back.
+    for name in keys.for_whmcs_client(42):
+        await redis_client.set(name, "cached again")
+
+    replays = [await post(api, body, headers) for _ in range(3)]
+
+    assert [reply.status_code for reply in replays] == [202, 202, 202]
+    assert all(reply.json() == first.json() for reply in replays)
+    assert len(await remaining(redis_client, keys.for_whmcs_client(42))) == 3, "not acted on"
+    # A new request (a new signature) for the same client acts as usual.
+    later = signed({"event": "InvoicePaid", "client_id": 42}, at=time.time() + 1)
+    assert (await post(api, *later)).status_code == 202
+    assert await remaining(redis_client, keys.for_whmcs_client(42)) == []

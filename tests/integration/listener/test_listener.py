@@ -19,6 +19,7 @@ from cdc_listener.main import run_listener
 from clients.cache import CacheGroup, CacheKeys
 from config.settings import Settings
 from domain.fulfillment import FulfillmentResult, FulfillmentStatus, workflow_id
+from tests.fixtures.api import Api
 from tests.fixtures.engine import Engine
 from tests.support.database import fetch_value
 
@@ -345,3 +346,24 @@ async def _active_count(engine: Engine, expected: int) -> bool:
         " WHERE active AND updated_at > now() - interval '30 seconds'",
     )
     return int(active) == expected
+
+
+async def test_a_quiet_listener_keeps_reporting_itself_alive(engine: Engine, api: Api) -> None:
+    # Minutes without an event: nothing else writes the status row, and the API counts a row
+    # older than 120 s as a replica gone. Here the row is aged by hand instead of waiting.
+    async with listening(listener_settings(engine, cdc_status_heartbeat_seconds=0.5)):
+        await until(lambda: _subscribed(engine))
+        await until(lambda: _cdc_health(api, 200))
+        connection = await asyncpg.connect(engine.settings.database_url)
+        try:
+            await connection.execute(
+                "UPDATE cdc_listener_status SET updated_at = now() - interval '130 seconds'"
+            )
+        finally:
+            await connection.close()
+        assert await _cdc_health(api, 503), "a row as old as two minutes of quiet"
+        await until(lambda: _cdc_health(api, 200), within=5)
+
+
+async def _cdc_health(api: Api, status: int) -> bool:
+    return (await api.http.get("/api/health/cdc")).status_code == status
