@@ -145,18 +145,20 @@ async def test_a_chunked_body_over_the_cap_is_a_413_logged_as_one_line(webhook: 
     assert not [entry for entry in logs if entry.get("log_level") == "error"]
 
 
-async def test_a_client_gone_mid_body_is_not_an_error(api: Api) -> None:
+async def test_a_client_gone_mid_body_is_not_an_error(webhook: Api) -> None:
     with capture_logs() as logs:
-        address = urlsplit(api.base_url)
+        address = urlsplit(webhook.base_url)
         _, writer = await asyncio.open_connection(address.hostname, address.port)
         writer.write(
-            b"POST /api/codec/decode HTTP/1.1\r\nHost: localhost\r\n"
+            b"POST /api/webhooks/whmcs HTTP/1.1\r\nHost: localhost\r\n"
             b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"
         )
         await writer.drain()
+        await asyncio.sleep(0.3)
         writer.close()
         await asyncio.sleep(0.5)
     assert not [entry for entry in logs if entry.get("log_level") == "error"]
+    assert [entry for entry in logs if entry.get("event") == "api.client_disconnected"]
 
 
 async def test_slow_clients_are_cut_off(webhook: Api, monkeypatch: pytest.MonkeyPatch) -> None:
