@@ -26,6 +26,7 @@ from jwt.algorithms import RSAAlgorithm
 from pydantic import SecretStr
 
 from api.oidc import InvalidOperatorTokenError, OidcVerifier
+from config.settings import Settings
 from tests.fixtures.api import OPS_TOKEN, SERVICE_TOKEN, Api, serve_api
 from tests.fixtures.engine import Engine
 
@@ -103,19 +104,24 @@ def provider() -> Iterator[Provider]:
         server.server_close()
 
 
-@pytest_asyncio.fixture
-async def codec(engine: Engine, provider: Provider) -> AsyncIterator[Api]:
-    settings = engine.settings.model_copy(
+def oidc_settings(engine: Engine, jwks_url: str, **more: Any) -> Settings:
+    """The engine's settings with the codec behind our test provider."""
+    return engine.settings.model_copy(
         update={
             "api_service_token": SecretStr(SERVICE_TOKEN),
             "api_ops_token": SecretStr(OPS_TOKEN),
             "api_codec_auth": "oidc",
             "api_codec_oidc_issuer": ISSUER,
             "api_codec_oidc_audience": AUDIENCE,
-            "api_codec_oidc_jwks_url": provider.url,
-            "api_codec_required_claim": f"groups={GROUP}",
+            "api_codec_oidc_jwks_url": jwks_url,
         }
+        | more
     )
+
+
+@pytest_asyncio.fixture
+async def codec(engine: Engine, provider: Provider) -> AsyncIterator[Api]:
+    settings = oidc_settings(engine, provider.url, api_codec_required_claim=f"groups={GROUP}")
     async with serve_api(settings) as served:
         yield served
 
@@ -252,17 +258,7 @@ async def test_the_preflight_is_answered_for_the_ui_only_and_without_credentials
 async def test_a_provider_that_cannot_be_reached_is_a_503_not_a_refusal(
     engine: Engine, provider: Provider
 ) -> None:
-    settings = engine.settings.model_copy(
-        update={
-            "api_service_token": SecretStr(SERVICE_TOKEN),
-            "api_ops_token": SecretStr(OPS_TOKEN),
-            "api_codec_auth": "oidc",
-            "api_codec_oidc_issuer": ISSUER,
-            "api_codec_oidc_audience": AUDIENCE,
-            "api_codec_oidc_jwks_url": "http://127.0.0.1:9/certs",
-        }
-    )
-    async with serve_api(settings) as served:
+    async with serve_api(oidc_settings(engine, "http://127.0.0.1:9/certs")) as served:
         reply = await served.http.post(
             "/api/codec/decode", content=ui_body({}), headers=ui_headers(provider.token())
         )
