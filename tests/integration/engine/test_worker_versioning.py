@@ -80,10 +80,9 @@ async def versioned_worker(
             yield
 
 
-def deployment(settings: Settings, *args: str) -> str:
+def deployment_command(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
     """`temporal worker deployment …` against the test's server, as an operator runs it."""
-    assert settings.worker_deployment_name is not None
-    ran = subprocess.run(
+    return subprocess.run(
         [
             str(temporal_binary()),
             "worker",
@@ -99,35 +98,28 @@ def deployment(settings: Settings, *args: str) -> str:
         timeout=60,
         check=False,
     )
+
+
+def deployment(settings: Settings, *args: str) -> str:
+    ran = deployment_command(settings, *args)
     assert ran.returncode == 0, ran.stdout + ran.stderr
     return ran.stdout
 
 
 async def make_current(settings: Settings, build_id: str) -> None:
     # The version exists once one of its workers has polled: retry until it does.
+    name = str(settings.worker_deployment_name)
     async with asyncio.timeout(60):
         while True:
             ran = await asyncio.to_thread(
-                subprocess.run,
-                [
-                    str(temporal_binary()),
-                    "worker",
-                    "deployment",
-                    "set-current-version",
-                    "--address",
-                    settings.temporal_address,
-                    "--namespace",
-                    settings.temporal_namespace,
-                    "--deployment-name",
-                    str(settings.worker_deployment_name),
-                    "--build-id",
-                    build_id,
-                    "--yes",
-                ],
-                capture_output=True,
-                text=True,
-                timeout=60,
-                check=False,
+                deployment_command,
+                settings,
+                "set-current-version",
+                "--deployment-name",
+                name,
+                "--build-id",
+                build_id,
+                "--yes",
             )
             if ran.returncode == 0:
                 return
