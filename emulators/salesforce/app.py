@@ -6,7 +6,11 @@
 
 or simply `serve_tls(host=..., port=8701, **options)`. The app serves the OAuth token endpoint,
 the REST API under `/services/data/`, the Streaming API under `/cometd/<version>` and the shared
-control API under `/__emulator__/` (plus the event injection routes of `streaming.py`). TLS
+control API under `/__emulator__/` (plus the event injection routes of `streaming.py`). With
+`pubsub_port`, its lifespan also serves the Pub/Sub API (gRPC, `pubsub.py`) on
+`127.0.0.1:<pubsub_port>` (0: a free port), over the same event bus and with the same TLS
+certificate; `app.state.pubsub_address` is then `127.0.0.1:<port>` (known once the lifespan has
+started when the port is 0). TLS
 material comes from `certs_dir` (default `.dev/certs/`), created once; the JWT bearer grant is
 verified with `jwt-public.pem` there unless credentials name another key.
 """
@@ -17,8 +21,8 @@ import dataclasses
 import random
 import re
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +32,12 @@ from emulators.common.app import create_emulator_app
 from emulators.common.emulator import Clock, Emulator, StateFile
 from emulators.common.server import serve
 from emulators.salesforce import demo, schema
-from emulators.salesforce.auth import USER_ID, Credentials, SessionStore, TokenEndpoint
+from emulators.salesforce.auth import ORG_ID, USER_ID, Credentials, SessionStore, TokenEndpoint
 from emulators.salesforce.errors import ApiError
 from emulators.salesforce.events import EventBus
 from emulators.salesforce.ids import IdFactory, key_prefix, normalize
+from emulators.salesforce.pubsub import SETTING_NAMES as PUBSUB_SETTINGS
+from emulators.salesforce.pubsub import PubSubService, PubSubSettings
 from emulators.salesforce.rest import RestApi
 from emulators.salesforce.schema import SObject
 from emulators.salesforce.store import Store, Transaction
@@ -39,12 +45,15 @@ from emulators.salesforce.streaming import StreamingServer, control_extra_routes
 from emulators.salesforce.tls import DEFAULT_CERTS_DIR, ensure_certs
 
 DEFAULT_PORT = 8701
+DEFAULT_PUBSUB_PORT = 8704
+PUBSUB_HOST = "127.0.0.1"
 _REFERENCE_RE = re.compile(r"^@\{([A-Za-z0-9_]+)\}$")
 _SETTINGS = ("client_id", "client_secret", "username", "password", "jwt_public_key")
 
 
 class SalesforceEmulator(Emulator):
-    """One emulated org: records, sessions, the event bus and the streaming server over it."""
+    """One emulated org: records, sessions, the event bus and the two servers over it (Streaming
+    API and Pub/Sub API)."""
 
     name = "salesforce"
 
@@ -71,6 +80,14 @@ class SalesforceEmulator(Emulator):
         )
         self.streaming = StreamingServer(
             self.bus, self.sessions.is_valid, connect_timeout_ms=connect_timeout_ms
+        )
+        self.pubsub = PubSubService(
+            bus=self.bus,
+            sessions=self.sessions,
+            faults=self.faults,
+            requests=self.requests,
+            tenant_id=ORG_ID,
+            on_change=self.changed,
         )
         self.ids = IdFactory(seed)
         self.store = Store(self.ids, clock)
@@ -106,6 +123,7 @@ class SalesforceEmulator(Emulator):
         self.bus.reset(seed)
         self.rest.reset()
         self.credentials = self._initial_credentials
+        self.pubsub.configure(PubSubSettings())
 
     def seed(self, payload: dict[str, Any]) -> dict[str, Any]:
         """`{"dataset": "demo"}`, or `{"records": [...], "updates": [...]}` (either or both)."""
@@ -125,21 +143,30 @@ class SalesforceEmulator(Emulator):
         return self.store.is_empty()
 
     def expire_tokens(self) -> int:
-        return self.sessions.expire_all()
+        """Every token goes; open Pub/Sub streams end with UNAUTHENTICATED."""
+        expired = self.sessions.expire_all()
+        self.pubsub.tokens_expired()
+        return expired
 
     def drop_sessions(self) -> int:
-        return self.streaming.drop_sessions()
+        """End every CometD session and every Pub/Sub stream; how many in all."""
+        return self.streaming.drop_sessions() + self.pubsub.drop_sessions()
 
     def settings(self) -> dict[str, Any]:
         return {
             **self.credentials.to_dict(),
             "session_timeout_seconds": self.sessions.timeout_seconds,
+            **self.pubsub.settings.to_dict(),
         }
 
     def configure(self, changes: dict[str, Any]) -> dict[str, Any]:
-        unknown = set(changes) - {*_SETTINGS, "session_timeout_seconds"}
+        unknown = set(changes) - {*_SETTINGS, "session_timeout_seconds", *PUBSUB_SETTINGS}
         if unknown:
             raise ValueError(f"unknown settings: {', '.join(sorted(unknown))}")
+        pubsub = self.pubsub.settings.changed(
+            {k: v for k, v in changes.items() if k in PUBSUB_SETTINGS}
+        )
+        self.pubsub.configure(pubsub)
         if "session_timeout_seconds" in changes:
             self.sessions.timeout_seconds = float(changes["session_timeout_seconds"])
         updates = {k: v for k, v in changes.items() if k in _SETTINGS}
@@ -241,9 +268,11 @@ def create_app(
     max_events: int = 10_000,
     connect_timeout_ms: int = 110_000,
     clock: Clock = time.time,
+    pubsub_port: int | None = None,
 ) -> Starlette:
     """The emulator app; `app.state.emulator` is the `SalesforceEmulator`, and
-    `app.state.ssl_certfile` / `ssl_keyfile` / `ca_file` are the TLS files to serve and trust."""
+    `app.state.ssl_certfile` / `ssl_keyfile` / `ca_file` are the TLS files to serve and trust.
+    With `pubsub_port`, the app's lifespan serves the Pub/Sub API there too (see the module)."""
     certs = ensure_certs(certs_dir if certs_dir is not None else DEFAULT_CERTS_DIR)
     credentials = credentials or Credentials()
     if credentials.jwt_public_key is None:
@@ -276,7 +305,34 @@ def create_app(
     app.state.ssl_keyfile = str(certs.server_key)
     app.state.ca_file = str(certs.ca)
     app.state.jwt_private_key_file = str(certs.jwt_private_key)
+    app.state.pubsub_address = None
+    if pubsub_port is not None:
+        _serve_pubsub(app, emulator, pubsub_port)
     return app
+
+
+def _serve_pubsub(app: Starlette, emulator: SalesforceEmulator, port: int) -> None:
+    """Run the Pub/Sub API's server inside the app's lifespan (on uvicorn's loop), around the
+    lifespan the app shell already has."""
+    app.state.pubsub_address = f"{PUBSUB_HOST}:{port}"
+    inner = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(served: Starlette) -> AsyncIterator[Any]:
+        async with inner(served) as state:
+            bound = await emulator.pubsub.start(
+                PUBSUB_HOST,
+                port,
+                certfile=app.state.ssl_certfile,
+                keyfile=app.state.ssl_keyfile,
+            )
+            app.state.pubsub_address = f"{PUBSUB_HOST}:{bound}"
+            try:
+                yield state
+            finally:
+                await emulator.pubsub.stop()
+
+    app.router.lifespan_context = lifespan
 
 
 def serve_tls(*, host: str = "127.0.0.1", port: int = DEFAULT_PORT, **options: Any) -> None:
