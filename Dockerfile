@@ -31,6 +31,7 @@ COPY emulators emulators
 COPY migrations migrations
 COPY cli cli
 COPY devstack devstack
+COPY wire wire
 # --no-deps: everything it needs is in, and the local stack's packages must stay out.
 RUN /opt/fulfillment/bin/pip install --no-deps . \
     && /opt/fulfillment/bin/fulfillment --help > /dev/null

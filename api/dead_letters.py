@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict
 from api.operations import NotFoundError, or_unavailable
 
 _COLUMNS = (
-    "id, channel, replay_id, message, reason, received_at, redrive_requested_at,"
+    "id, transport, channel, replay_id, message, reason, received_at, redrive_requested_at,"
     " redrive_requested_by, redriven_at, redrive_outcome"
 )
 
@@ -27,8 +27,10 @@ class DeadLetter(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     id: int
+    # The transport that received it; its replay id means something only there.
+    transport: Literal["cometd", "pubsub"]
     channel: str | None
-    replay_id: int | None
+    replay_id: str | None
     reason: str
     received_at: datetime
     # What was stored: the raw streaming message a parse refused, or an event already read.
@@ -109,6 +111,7 @@ def _letter(row: asyncpg.Record) -> DeadLetter:
     return DeadLetter(
         id=row["id"],
         channel=row["channel"],
+        transport=row["transport"],
         replay_id=row["replay_id"],
         reason=row["reason"],
         received_at=row["received_at"],

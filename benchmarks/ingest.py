@@ -131,8 +131,11 @@ async def _caught_up(database_url: str, last: dict[str, int], within: float) -> 
     try:
         deadline = time.monotonic() + within
         while time.monotonic() < deadline:
-            rows = await connection.fetch("SELECT channel, replay_id FROM cdc_replay_cursors")
-            cursors = {row["channel"]: row["replay_id"] for row in rows}
+            # On CometD a cursor's position is its replay id (migration 0013).
+            rows = await connection.fetch(
+                "SELECT channel, position FROM cdc_replay_cursors WHERE transport = 'cometd'"
+            )
+            cursors = {row["channel"]: row["position"] for row in rows}
             if all(cursors.get(channel, -1) >= replay for channel, replay in last.items()):
                 return time.time()
             # 20 ms of polling granularity on a run of seconds: under 1% of the figure.

@@ -1,4 +1,10 @@
-"""Streaming API messages -> `domain.events` models; anything else is a `MalformedEvent`."""
+"""Event messages -> `domain.events` models; anything else is a `MalformedEvent`.
+
+Both transports hand over the Streaming API's shape, `{"channel", "data": {"event": {"replayId"},
+"payload"}}`: CometD as it arrives (an integer replay id), the Pub/Sub API as its client decodes
+it (`clients.salesforce_pubsub`: the hex of the opaque replay id, the Avro body as JSON, bitmaps
+turned into field names). Dead letters keep this shape, so a redrive reads them the same way.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +19,7 @@ from domain.events import ChangeEvent, ChangeType, Event, PlatformEvent
 class MalformedEvent(Exception):
     """A message the listener cannot read; `replay_id` when it could at least find that."""
 
-    def __init__(self, reason: str, *, channel: str | None, replay_id: int | None) -> None:
+    def __init__(self, reason: str, *, channel: str | None, replay_id: str | None) -> None:
         super().__init__(reason)
         self.reason = reason
         self.channel = channel
@@ -30,6 +36,9 @@ def parse_message(message: Any) -> Event:
             channel=channel if isinstance(channel, str) else None,
             replay_id=replay_id,
         )
+    if isinstance(data.get("decodeError"), str):
+        reason = f"payload could not be decoded: {data['decodeError']}"
+        raise MalformedEvent(reason, channel=channel, replay_id=replay_id)
     payload = data.get("payload")
     if not isinstance(payload, dict):
         raise MalformedEvent("event has no payload", channel=channel, replay_id=replay_id)
@@ -43,15 +52,17 @@ def parse_message(message: Any) -> Event:
     raise MalformedEvent(f"unknown channel kind {channel}", channel=channel, replay_id=replay_id)
 
 
-def _replay_id(data: Any) -> int | None:
+def _replay_id(data: Any) -> str | None:
     event = data.get("event") if isinstance(data, dict) else None
     value = event.get("replayId") if isinstance(event, dict) else None
     if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, str) and 0 < len(value) <= 256:
         return value
     return None
 
 
-def _change_event(channel: str, replay_id: int, payload: dict[str, Any]) -> ChangeEvent:
+def _change_event(channel: str, replay_id: str, payload: dict[str, Any]) -> ChangeEvent:
     header = payload["ChangeEventHeader"]
     if not isinstance(header, dict):
         raise ValueError("ChangeEventHeader is not an object")
@@ -73,7 +84,7 @@ def _change_event(channel: str, replay_id: int, payload: dict[str, Any]) -> Chan
     )
 
 
-def _platform_event(channel: str, replay_id: int, payload: dict[str, Any]) -> PlatformEvent:
+def _platform_event(channel: str, replay_id: str, payload: dict[str, Any]) -> PlatformEvent:
     created = payload.get("CreatedDate")
     return PlatformEvent(
         channel=channel,

@@ -20,16 +20,20 @@ from prometheus_client import start_http_server
 from temporalio.client import Client
 
 from cdc_listener import metrics
+from cdc_listener.cometd import CometdTransport
 from cdc_listener.dispatch import Dispatcher
+from cdc_listener.pubsub import PubsubTransport
 from cdc_listener.reconciliation import ensure_reconciliation_schedule, reconcile_now
 from cdc_listener.redrive import redrive_requested
 from cdc_listener.session import Listener
 from cdc_listener.store import Lease, ListenerStore
+from cdc_listener.transport import Transport
 from clients.cache import CacheInvalidator, CacheKeys, create_redis
 from clients.fulfillment_store import FulfillmentStore
 from clients.postgres import create_pool
 from clients.salesforce import SalesforceClient
 from clients.salesforce_auth import SalesforceAuth
+from clients.salesforce_pubsub import PubSubClient
 from config.logging import get_logger
 from config.settings import Settings, SettingsError
 from config.temporal import connect_temporal
@@ -64,14 +68,21 @@ async def run_listener(
         stack.push_async_callback(auth.aclose)
         salesforce = SalesforceClient.from_settings(settings, auth=auth)
         stack.push_async_callback(salesforce.aclose)
-        store = ListenerStore(pool)
+        store = ListenerStore(pool, settings.cdc_transport)
+        transport: Transport
+        if settings.cdc_transport == "pubsub":
+            pubsub = PubSubClient.from_settings(settings, auth=auth)
+            stack.push_async_callback(pubsub.aclose)
+            transport = PubsubTransport(settings, pubsub)
+        else:
+            transport = CometdTransport(settings, auth)
 
         async def reconcile() -> None:
             await reconcile_now(temporal, settings)
 
         listener = Listener(
             settings,
-            auth=auth,
+            transport=transport,
             store=store,
             dispatcher=Dispatcher(
                 temporal=temporal,
@@ -86,7 +97,12 @@ async def run_listener(
         )
         lease = Lease(settings.database_url)
         stack.push_async_callback(lease.release)
-        log.info("listener.started", instance=instance, channels=settings.cdc_channel_list)
+        log.info(
+            "listener.started",
+            instance=instance,
+            transport=settings.cdc_transport,
+            channels=settings.cdc_channel_list,
+        )
         while not stop.is_set():
             if await _acquire(lease):
                 await _lead(settings, temporal, listener, lease, store, instance, stop)

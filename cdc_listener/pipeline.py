@@ -18,13 +18,15 @@ from datetime import datetime
 
 @dataclass
 class _Slot:
-    replay_id: int
+    replay_id: str
+    position: int
     event_at: datetime | None
     done: bool = False
     taken_at: float = field(default_factory=time.monotonic)
 
 
-Advance = Callable[[str, int, datetime | None], Awaitable[None]]
+# (channel, replay id, its position in the listener's order, when the event was committed)
+Advance = Callable[[str, str, int, datetime | None], Awaitable[None]]
 
 
 class Pipeline:
@@ -37,14 +39,19 @@ class Pipeline:
         self._failure: BaseException | None = None
 
     async def submit(
-        self, channel: str, replay_id: int, event_at: datetime | None, work: Awaitable[None]
+        self,
+        channel: str,
+        replay_id: str,
+        position: int,
+        event_at: datetime | None,
+        work: Awaitable[None],
     ) -> None:
         """Queue `work` for the event; waits while the pipeline is full. `work` must finish
         only when the event is handled (it retries internally)."""
         if self._failure is not None:
             raise self._failure
         await self._room.acquire()
-        slot = _Slot(replay_id, event_at)
+        slot = _Slot(replay_id, position, event_at)
         self._slots.setdefault(channel, deque()).append(slot)
         task = asyncio.create_task(self._run(channel, slot, work))
         self._tasks.add(task)
@@ -70,7 +77,7 @@ class Pipeline:
             while slots and slots[0].done:
                 last = slots.popleft()
             if last is not None:
-                await self._advance(channel, last.replay_id, last.event_at)
+                await self._advance(channel, last.replay_id, last.position, last.event_at)
 
     async def drain(self, within: float) -> bool:
         """Wait for events in hand to finish (before a reconnect); False if time ran out."""

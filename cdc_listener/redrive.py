@@ -36,8 +36,12 @@ def read_dead_letter(message: Any) -> Event:
         raise MalformedEvent(
             f"unexpected field values: {', '.join(fields)}",
             channel=message.get("channel"),
-            replay_id=message.get("replay_id"),
+            replay_id=_text(message.get("replay_id")),
         ) from None
+
+
+def _text(value: object) -> str | None:
+    return None if value is None else str(value)
 
 
 async def redrive_requested(store: ListenerStore, handle: Callable[[Event], Awaitable[Any]]) -> int:

@@ -1,13 +1,11 @@
-"""The streaming session: subscribe from the stored cursors, hand events to the pipeline, and
-own reconnection.
+"""The listener's sessions: subscribe from the stored cursors, hand events to the pipeline, and
+own reconnection, whatever the transport (`cdc_listener.transport`).
 
-aiocometd-ng cannot retry a lost transport on Python 3.10+ (protocols.md), so every library or
-transport error ends the session here: the client is closed, the listener backs off with jitter,
-authenticates again and subscribes again from the cursors in Postgres. A watchdog ends a session
-that stopped getting connect replies (a silent stall), and a cursor Salesforce no longer
-retains falls back to all retained events (-2), never to new events only, and triggers
-reconciliation; an activation before FULFILLMENT_CUTOVER_AT among them starts nothing
-(`domain.fulfillment.decide_activation`).
+Every transport error ends the session: the listener backs off with jitter, authenticates again
+and subscribes again from the cursors in Postgres. A watchdog ends a session that stopped
+hearing from Salesforce (a silent stall), and a cursor Salesforce no longer retains falls back to
+all retained events, never to new events only, and triggers reconciliation; an activation
+before FULFILLMENT_CUTOVER_AT among them starts nothing (`domain.fulfillment.decide_activation`).
 """
 
 from __future__ import annotations
@@ -22,8 +20,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
-from aiosfstream_ng.client import Client, ReplayMarkerStoragePolicy
-from aiosfstream_ng.replay import ReplayMarker, ReplayMarkerStorage, ReplayOption
 from temporalio.client import WorkflowQueryFailedError
 from temporalio.service import RPCError
 
@@ -33,15 +29,13 @@ from cdc_listener.dispatch import Dispatcher
 from cdc_listener.events import MalformedEvent, parse_message
 from cdc_listener.pipeline import Pipeline
 from cdc_listener.store import Cursor, ListenerStore
+from cdc_listener.transport import Keepalive, Session, Transport
 from clients.errors import ClientError, TransientError
-from clients.http import tls_context
-from clients.salesforce_auth import SalesforceAuth
 from config.logging import get_logger
 from config.settings import Settings
 from domain.events import ChangeEvent, Event
 
 log = get_logger(__name__)
-_STALE_REPLAY = ("replayid", "invalid")
 # Failures that mean an outside system is away or refusing us (Temporal's RPC errors and
 # timeouts included): retried quietly. Anything else is retried too, logged as an error.
 _OUTAGES = (TransientError, ClientError, OSError, RPCError, TimeoutError, WorkflowQueryFailedError)
@@ -52,42 +46,19 @@ _STUCK_ATTEMPTS = 6
 RETENTION_ALERT = timedelta(hours=48)
 
 
-class CursorStorage(ReplayMarkerStorage):
-    """Gives aiosfstream the replay ids to subscribe from (ours, from Postgres) and notes every
-    successful connect reply for the watchdog. It never stores markers itself: the pipeline
-    moves the cursors once events are handled."""
-
-    def __init__(self, replay_ids: dict[str, int]) -> None:
-        super().__init__()
-        self.replay_ids = replay_ids
-        self.last_connect = time.monotonic()
-
-    async def incoming(self, payload: Any, headers: Any = None) -> None:
-        for message in payload:
-            if message.get("channel") == "/meta/connect" and message.get("successful"):
-                self.last_connect = time.monotonic()
-
-    async def get_replay_marker(self, subscription: str) -> ReplayMarker | None:
-        replay_id = self.replay_ids.get(subscription)
-        return ReplayMarker(date="", replay_id=replay_id) if replay_id is not None else None
-
-    async def set_replay_marker(self, subscription: str, replay_marker: ReplayMarker) -> None:
-        return None
-
-
 class Listener:
     def __init__(
         self,
         settings: Settings,
         *,
-        auth: SalesforceAuth,
+        transport: Transport,
         store: ListenerStore,
         dispatcher: Dispatcher,
         reconcile: Callable[[], Awaitable[None]],
         instance: str,
     ) -> None:
         self._settings = settings
-        self._auth = auth
+        self._transport = transport
         self._store = store
         self._dispatcher = dispatcher
         self._reconcile = reconcile
@@ -121,35 +92,23 @@ class Listener:
         # A channel never handled starts where CDC_INITIAL_REPLAY says: new events only, by
         # default, because a first start against an org with history must not take the last
         # 72 hours of activations for new work (reconciliation covers the minutes before).
-        storage = CursorStorage(
-            {
-                channel: cursors[channel].replay_id
-                if channel in cursors
-                else self._settings.cdc_initial_replay
-                for channel in self._channels
-            }
-        )
-        client = Client(
-            self._auth.streaming_authenticator(),
-            replay=storage,
-            replay_storage_policy=ReplayMarkerStoragePolicy.MANUAL,
-        )
-        # aiocometd-ng passes `Client.ssl` to every request; aiosfstream-ng has no parameter
-        # for it. Verification stays on; SF_CA_FILE adds a private CA (the emulator's).
-        client.ssl = tls_context(self._settings.sf_ca_file)
-        pipeline = Pipeline(self._advancer(storage), concurrency=self._settings.cdc_concurrency)
+        session = self._transport.session(cursors, self._stale)
+        pipeline = Pipeline(self._advancer(session), concurrency=self._settings.cdc_concurrency)
         metrics.OLDEST_IN_HAND.set_function(pipeline.oldest_in_hand)
         reason = "ended"
         try:
-            await client.open()
-            for channel in self._channels:
-                await self._subscribe(client, channel, storage)
+            await session.open()
             metrics.CONNECTED.set(1)
             await self._safe(self._report(connected=True))
-            log.info("cdc.subscribed", channels=self._channels, replay_ids=storage.replay_ids)
+            log.info(
+                "cdc.subscribed",
+                transport=self._store.transport,
+                channels=self._channels,
+                replay_ids={channel: cursor.replay_id for channel, cursor in cursors.items()},
+            )
             heartbeat = asyncio.create_task(self._heartbeat())
             try:
-                reason = await self._receive(client, storage, pipeline, stop)
+                reason = await self._receive(session, pipeline, stop)
             finally:
                 heartbeat.cancel()
         except Exception as error:
@@ -164,7 +123,7 @@ class Listener:
             # What was in hand comes again from the cursor, in the next session (or replica).
             metrics.OLDEST_IN_HAND.set_function(lambda: 0.0)
             with contextlib.suppress(Exception):
-                await client.close()
+                await session.close()
         return reason
 
     def _check_retention(self, cursors: dict[str, Cursor]) -> None:
@@ -184,31 +143,20 @@ class Listener:
                     age_hours=round(age / 3600, 1),
                 )
 
-    async def _subscribe(self, client: Client, channel: str, storage: CursorStorage) -> None:
-        try:
-            await client.subscribe(channel)
-            return
-        except Exception as error:
-            text = str(getattr(error, "error", None) or error).casefold()
-            if not all(word in text for word in _STALE_REPLAY):
-                raise
-        # The cursor is outside Salesforce's retention: take every retained event (never only
-        # new ones), and reconcile what may have been missed before them.
+    async def _stale(self, channel: str) -> None:
+        """The cursor is outside Salesforce's retention: the transport takes every retained
+        event (never only new ones), and reconciliation finds what was missed before them."""
         metrics.ALERTS.labels("stale_cursor").inc()
-        log.error("cdc.stale_cursor", channel=channel, replay_id=storage.replay_ids.get(channel))
+        log.error("cdc.stale_cursor", channel=channel, transport=self._store.transport)
         await self._store.forget(channel)
-        storage.replay_ids[channel] = int(ReplayOption.ALL_EVENTS)
-        await client.subscribe(channel)
         await self._reconcile()
 
-    async def _receive(
-        self, client: Client, storage: CursorStorage, pipeline: Pipeline, stop: asyncio.Event
-    ) -> str:
+    async def _receive(self, session: Session, pipeline: Pipeline, stop: asyncio.Event) -> str:
         stopping = asyncio.create_task(stop.wait())
         try:
             while True:
-                receive = asyncio.create_task(client.receive())
-                watchdog = asyncio.create_task(self._stalled(storage))
+                receive = asyncio.create_task(session.receive())
+                watchdog = asyncio.create_task(self._stalled(session))
                 done, _pending = await asyncio.wait(
                     {receive, stopping, watchdog}, return_when=asyncio.FIRST_COMPLETED
                 )
@@ -221,35 +169,57 @@ class Listener:
                         return "stopped"
                     metrics.ALERTS.labels("watchdog").inc()
                     return "watchdog"
-                message = receive.result()
-                await self._take(message, pipeline)
+                received = receive.result()
+                if isinstance(received, Keepalive):
+                    await self._keepalive(received, pipeline)
+                else:
+                    await self._take(received.message, received.position, pipeline)
                 if pipeline.failure is not None:
                     return "cursor_store_failed"
         finally:
             stopping.cancel()
 
-    async def _stalled(self, storage: CursorStorage) -> None:
+    async def _stalled(self, session: Session) -> None:
         limit = self._settings.cdc_watchdog_seconds
         while True:
-            # Each connect reply moves `last_connect`, so the wait is measured from the last.
-            remaining = limit - (time.monotonic() - storage.last_connect)
+            # Each sign of life moves `last_alive`, so the wait is measured from the last.
+            remaining = limit - (time.monotonic() - session.last_alive())
             if remaining <= 0:
                 return
             await asyncio.sleep(remaining)
 
-    async def _take(self, message: Any, pipeline: Pipeline) -> None:
+    async def _take(self, message: Any, position: int | None, pipeline: Pipeline) -> None:
         try:
             event = parse_message(message)
         except MalformedEvent as bad:
             channel, replay_id = bad.channel, bad.replay_id
-            if channel is not None and replay_id is not None:
-                await pipeline.submit(channel, replay_id, None, self._dead_letter(message, bad))
+            if channel is not None and replay_id is not None and position is not None:
+                work = self._dead_letter(message, bad)
+                await pipeline.submit(channel, replay_id, position, None, work)
             else:
                 await self._dead_letter(message, bad)
             return
+        if position is None:  # a transport gives every readable event a position
+            raise AssertionError(f"event {event.replay_id} on {event.channel} has no position")
         event_at = event.commit_timestamp if isinstance(event, ChangeEvent) else event.created_date
         metrics.IN_FLIGHT.inc()
-        await pipeline.submit(event.channel, event.replay_id, event_at, self._handle(event))
+        work = self._handle(event)
+        await pipeline.submit(event.channel, event.replay_id, position, event_at, work)
+
+    async def _keepalive(self, keepalive: Keepalive, pipeline: Pipeline) -> None:
+        """Salesforce has nothing newer: the cursor may move to the keepalive's replay id once
+        what came before is handled, dated now, so a quiet channel's cursor age stays low."""
+
+        async def nothing_to_handle() -> None:
+            return None
+
+        await pipeline.submit(
+            keepalive.channel,
+            keepalive.replay_id,
+            keepalive.position,
+            datetime.now(UTC),
+            nothing_to_handle(),
+        )
 
     async def _dead_letter(self, message: Any, bad: MalformedEvent) -> None:
         log.error(
@@ -313,12 +283,15 @@ class Listener:
             metrics.IN_FLIGHT.dec()
 
     def _advancer(
-        self, storage: CursorStorage
-    ) -> Callable[[str, int, datetime | None], Awaitable[None]]:
-        async def advance(channel: str, replay_id: int, event_at: datetime | None) -> None:
-            await self._until_done(lambda: self._store.advance(channel, replay_id, event_at))
-            # A resubscribe inside this session (after a re-handshake) resumes from here too.
-            storage.replay_ids[channel] = replay_id
+        self, session: Session
+    ) -> Callable[[str, str, int, datetime | None], Awaitable[None]]:
+        async def advance(
+            channel: str, replay_id: str, position: int, event_at: datetime | None
+        ) -> None:
+            await self._until_done(
+                lambda: self._store.advance(channel, replay_id, position, event_at)
+            )
+            session.moved(channel, replay_id)
             if event_at is not None:
                 age = (datetime.now(UTC) - event_at).total_seconds()
                 metrics.CURSOR_AGE.labels(channel).set(max(0.0, age))

@@ -1,7 +1,9 @@
 """The listener's state in Postgres: replay cursors, dead letters, replica status, the lease.
 
 Cursors are written only after an event was handled (at-least-once into idempotent handling),
-so a crash between receiving and storing replays the event, and never skips one.
+so a crash between receiving and storing replays the event, and never skips one. Cursors and
+dead letters are kept per transport (`CDC_TRANSPORT`): a replay id means something only to the
+transport that gave it.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 import asyncpg
 
 from clients.errors import System, TransientError
+from config.settings import CdcTransport
 
 _DOWN = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
 # One advisory lock id for "the active listener": only its holder subscribes.
@@ -24,7 +27,9 @@ LEASE_KEY = 0x46554C46494C4C  # "FULFILL"
 @dataclass(frozen=True)
 class Cursor:
     channel: str
-    replay_id: int
+    replay_id: str
+    # The listener's order of the ids (migration 0013): writes never move it back.
+    position: int
     last_event_at: datetime | None
     moved_at: datetime
 
@@ -36,48 +41,65 @@ class RedriveRequest:
 
 
 class ListenerStore:
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, transport: CdcTransport = "cometd") -> None:
         self._pool = pool
+        self.transport: CdcTransport = transport
 
     async def cursors(self, channels: Iterable[str]) -> dict[str, Cursor]:
         rows = await self._fetch(
-            "SELECT channel, replay_id, last_event_at, updated_at FROM cdc_replay_cursors"
-            " WHERE channel = ANY($1::text[])",
+            "SELECT channel, replay_id, position, last_event_at, updated_at"
+            " FROM cdc_replay_cursors WHERE transport = $1 AND channel = ANY($2::text[])",
+            self.transport,
             list(channels),
         )
         return {
             row["channel"]: Cursor(
-                row["channel"], row["replay_id"], row["last_event_at"], row["updated_at"]
+                row["channel"],
+                row["replay_id"],
+                row["position"],
+                row["last_event_at"],
+                row["updated_at"],
             )
             for row in rows
         }
 
-    async def advance(self, channel: str, replay_id: int, event_at: datetime | None) -> None:
-        """Move the channel's cursor to `replay_id`, never back: two replicas overlapping in a
-        lease handover (or a late write of a session that ended) must not undo a newer cursor.
-        A cursor Salesforce no longer retains is `forget`-ed first, then written afresh."""
+    async def advance(
+        self, channel: str, replay_id: str, position: int, event_at: datetime | None
+    ) -> None:
+        """Move the channel's cursor to `replay_id` at `position`, never back: two replicas
+        overlapping in a lease handover (or a late write of a session that ended) must not undo
+        a newer cursor. A cursor Salesforce no longer retains is `forget`-ed first, then written
+        afresh."""
         await self._execute(
-            "INSERT INTO cdc_replay_cursors (channel, replay_id, last_event_at, updated_at)"
-            " VALUES ($1, $2, $3, now()) ON CONFLICT (channel) DO UPDATE SET"
-            " replay_id = EXCLUDED.replay_id,"
+            "INSERT INTO cdc_replay_cursors"
+            " (transport, channel, replay_id, position, last_event_at, updated_at)"
+            " VALUES ($1, $2, $3, $4, $5, now()) ON CONFLICT (transport, channel) DO UPDATE SET"
+            " replay_id = EXCLUDED.replay_id, position = EXCLUDED.position,"
             " last_event_at = COALESCE(EXCLUDED.last_event_at, cdc_replay_cursors.last_event_at),"
             " updated_at = now()"
-            " WHERE cdc_replay_cursors.replay_id <= EXCLUDED.replay_id",
+            " WHERE cdc_replay_cursors.position <= EXCLUDED.position",
+            self.transport,
             channel,
             replay_id,
+            position,
             event_at,
         )
 
     async def forget(self, channel: str) -> None:
         """Drop a cursor Salesforce no longer knows (outside retention)."""
-        await self._execute("DELETE FROM cdc_replay_cursors WHERE channel = $1", channel)
+        await self._execute(
+            "DELETE FROM cdc_replay_cursors WHERE transport = $1 AND channel = $2",
+            self.transport,
+            channel,
+        )
 
     async def dead_letter(
-        self, channel: str | None, replay_id: int | None, message: Any, reason: str
+        self, channel: str | None, replay_id: str | None, message: Any, reason: str
     ) -> None:
         await self._execute(
-            "INSERT INTO cdc_dead_letters (channel, replay_id, message, reason)"
-            " VALUES ($1, $2, $3::jsonb, $4) ON CONFLICT DO NOTHING",
+            "INSERT INTO cdc_dead_letters (transport, channel, replay_id, message, reason)"
+            " VALUES ($1, $2, $3, $4::jsonb, $5) ON CONFLICT DO NOTHING",
+            self.transport,
             channel,
             replay_id,
             # Through JSON once: whatever the message holds is stored as JSON the codec takes.

@@ -71,6 +71,9 @@ class SalesforceToken:
     access_token: SecretStr = field(repr=False)
     instance_url: str
     token_type: str = "Bearer"  # noqa: S105 - the OAuth token type, not a secret
+    # The org's id, from the reply's identity URL (`…/id/<org id>/<user id>`): the Pub/Sub API
+    # wants it as `tenantid`.
+    org_id: str | None = None
 
 
 class SalesforceAuth:
@@ -189,7 +192,10 @@ class SalesforceAuth:
             if not isinstance(access_token, str) or not isinstance(instance_url, str):
                 raise TransientError(System.SALESFORCE, "token reply lacks token or instance_url")
             return SalesforceToken(
-                SecretStr(access_token), instance_url, str(body.get("token_type") or "Bearer")
+                SecretStr(access_token),
+                instance_url,
+                str(body.get("token_type") or "Bearer"),
+                _org_id(body.get("id")),
             )
 
     def _grant(self) -> dict[str, str]:
@@ -240,3 +246,13 @@ class SalesforceStreamingAuthenticator(AuthenticatorBase):
             "token_type": token.token_type,
             "instance_url": token.instance_url,
         }
+
+
+def _org_id(identity: object) -> str | None:
+    """`https://login.salesforce.com/id/00D…/005…` → `00D…`; None when the reply has none."""
+    if not isinstance(identity, str):
+        return None
+    parts = urlsplit(identity).path.split("/")
+    if len(parts) >= 4 and parts[-3] == "id" and parts[-2]:
+        return parts[-2]
+    return None

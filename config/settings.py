@@ -46,6 +46,9 @@ _URL_QUERY_PASSWORD = re.compile(
 _URL_FIELDS = frozenset({"database_url", "redis_url"})
 _HIDDEN = "***"
 
+# How the listener receives change events (DESIGN.md "Transports for change events").
+CdcTransport = Literal["cometd", "pubsub"]
+
 
 def redact_url(url: str) -> str:
     """`url` with every password in it replaced by `***`; the rest stays exactly as written.
@@ -287,14 +290,22 @@ class Settings(BaseSettings):
     listener_metrics_port: int = Field(default=9102, ge=0, le=65535)
 
     # CDC listener
+    # `cometd`: the Streaming API (Bayeux long polling). `pubsub`: the Pub/Sub API over gRPC,
+    # which Salesforce recommends (flow control; keepalives carry the latest replay id, so a
+    # quiet channel's cursor never goes stale). Replay ids do not carry over between the two.
+    cdc_transport: CdcTransport = "cometd"
+    # The org's Pub/Sub API endpoint (host:port, TLS; SF_CA_FILE adds a private CA).
+    sf_pubsub_endpoint: str = "api.pubsub.salesforce.com:7443"
+    # Events the Pub/Sub listener asks for at a time per channel (Salesforce allows 100).
+    cdc_pubsub_batch: int = Field(default=100, ge=1, le=100)
     cdc_channels: str = (
         "/data/OrderChangeEvent,/data/OrderItemChangeEvent,/data/Product2ChangeEvent,"
         "/data/PricebookEntryChangeEvent,/event/Account_Eligibility_Update__e"
     )
     # Events handled at once; the stream waits while this many are in hand.
     cdc_concurrency: int = Field(default=32, ge=1, le=1000)
-    # A session that got no connect reply for this long is restarted (Salesforce answers an
-    # idle long poll within 110 s).
+    # A session that heard nothing for this long is restarted: CometD answers an idle long
+    # poll within 110 s, and the Pub/Sub API sends a keepalive at least every 270 s.
     cdc_watchdog_seconds: float = Field(default=300.0, gt=0)
     cdc_reconnect_max_seconds: float = Field(default=60.0, gt=0)
     # How often a standby replica tries to take the lease.
@@ -311,7 +322,7 @@ class Settings(BaseSettings):
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
-    @field_validator("temporal_address")
+    @field_validator("temporal_address", "sf_pubsub_endpoint")
     @classmethod
     def _host_port(cls, value: str) -> str:
         if not _HOST_PORT.match(value):

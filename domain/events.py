@@ -11,11 +11,27 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 
 from domain.order import SF_ID_PATTERN
 
 _CLIENT = re.compile(r";client=([^;]+)")
+
+
+def _as_text(value: object) -> object:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
+# Where an event sits in its channel, as the transport gave it: a CometD replay id (an integer,
+# written in decimal) or a Pub/Sub one (opaque bytes, written in hex). Only the transport that
+# gave an id can resume from it, and nothing may compare two ids: the listener keeps its own
+# order of receipt beside each (`cdc_listener.store`). Integers (what workflow inputs and dead
+# letters held before there were two transports) read as their decimal text.
+ReplayId = Annotated[
+    str, BeforeValidator(_as_text), StringConstraints(min_length=1, max_length=256)
+]
 
 
 class ChangeType(StrEnum):
@@ -41,7 +57,7 @@ class ChangeEvent(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     channel: str
-    replay_id: int
+    replay_id: ReplayId
     entity: str
     change_type: ChangeType
     # Salesforce ids only: they reach SOQL and workflow ids later.
@@ -73,7 +89,7 @@ class PlatformEvent(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     channel: str
-    replay_id: int
+    replay_id: ReplayId
     event_name: str
     created_date: datetime | None = None
     fields: dict[str, Any] = Field(default_factory=dict)

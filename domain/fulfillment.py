@@ -13,6 +13,7 @@ from enum import StrEnum
 from pydantic import BaseModel, ConfigDict, Field
 
 from domain.errors import Failure
+from domain.events import ReplayId
 from domain.order import SF_ID_PATTERN
 from domain.sim import SimActivation
 
@@ -75,7 +76,7 @@ class Trigger(BaseModel):
 
     source: TriggerSource
     channel: str | None = None
-    replay_id: int | None = None
+    replay_id: ReplayId | None = None
     commit_timestamp: datetime | None = None
     transaction_key: str | None = None
 

@@ -4,7 +4,7 @@ services cache; and `/metrics` for Prometheus."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Response
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
@@ -28,8 +28,11 @@ class Readiness(BaseModel):
 
 
 class ChannelCursor(BaseModel):
+    # Cursors are kept per transport (CDC_TRANSPORT): a replay id is only meaningful to the
+    # transport that gave it, as text (CometD's in decimal, the Pub/Sub API's in hex).
+    transport: Literal["cometd", "pubsub"]
     channel: str
-    replay_id: int
+    replay_id: str
     last_event_at: datetime | None
     last_event_age_seconds: float | None
     moved_at: datetime
@@ -92,8 +95,8 @@ async def cdc_health(
         " FROM cdc_listener_status ORDER BY instance"
     )
     cursors = await api.pool.fetch(
-        "SELECT channel, replay_id, last_event_at, updated_at FROM cdc_replay_cursors"
-        " ORDER BY channel"
+        "SELECT transport, channel, replay_id, last_event_at, updated_at FROM cdc_replay_cursors"
+        " ORDER BY transport, channel"
     )
     dead = await api.pool.fetchval(
         "SELECT count(*) FROM cdc_dead_letters WHERE redriven_at IS NULL"
@@ -109,6 +112,7 @@ async def cdc_health(
         replicas=[ListenerReplica(**dict(r)) for r in replicas],
         cursors=[
             ChannelCursor(
+                transport=r["transport"],
                 channel=r["channel"],
                 replay_id=r["replay_id"],
                 last_event_at=r["last_event_at"],

@@ -347,7 +347,7 @@ async def _caught_up(engine: Engine, database_url: str | None = None) -> bool:
         )
     finally:
         await connection.close()
-    return bool(stored == newest)
+    return bool(stored == str(newest))
 
 
 async def _leader(engine: Engine) -> str:

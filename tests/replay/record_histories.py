@@ -127,7 +127,7 @@ async def record(directory: Path = HISTORIES) -> list[Path]:
                     OrderFulfillment.run,
                     FulfillmentInput(
                         sf_order_id=ORDER_ID,
-                        trigger=Trigger(source=TriggerSource.CDC, replay_id=1),
+                        trigger=Trigger(source=TriggerSource.CDC, replay_id="1"),
                         options=FulfillmentOptions(),
                     ),
                     id=f"{workflow_id(ORDER_ID)}-{name}",

@@ -84,7 +84,7 @@ async def start(client: Client, upstreams: Upstreams, task_queue: str) -> AsyncI
                 OrderFulfillment.run,
                 FulfillmentInput(
                     sf_order_id=ORDER_ID,
-                    trigger=Trigger(source=TriggerSource.CDC, replay_id=7),
+                    trigger=Trigger(source=TriggerSource.CDC, replay_id="7"),
                     options=options,
                 ),
                 id=workflow_id(ORDER_ID),

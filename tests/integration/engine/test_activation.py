@@ -35,7 +35,7 @@ def activation(order_id: str, replay_id: int) -> FulfillmentInput:
     return FulfillmentInput(
         sf_order_id=order_id,
         trigger=Trigger(
-            source=TriggerSource.CDC, channel="/data/OrderChangeEvent", replay_id=replay_id
+            source=TriggerSource.CDC, channel="/data/OrderChangeEvent", replay_id=str(replay_id)
         ),
         options=FAST,
     )

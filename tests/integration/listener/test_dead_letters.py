@@ -59,7 +59,7 @@ def read_activation(order_id: str, replay_id: int) -> dict[str, Any]:
     """The same activation as the listener had read it (how handling failures were stored)."""
     return ChangeEvent(
         channel=ORDERS_CHANNEL,
-        replay_id=replay_id,
+        replay_id=str(replay_id),
         entity="Order",
         change_type=ChangeType.UPDATE,
         record_ids=(order_id,),
@@ -77,7 +77,7 @@ async def store_letters(engine: Engine, letters: list[tuple[int, Any, str]]) -> 
                 "INSERT INTO cdc_dead_letters (channel, replay_id, message, reason)"
                 " VALUES ($1, $2, $3::jsonb, $4) RETURNING id",
                 ORDERS_CHANNEL,
-                replay_id,
+                str(replay_id),
                 json.dumps(message),
                 reason,
             )
@@ -94,8 +94,9 @@ async def past_the_activations(engine: Engine) -> None:
     try:
         for channel, state in channels.items():
             await connection.execute(
-                "INSERT INTO cdc_replay_cursors (channel, replay_id) VALUES ($1, $2)",
+                "INSERT INTO cdc_replay_cursors (channel, replay_id, position) VALUES ($1, $2, $3)",
                 channel,
+                str(state["lastReplayId"]),
                 int(state["lastReplayId"]),
             )
     finally:

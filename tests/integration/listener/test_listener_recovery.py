@@ -59,7 +59,9 @@ async def test_a_cursor_outside_retention_falls_back_to_all_events_and_reconcile
     connection = await asyncpg.connect(engine.settings.database_url)
     try:
         await connection.execute(
-            "INSERT INTO cdc_replay_cursors (channel, replay_id) VALUES ($1, 987654321)", ORDERS
+            "INSERT INTO cdc_replay_cursors (channel, replay_id, position)"
+            " VALUES ($1, '987654321', 987654321)",
+            ORDERS,
         )
     finally:
         await connection.close()
@@ -141,8 +143,9 @@ async def test_a_cursor_about_to_leave_retention_raises_an_alert(engine: Engine)
     try:
         # A listener that was down for 60 hours: 12 hours left before events are lost.
         await connection.execute(
-            "INSERT INTO cdc_replay_cursors (channel, replay_id, last_event_at, updated_at)"
-            " VALUES ($1, 1, now() - interval '60 hours', now() - interval '60 hours')",
+            "INSERT INTO cdc_replay_cursors"
+            " (channel, replay_id, position, last_event_at, updated_at)"
+            " VALUES ($1, '1', 1, now() - interval '60 hours', now() - interval '60 hours')",
             ORDERS,
         )
     finally:

@@ -12,8 +12,11 @@ class Cursors:
     def __init__(self) -> None:
         self.moves: list[tuple[str, int]] = []
 
-    async def advance(self, channel: str, replay_id: int, _at: datetime | None) -> None:
-        self.moves.append((channel, replay_id))
+    async def advance(
+        self, channel: str, replay_id: str, position: int, _at: datetime | None
+    ) -> None:
+        assert replay_id == f"r{position}"
+        self.moves.append((channel, position))
 
 
 async def test_the_cursor_moves_only_past_events_handled_in_arrival_order() -> None:
@@ -27,9 +30,9 @@ async def test_the_cursor_moves_only_past_events_handled_in_arrival_order() -> N
             await gate.wait()
         handled.append(replay_id)
 
-    await pipeline.submit("/data/OrderChangeEvent", 1, None, work(1, slow_done))
-    await pipeline.submit("/data/OrderChangeEvent", 2, None, work(2))
-    await pipeline.submit("/data/OrderChangeEvent", 3, None, work(3))
+    await pipeline.submit("/data/OrderChangeEvent", "r1", 1, None, work(1, slow_done))
+    await pipeline.submit("/data/OrderChangeEvent", "r2", 2, None, work(2))
+    await pipeline.submit("/data/OrderChangeEvent", "r3", 3, None, work(3))
     await asyncio.sleep(0.05)
     # 2 and 3 are done, but 1 is not: a crash now must replay 1, so nothing moved.
     assert handled == [2, 3] and cursors.moves == []
@@ -49,8 +52,8 @@ async def test_channels_move_independently() -> None:
     async def quick() -> None:
         return None
 
-    await pipeline.submit("/data/OrderChangeEvent", 10, None, blocked())
-    await pipeline.submit("/data/Product2ChangeEvent", 20, None, quick())
+    await pipeline.submit("/data/OrderChangeEvent", "r10", 10, None, blocked())
+    await pipeline.submit("/data/Product2ChangeEvent", "r20", 20, None, quick())
     await asyncio.sleep(0.05)
     assert cursors.moves == [("/data/Product2ChangeEvent", 20)]
     gate.set()
@@ -66,9 +69,9 @@ async def test_a_full_pipeline_holds_the_stream_back() -> None:
     async def blocked() -> None:
         await gate.wait()
 
-    await pipeline.submit("c", 1, None, blocked())
-    await pipeline.submit("c", 2, None, blocked())
-    third = asyncio.create_task(pipeline.submit("c", 3, None, blocked()))
+    await pipeline.submit("c", "r1", 1, None, blocked())
+    await pipeline.submit("c", "r2", 2, None, blocked())
+    third = asyncio.create_task(pipeline.submit("c", "r3", 3, None, blocked()))
     await asyncio.sleep(0.05)
     assert not third.done()  # no third event is taken while two are in hand
     gate.set()
@@ -85,7 +88,7 @@ async def test_closing_drops_unfinished_events_without_moving_past_them() -> Non
     async def stuck() -> None:
         await never.wait()
 
-    await pipeline.submit("c", 5, None, stuck())
+    await pipeline.submit("c", "r5", 5, None, stuck())
     await asyncio.sleep(0)  # the event is in hand
     await pipeline.close()
     assert cursors.moves == [] and pipeline.in_flight == 0
@@ -102,8 +105,8 @@ async def test_the_age_of_the_oldest_event_in_hand_grows_until_it_is_handled() -
         return None
 
     assert pipeline.oldest_in_hand() == 0.0
-    await pipeline.submit("/data/OrderChangeEvent", 1, None, stuck())
-    await pipeline.submit("/data/OrderChangeEvent", 2, None, quick())
+    await pipeline.submit("/data/OrderChangeEvent", "r1", 1, None, stuck())
+    await pipeline.submit("/data/OrderChangeEvent", "r2", 2, None, quick())
     await asyncio.sleep(0.2)
     # The later event is done; the stuck one alone is counted, and its age keeps growing.
     first = pipeline.oldest_in_hand()
