@@ -331,7 +331,14 @@ def decode_event(parsed: Any, fields: tuple[dict[str, Any], ...], event: pb.Prod
 def field_names(fields: tuple[dict[str, Any], ...], bitmaps: Iterable[str]) -> list[str]:
     """Salesforce's field bitmaps → names: `0x…` marks top-level fields by their index in the
     schema (bit i of the number is field i), `<i>-0x…` the components of the compound field at
-    index i (`BillingAddress.City`)."""
+    index i. A compound field is named by its components (`BillingAddress.City`), as CometD
+    names it, not by itself as well."""
+    names = _bitmap_names(fields, bitmaps)
+    compound = {name.partition(".")[0] for name in names if "." in name}
+    return [name for name in names if name not in compound]
+
+
+def _bitmap_names(fields: tuple[dict[str, Any], ...], bitmaps: Iterable[str]) -> list[str]:
     names: list[str] = []
     for bitmap in bitmaps:
         parent, _, bits = bitmap.rpartition("-")
