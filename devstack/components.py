@@ -49,6 +49,8 @@ class Ports:
     salesforce: int = 8701
     whmcs: int = 8702
     freebit: int = 8703
+    # The Salesforce emulator's Pub/Sub API (gRPC).
+    salesforce_pubsub: int = 8704
     api: int = 8000
     worker_metrics: int = 9101
     listener_metrics: int = 9102
@@ -180,7 +182,7 @@ def salesforce_emulator(context: DevContext) -> Planned | None:
     from emulators.salesforce import auth
     from emulators.salesforce.tls import ensure_certs
 
-    port = context.ports.salesforce
+    port, pubsub_port = context.ports.salesforce, context.ports.salesforce_pubsub
     certs_dir = context.dev_dir / "certs"
     # Made here rather than by the emulator, so the key's path is known before it starts; the
     # emulator trusts `jwt-public.pem` of its --certs-dir (as the test fixture's does), and the
@@ -192,8 +194,16 @@ def salesforce_emulator(context: DevContext) -> Planned | None:
     token_url = f"{base}/services/oauth2/token"
     component = Component(
         "salesforce-emulator",
-        _emulator(context, "salesforce", port, "--certs-dir", str(certs_dir)),
-        ports=(port,),
+        _emulator(
+            context,
+            "salesforce",
+            port,
+            "--certs-dir",
+            str(certs_dir),
+            "--pubsub-port",
+            str(pubsub_port),
+        ),
+        ports=(port, pubsub_port),
         ready=jwt_grant_check(
             token_url,
             client_id=auth.DEFAULT_CLIENT_ID,
@@ -218,6 +228,8 @@ def salesforce_emulator(context: DevContext) -> Planned | None:
                 "password": auth.DEFAULT_PASSWORD,
                 "ca_file": str(certs.ca),
                 "api_version": SF_API_VERSION,
+                # The Pub/Sub API (gRPC, TLS with the same CA; metadata auth, see README).
+                "pubsub_address": f"127.0.0.1:{pubsub_port}",
             }
         },
     )

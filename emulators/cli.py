@@ -2,9 +2,11 @@
 
     fulfillment emulate whmcs [--host H] [--port P] [--state-file F] [--seed N] [--demo]
                               [--settings JSON]
+    fulfillment emulate salesforce [...] [--certs-dir D] [--pubsub-port P]
 
 `main(argv)` takes the arguments after `emulate` (a leading "emulate" is tolerated) and returns
-the exit code. Default ports: salesforce 8701 (TLS), whmcs 8702, freebit 8703. `--demo` seeds
+the exit code. Default ports: salesforce 8701 (TLS), whmcs 8702, freebit 8703, and the
+Salesforce emulator's Pub/Sub API (gRPC over TLS, always served, on 127.0.0.1) 8704. `--demo` seeds
 the demo dataset when the state (after loading `--state-file`) is empty; `--settings` applies a
 JSON object of emulator settings (credentials, delays, …) as `POST /__emulator__/config` would.
 Each emulator package is imported only when chosen, so one broken emulator never stops another.
@@ -20,6 +22,7 @@ from typing import Any
 from emulators.common.server import serve
 
 DEFAULT_PORTS = {"salesforce": 8701, "whmcs": 8702, "freebit": 8703}
+DEFAULT_PUBSUB_PORT = 8704
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -39,6 +42,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--settings", help="JSON object of emulator settings to apply at start")
     parser.add_argument(
         "--certs-dir", help="salesforce only: where its TLS files live (default .dev/certs)"
+    )
+    parser.add_argument(
+        "--pubsub-port",
+        type=int,
+        default=DEFAULT_PUBSUB_PORT,
+        help=f"salesforce only: the Pub/Sub API's (gRPC) port on 127.0.0.1 "
+        f"(default {DEFAULT_PUBSUB_PORT})",
     )
     return parser
 
@@ -70,6 +80,7 @@ def main(argv: list[str]) -> int:
         return 0
     if args.certs_dir is not None:
         options["certs_dir"] = args.certs_dir
+    options["pubsub_port"] = args.pubsub_port
     return _serve_salesforce(args.host, port, options)
 
 

@@ -28,8 +28,10 @@ def emulate(
     """Run `fulfillment emulate <args>` in a child process; yield its base URL once it serves."""
     port = free_port()
     code = "import sys; from emulators.cli import main; sys.exit(main(sys.argv[1:]))"
+    # The Salesforce emulator also serves its Pub/Sub API: on a free port too, not 8704.
+    pubsub = ("--pubsub-port", str(free_port())) if args[:1] == ("salesforce",) else ()
     process = subprocess.Popen(
-        [sys.executable, "-c", code, "emulate", *args, "--port", str(port)],
+        [sys.executable, "-c", code, "emulate", *args, "--port", str(port), *pubsub],
         cwd=Path(__file__).resolve().parents[3],
         stderr=subprocess.PIPE,
     )

@@ -31,8 +31,9 @@ def test_every_server_the_stack_runs_claims_its_ports(tmp_path: Path) -> None:
         "api",
     ]
     assert len(planned["Temporal"]) == 2, "the frontend and the Web UI"
+    assert len(planned["salesforce-emulator"]) == 2, "the REST and the Pub/Sub API"
     every = [port for ports in planned.values() for port in ports]
-    assert len(set(every)) == len(every) == 10
+    assert len(set(every)) == len(every) == 11
 
 
 def test_servers_given_by_url_or_left_out_claim_no_port(tmp_path: Path) -> None:
