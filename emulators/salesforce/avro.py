@@ -21,8 +21,9 @@ The header's `changedFields`, `nulledFields` and `diffFields` are bitmaps, as on
 a list whose first entry (`"0x1F0"`) sets bit i (least significant first) for top-level field i
 of the schema (0 is the header, so an object's fields start at bit 1), followed by one entry
 `"<i>-0x<hex>"` per compound field at top-level index i with a changed component, bit j for its
-j-th component. A changed component sets only its compound's entry, not the compound's own
-top-level bit, so the names decode back to exactly the CometD header's (`BillingAddress.City`).
+j-th component. A changed component also sets its compound's own top-level bit, as Salesforce
+does; `field_names` names a compound by its components then (`BillingAddress.City`, not
+`BillingAddress` as well), which is how the CometD header names it.
 `nulledFields` lists what an UPDATE set to null; `diffFields` is always empty (no large text
 field is sent as a diff here). `field_names` turns a bitmap back into names (for tests: the
 engine decodes with its own code).
@@ -402,8 +403,9 @@ def record_fields(topic: TopicSchema, record: Mapping[str, Any]) -> dict[str, An
 def bitmap(avro_schema: Schema, names: Sequence[str]) -> list[str]:
     """The bitmap list naming `names` (`Status`, `BillingAddress.City`) in `avro_schema`.
 
-    Empty for no names; otherwise the top-level entry first (`0x0` when only components are
-    named), then one entry per compound field with named components, by position.
+    Empty for no names; otherwise the top-level entry first (a named component sets its
+    compound's bit there too), then one entry per compound field with named components, by
+    position.
     """
     if not names:
         return []
@@ -423,11 +425,19 @@ def bitmap(avro_schema: Schema, names: Sequence[str]) -> list[str]:
         if part not in parts:
             raise ValueError(f"{parent} has no component {part!r}")
         nested[position] = nested.get(position, 0) | 1 << parts.index(part)
+        top |= 1 << position
     return [f"0x{top:X}", *(f"{position}-0x{bits:X}" for position, bits in sorted(nested.items()))]
 
 
 def field_names(avro_schema: Schema, bitmaps: Sequence[str]) -> list[str]:
-    """The field names a bitmap list marks, in schema order (components as `Parent.Part`)."""
+    """The field names a bitmap list marks, in schema order, a compound with marked components
+    named by them alone (`BillingAddress.City`)."""
+    names = _marked(avro_schema, bitmaps)
+    compounds = {name.partition(".")[0] for name in names if "." in name}
+    return [name for name in names if name not in compounds]
+
+
+def _marked(avro_schema: Schema, bitmaps: Sequence[str]) -> list[str]:
     fields = avro_schema["fields"]
     names: list[str] = []
     for entry in bitmaps:
