@@ -78,6 +78,8 @@ class DevContext:
     worker: bool = True
     listener: bool = True
     api: bool = True
+    # How the listener receives change events (CDC_TRANSPORT); the emulator serves both.
+    cdc_transport: str = "cometd"
     # The launcher's environment: what its children inherit, and where settings the stack does
     # not provide (real upstreams when the emulators are off) come from.
     environ: Mapping[str, str] = field(default_factory=dict)
@@ -392,13 +394,15 @@ def listener(context: DevContext) -> Planned | None:
             # before its first event (and so its first cursor) replays what it missed instead
             # of leaving it to reconciliation's next pass, as production's -1 would.
             "CDC_INITIAL_REPLAY": context.environ.get("CDC_INITIAL_REPLAY", "-2"),
+            "CDC_TRANSPORT": context.cdc_transport,
         },
         ports=(port,),
         ready=http_check(metrics_url, status=200),
         url=metrics_url,
         stop_grace=_LISTENER_STOP_GRACE,
     )
-    return Planned(component, {"listener": {"metrics_url": metrics_url}})
+    section = {"metrics_url": metrics_url, "cdc_transport": context.cdc_transport}
+    return Planned(component, {"listener": section})
 
 
 def api_codec_endpoint(ports: Ports) -> str:

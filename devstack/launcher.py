@@ -95,6 +95,12 @@ def _parser() -> argparse.ArgumentParser:
         "your own, source .dev/stack.env and run `fulfillment api`",
     )
     parser.add_argument(
+        "--cdc-transport",
+        choices=("cometd", "pubsub"),
+        help="how the listener receives change events: the Streaming API (cometd, the default) "
+        "or the Pub/Sub API over gRPC (pubsub); default: $CDC_TRANSPORT, else cometd",
+    )
+    parser.add_argument(
         "--free-ports", action="store_true", help="pick free ports for everything not set"
     )
     parser.add_argument(
@@ -288,6 +294,7 @@ class Launcher:
             worker=not self.args.no_worker,
             listener=not self.args.no_listener,
             api=not self.args.no_api,
+            cdc_transport=self.args.cdc_transport or self.environ.get("CDC_TRANSPORT") or "cometd",
             environ=self.environ,
             say=self.say,
         )

@@ -48,6 +48,7 @@ ENV_FROM_STACK: tuple[tuple[str, str], ...] = (
     # developer's shell is kept from engine children along with the rest of the section.
     ("SF_JWT_PRIVATE_KEY", "salesforce.jwt_private_key"),
     ("SF_CA_FILE", "salesforce.ca_file"),
+    ("SF_PUBSUB_ENDPOINT", "salesforce.pubsub_address"),
     ("SF_API_VERSION", "salesforce.api_version"),
     ("WHMCS_API_URL", "whmcs.api_url"),
     ("WHMCS_IDENTIFIER", "whmcs.identifier"),

@@ -218,11 +218,9 @@ def test_the_listener_runs_after_the_worker_subscribed_to_the_emulator_by_name(
     assert the_worker is not None
     # The dev org has no history: a listener with no cursor replays what Salesforce retains.
     assert settings.cdc_initial_replay == -2
-    shared = {
-        k: v
-        for k, v in component.env.items()
-        if not k.startswith("LISTENER_") and k != "CDC_INITIAL_REPLAY"
-    }
+    assert settings.cdc_transport == "cometd"
+    assert settings.sf_pubsub_endpoint == stack["salesforce"]["pubsub_address"]
+    shared = {k: v for k, v in component.env.items() if not k.startswith(("LISTENER_", "CDC_"))}
     assert shared == {k: v for k, v in the_worker.env.items() if not k.startswith("WORKER_")}, (
         "one engine environment for every child"
     )
@@ -239,6 +237,21 @@ def test_listener_metrics_port_moves_by_flag_or_dev_variable(tmp_path: Path) -> 
     component = listener(tmp_path, "--listener-metrics-port", "19102")
     assert component is not None
     assert component.env["LISTENER_METRICS_PORT"] == "19102"
+
+
+def test_the_listener_takes_the_pub_sub_api_by_flag_or_variable(tmp_path: Path) -> None:
+    for flags, environ in (((), {}), (("--cdc-transport", "pubsub"), {})):
+        component = listener(tmp_path, *flags, **environ)
+        assert component is not None
+        expected = "pubsub" if flags else "cometd"
+        assert settings_from(component.env, LISTENER).cdc_transport == expected
+    component = listener(tmp_path, CDC_TRANSPORT="pubsub")
+    assert component is not None
+    assert settings_from(component.env, LISTENER).cdc_transport == "pubsub"
+    # The flag wins over the shell's variable.
+    component = listener(tmp_path, "--cdc-transport", "cometd", CDC_TRANSPORT="pubsub")
+    assert component is not None
+    assert settings_from(component.env, LISTENER).cdc_transport == "cometd"
 
 
 def test_no_listener_leaves_the_listener_and_its_port_to_the_developer(tmp_path: Path) -> None:
