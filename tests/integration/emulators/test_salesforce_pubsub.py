@@ -277,6 +277,27 @@ async def test_a_published_platform_event_reaches_cometd_subscribers_too(
     assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
 
 
+async def test_change_events_topic_carries_each_event_in_its_objects_schema(
+    sf_emulator: SalesforceEmulatorHandle,
+) -> None:
+    ids = sf_emulator.seed_demo()
+    sf: Any = sf_emulator.client()
+    sf.Order.update(ids["orders"]["esim"], {"Description": "checked"})
+    retained = sf_emulator.control("GET", f"events?channel={ALL_CHANGES}")["events"]
+    md = metadata(sf_emulator)
+    async with pubsub(sf_emulator) as stub:
+        orders = await stub.GetTopic(pb.TopicRequest(topic_name=ORDERS), metadata=md)
+        stream = Stream(
+            stub, md, ALL_CHANGES, replay_preset=pb.ReplayPreset.EARLIEST, num_requested=10
+        )
+        [event] = await stream.events(1)
+        await stream.close()
+
+    assert event.event.schema_id == orders.schema_id
+    assert event.replay_id == encode_replay_id(ALL_CHANGES, retained[0]["replayIds"][ALL_CHANGES])
+    assert "Description" in changed_names(event)
+
+
 # ---- flow control, keepalives, replay -------------------------------------------------------
 
 
