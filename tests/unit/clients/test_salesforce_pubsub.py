@@ -130,7 +130,7 @@ def test_an_update_reads_as_cometd_shows_it() -> None:
 
 
 def test_a_platform_event_keeps_every_field() -> None:
-    schema = {
+    schema: dict[str, Any] = {
         "type": "record",
         "name": "Account_Eligibility_Update__e",
         "fields": [
