@@ -293,6 +293,7 @@ def create_app(
         *emulator.tokens.routes,
         *emulator.rest.routes,
         *emulator.streaming.routes,
+        *emulator.pubsub.routes,
         *control_extra_routes(emulator.bus),
     ]
     app = create_emulator_app(

@@ -40,7 +40,11 @@ UNAVAILABLE ("RST_STREAM closed stream"); fault rules match the path
 then fails, "late_commit" publishes `ms` later and fails now. Each call is in the request log
 when it ends, with the HTTP status its gRPC status stands for. With the setting
 `pubsub_keepalives` false, open streams send nothing at all (no events, no keepalives, no idle
-close) until it is true again.
+close) until it is true again. `GET /__emulator__/pubsub/subscriptions` (`.routes`, mounted by
+the app) lists the open Subscribe streams: each one's `topic`, `requested` (the `num_requested`
+it has added up, as taken: past the cap of 100 outstanding counts as up to it), `sent` (events),
+`pending` (requested - sent), `max_outstanding` (the most pending after any FetchRequest was
+applied), `keepalives` (responses without events), `rpc_id` and `opened_at` (epoch seconds).
 
 Where Salesforce's behaviour is not known, these choices were made: the error codes for an
 unknown topic (`sfdc.platform.eventbus.grpc.topic.not.found`, NOT_FOUND), an unknown schema
@@ -63,6 +67,9 @@ from typing import Any
 
 import grpc
 from grpc import aio
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
 
 from emulators.common.faults import FaultInjector, Verdict
 from emulators.common.requestlog import RequestLog, RequestRecord
@@ -205,6 +212,13 @@ class _Subscription:
     position: int | None
     pending: int = 0
     last_response: float = 0.0
+    # For the control API: what the client asked for in all (as taken), what it got, the most
+    # it ever had outstanding, the keepalives sent and when the stream opened (epoch seconds).
+    requested: int = 0
+    sent: int = 0
+    max_outstanding: int = 0
+    keepalives: int = 0
+    opened_at: float = field(default_factory=time.time)
     # When the stream last had nothing pending (None while something is).
     idle_since: float | None = None
     ending: RpcError | None = None
@@ -215,6 +229,18 @@ class _Subscription:
         if self.ending is None:
             self.ending = error
         self.wake.set()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "topic": self.topic,
+            "requested": self.requested,
+            "sent": self.sent,
+            "pending": self.pending,
+            "max_outstanding": self.max_outstanding,
+            "keepalives": self.keepalives,
+            "rpc_id": self.rpc_id,
+            "opened_at": round(self.opened_at, 3),
+        }
 
 
 class PubSubService:
@@ -243,6 +269,9 @@ class PubSubService:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
         self._late: set[asyncio.Task[None]] = set()
+        self.routes: list[BaseRoute] = [
+            Route("/__emulator__/pubsub/subscriptions", self._subscriptions_view, methods=["GET"]),
+        ]
         bus.add_listener(self._on_event)
 
     # ---- server ---------------------------------------------------------------------------
@@ -289,6 +318,12 @@ class PubSubService:
         count = len(self._subscriptions)
         self._call_in_loop(lambda: self._end_all(_auth_error()))
         return count
+
+    async def _subscriptions_view(self, request: Request) -> Response:
+        """The open Subscribe streams and their flow control, oldest first (on the server's
+        loop, which is the app's: no stream changes while this reads them)."""
+        subscriptions = sorted(self._subscriptions, key=lambda s: s.opened_at)
+        return JSONResponse({"subscriptions": [s.to_dict() for s in subscriptions]})
 
     def configure(self, settings: PubSubSettings) -> None:
         self.settings = settings
@@ -479,7 +514,10 @@ class PubSubService:
     def _request(self, subscription: _Subscription, count: int, now: float) -> None:
         if count < 0:
             raise _invalid(f"num_requested must not be negative: {count}")
-        subscription.pending = min(MAX_REQUESTED, subscription.pending + count)
+        pending = min(MAX_REQUESTED, subscription.pending + count)
+        subscription.requested += pending - subscription.pending
+        subscription.pending = pending
+        subscription.max_outstanding = max(subscription.max_outstanding, pending)
         if count > 0:
             subscription.idle_since = None
         elif subscription.pending == 0 and subscription.idle_since is None:
@@ -531,6 +569,7 @@ class PubSubService:
                     deadline = min(deadline, idle_end)
                 if now >= subscription.last_response + settings.keepalive_seconds:
                     await context.write(self._response(subscription, []))
+                    subscription.keepalives += 1
                     subscription.last_response = loop.time()
                     continue
                 timeout = deadline - now
@@ -547,6 +586,7 @@ class PubSubService:
                 return
             subscription.position = batch[-1].replay_id(subscription.topic)
             subscription.pending -= len(batch)
+            subscription.sent += len(batch)
             await context.write(self._response(subscription, batch))
             subscription.last_response = asyncio.get_running_loop().time()
 

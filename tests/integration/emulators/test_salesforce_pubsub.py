@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -520,6 +520,51 @@ async def test_dropping_sessions_ends_open_streams_with_unavailable(
     for error in errors:
         assert error.code() == grpc.StatusCode.UNAVAILABLE
         assert error.details().startswith("RST_STREAM closed stream")
+
+
+async def subscriptions(
+    h: SalesforceEmulatorHandle, until: Callable[[list[Any]], Any] = bool
+) -> list[Any]:
+    """The control API's open Subscribe streams, once `until(them)` holds (within WAIT)."""
+    deadline = time.monotonic() + WAIT
+    while True:
+        listed: list[Any] = h.control("GET", "pubsub/subscriptions")["subscriptions"]
+        if until(listed) or time.monotonic() > deadline:
+            return listed
+        await asyncio.sleep(0.05)
+
+
+async def test_the_control_api_lists_open_streams_and_their_flow_control(
+    sf_emulator: SalesforceEmulatorHandle,
+) -> None:
+    sf_emulator.control("POST", "config", {"pubsub_keepalive_seconds": 0.3})
+    md = metadata(sf_emulator)
+    async with pubsub(sf_emulator) as stub:
+        await publish(stub, md, "A1", "A2", "A3", "A4", "A5")
+        before = time.time()
+        stream = Stream(
+            stub, md, ELIGIBILITY, replay_preset=pb.ReplayPreset.EARLIEST, num_requested=3
+        )
+        await stream.events(3)
+        first = await subscriptions(sf_emulator, lambda s: s and s[0]["sent"] == 3)
+        stream.request(4)
+        await stream.events(2)  # all that is left
+        keepalive = await stream.next()
+        second = await subscriptions(sf_emulator, lambda s: s and s[0]["keepalives"] >= 1)
+        await stream.close()
+        gone = await subscriptions(sf_emulator, lambda s: not s)
+
+    [opened] = first
+    assert opened["topic"] == ELIGIBILITY and opened["rpc_id"]
+    assert (opened["requested"], opened["sent"], opened["pending"]) == (3, 3, 0)
+    assert opened["max_outstanding"] == 3 and opened["keepalives"] == 0
+    assert before - 1 <= opened["opened_at"] <= time.time()
+    assert not keepalive.events
+    [later] = second
+    assert (later["requested"], later["sent"], later["pending"]) == (7, 5, 2)
+    assert later["max_outstanding"] == 4 and later["keepalives"] >= 1
+    assert later["opened_at"] == opened["opened_at"]
+    assert gone == []
 
 
 async def test_faults_match_the_grpc_method_path(sf_emulator: SalesforceEmulatorHandle) -> None:
