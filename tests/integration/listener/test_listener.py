@@ -1,5 +1,6 @@
-"""The CDC listener against the Salesforce emulator's Streaming API, with the real worker, dev
-server, Postgres and Redis: orders enter the engine only through it."""
+"""The CDC listener against the Salesforce emulator, with the real worker, dev server, Postgres
+and Redis: orders enter the engine only through it. Every test runs once per transport (the
+Streaming API, the Pub/Sub API): what the listener does with events must not depend on it."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from tests.fixtures.api import Api
 from tests.fixtures.engine import Engine
 from tests.support.database import fetch_value
 
-pytestmark = pytest.mark.usefixtures("worker")
+pytestmark = pytest.mark.usefixtures("worker", "each_transport")
 
 
 @asynccontextmanager
@@ -64,9 +65,12 @@ async def runs(engine: Engine, order_id: str) -> int:
 
 
 async def cursor(engine: Engine, channel: str) -> int | None:
+    """The position of the channel's cursor on the engine's transport: on CometD the replay id
+    itself, on the Pub/Sub API the count of events and keepalives received after EARLIEST."""
     value = await fetch_value(
         engine.settings.database_url,
-        "SELECT replay_id FROM cdc_replay_cursors WHERE channel = $1",
+        "SELECT position FROM cdc_replay_cursors WHERE transport = $1 AND channel = $2",
+        engine.settings.cdc_transport,
         channel,
     )
     return int(value) if value is not None else None
@@ -319,9 +323,12 @@ async def test_two_replicas_never_both_listen_and_one_takes_over(engine: Engine)
 
 
 async def _subscribed(engine: Engine) -> bool:
-    """A streaming session exists with every channel the listener subscribes to."""
-    sessions = engine.sf.control("GET", "streaming/sessions")["sessions"]
+    """Salesforce serves every channel the listener subscribes to, on its transport."""
     wanted = set(engine.settings.cdc_channel_list)
+    if engine.settings.cdc_transport == "pubsub":
+        streams = engine.sf.control("GET", "pubsub/subscriptions")["subscriptions"]
+        return wanted <= {stream["topic"] for stream in streams}
+    sessions = engine.sf.control("GET", "streaming/sessions")["sessions"]
     return any(wanted <= set(session["subscriptions"]) for session in sessions)
 
 

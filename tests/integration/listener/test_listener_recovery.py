@@ -1,5 +1,6 @@
 """The listener when things go wrong: gaps, stale cursors, Salesforce unreachable, a
-re-activation of a parked order, and the listener process killed mid-stream."""
+re-activation of a parked order, and the listener process killed mid-stream; each on both
+transports (the Streaming API, the Pub/Sub API) where the transport takes part."""
 
 from __future__ import annotations
 
@@ -24,6 +25,10 @@ from workflows.order_fulfillment import OrderFulfillment
 
 pytestmark = pytest.mark.usefixtures("worker")
 ORDERS = "/data/OrderChangeEvent"
+# A replay id each transport refuses as outside retention (an unknown one reads the same).
+UNKNOWN_REPLAY_ID = {"cometd": ("987654321", 987654321), "pubsub": ("00" * 12, 1)}
+# Where each transport's subscription is served, for a fault that makes Salesforce unreachable.
+SUBSCRIBE_PATH = {"cometd": "/cometd", "pubsub": "/eventbus.v1.PubSub/Subscribe"}
 
 
 def _alerts(reason: str) -> float:
@@ -31,6 +36,7 @@ def _alerts(reason: str) -> float:
     return value or 0.0
 
 
+@pytest.mark.usefixtures("each_transport")
 async def test_a_gap_event_is_decided_from_the_order_as_it_is_now(engine: Engine) -> None:
     async with listening(listener_settings(engine)):
         await until(lambda: _subscribed(engine))
@@ -53,15 +59,19 @@ async def test_a_gap_event_is_decided_from_the_order_as_it_is_now(engine: Engine
 
 
 async def test_a_cursor_outside_retention_falls_back_to_all_events_and_reconciles(
-    engine: Engine,
+    engine: Engine, each_transport: str
 ) -> None:
     before = _alerts("stale_cursor")
+    replay_id, position = UNKNOWN_REPLAY_ID[each_transport]
     connection = await asyncpg.connect(engine.settings.database_url)
     try:
         await connection.execute(
-            "INSERT INTO cdc_replay_cursors (channel, replay_id, position)"
-            " VALUES ($1, '987654321', 987654321)",
+            "INSERT INTO cdc_replay_cursors (transport, channel, replay_id, position)"
+            " VALUES ($1, $2, $3, $4)",
+            each_transport,
             ORDERS,
+            replay_id,
+            position,
         )
     finally:
         await connection.close()
@@ -80,16 +90,20 @@ async def test_a_cursor_outside_retention_falls_back_to_all_events_and_reconcile
     assert reconciliations, "the stale cursor triggered reconciliation"
 
 
-async def test_salesforce_unreachable_for_a_while_is_survived(engine: Engine) -> None:
+async def test_salesforce_unreachable_for_a_while_is_survived(
+    engine: Engine, each_transport: str
+) -> None:
     async with listening(listener_settings(engine, cdc_reconnect_max_seconds=1)):
         await until(lambda: _subscribed(engine))
-        engine.fault(engine.sf, {"kind": "fail", "count": 6, "status": 503, "path": "/cometd"})
+        path = SUBSCRIBE_PATH[each_transport]
+        engine.fault(engine.sf, {"kind": "fail", "count": 6, "status": 503, "path": path})
         engine.sf.control("POST", "sessions/drop")
         order_id = engine.activate("internet")
         result = await fulfilled(engine, order_id, within=90)
     assert result.status is FulfillmentStatus.ACTIVATED
 
 
+@pytest.mark.usefixtures("each_transport")
 async def test_reactivating_a_parked_order_in_salesforce_retries_it(engine: Engine) -> None:
     async with listening(listener_settings(engine)):
         order_id = engine.activate("no_payment_method")
@@ -110,6 +124,7 @@ async def test_reactivating_a_parked_order_in_salesforce_retries_it(engine: Engi
     assert await runs(engine, order_id) == 1
 
 
+@pytest.mark.usefixtures("each_transport")
 async def test_a_listener_killed_mid_stream_loses_nothing_and_doubles_nothing(
     engine: Engine, listener_process: ListenerProcess
 ) -> None:
