@@ -15,10 +15,13 @@ starts a workflow; each event still costs what most real traffic costs, cache wo
 - 5% Product2 and 5% PricebookEntry UPDATEs (the catalog cache group is invalidated);
 - 5% `Account_Eligibility_Update__e` platform events (the account's eligibility key is deleted).
 
-The clock starts when the emulator first shows the listener's session subscribed (its control
-view, polled every 10 ms) and stops when `cdc_replay_cursors` holds each channel's last replay id
-(the cursor only moves past an event once it and every earlier one is handled, so this is the
-moment the whole backlog is done). The figure is events / those seconds.
+The same backlog is replayed once per transport (CDC_TRANSPORT), side by side in one run: first
+over the Streaming API (CometD), then over the Pub/Sub API (gRPC, flow-controlled), each by a
+fresh listener process with no stored cursor. The clock starts when the emulator first shows the
+listener subscribed (its control views, polled every 10 ms) and stops when `cdc_replay_cursors`
+holds each channel's last replay id on that transport (the cursor only moves past an event once
+it and every earlier one is handled, so this is the moment the whole backlog is done). The figure
+is events / those seconds.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import time
 import uuid
 from collections.abc import Callable
 from contextlib import ExitStack
+from pathlib import Path
 
 import asyncpg
 import httpx
@@ -45,11 +49,12 @@ from benchmarks.fulfillment import (
 from benchmarks.results import BenchmarkResult, Metric, Options, work_directory
 from config.settings import Settings, load_settings
 from config.temporal import generate_payload_key
-from devstack.process import ChildProcess
+from devstack.process import ChildProcess, free_port
 from emulators.common.server import ThreadedServer
 from emulators.salesforce.app import SalesforceEmulator
 from emulators.salesforce.app import create_app as salesforce_app
 from emulators.salesforce.events import EventBus, StreamEvent
+from emulators.salesforce.pubsub import decode_replay_id
 from migrations.runner import apply_migrations
 
 NAME = "listener_ingest"
@@ -114,36 +119,82 @@ def _publish(bus: EventBus, count: int, channels: list[str]) -> dict[str, int]:
     return last
 
 
-async def _subscribed(control: httpx.AsyncClient, within: float) -> float:
-    """Wall-clock moment the emulator first shows a session with subscriptions."""
+async def _subscribed(control: httpx.AsyncClient, transport: str, within: float) -> float:
+    """Wall-clock moment the emulator first shows the listener subscribed on `transport`."""
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
-        sessions = (await control.get("/__emulator__/streaming/sessions")).json()["sessions"]
-        if any(session["subscriptions"] for session in sessions):
-            return time.time()
+        if transport == "pubsub":
+            reply = await control.get("/__emulator__/pubsub/subscriptions")
+            if reply.json()["subscriptions"]:
+                return time.time()
+        else:
+            sessions = (await control.get("/__emulator__/streaming/sessions")).json()["sessions"]
+            if any(session["subscriptions"] for session in sessions):
+                return time.time()
         await asyncio.sleep(0.01)
     raise TimeoutError("the listener never subscribed")
 
 
-async def _caught_up(database_url: str, last: dict[str, int], within: float) -> float:
-    """Wall-clock moment every channel's cursor reads its last replay id."""
+def _bus_replay_id(transport: str, channel: str, replay_id: str) -> int:
+    """Which of the emulator's events a stored cursor names: CometD's ids are the bus's own;
+    Pub/Sub's are opaque to the engine, but the emulator can read its own back."""
+    if transport == "pubsub":
+        known = decode_replay_id(channel, bytes.fromhex(replay_id))
+        return -1 if known is None else known
+    return int(replay_id)
+
+
+async def _caught_up(
+    database_url: str, transport: str, last: dict[str, int], within: float
+) -> float:
+    """Wall-clock moment every channel's cursor on `transport` names its last event."""
     connection = await asyncpg.connect(database_url)
     try:
         deadline = time.monotonic() + within
+        cursors: dict[str, int] = {}
         while time.monotonic() < deadline:
-            # On CometD a cursor's position is its replay id (migration 0013).
             rows = await connection.fetch(
-                "SELECT channel, position FROM cdc_replay_cursors WHERE transport = 'cometd'"
+                "SELECT channel, replay_id FROM cdc_replay_cursors WHERE transport = $1",
+                transport,
             )
-            cursors = {row["channel"]: row["position"] for row in rows}
+            cursors = {
+                row["channel"]: _bus_replay_id(transport, row["channel"], row["replay_id"])
+                for row in rows
+            }
             if all(cursors.get(channel, -1) >= replay for channel, replay in last.items()):
                 return time.time()
             # 20 ms of polling granularity on a run of seconds: under 1% of the figure.
             await asyncio.sleep(0.02)
         behind = {c: (cursors.get(c), r) for c, r in last.items() if cursors.get(c, -1) < r}
-        raise TimeoutError(f"cursors behind after {within} s: {behind}")
+        raise TimeoutError(f"{transport} cursors behind after {within} s: {behind}")
     finally:
         await connection.close()
+
+
+async def _ingest(
+    transport: str,
+    settings: Settings,
+    control: httpx.AsyncClient,
+    last: dict[str, int],
+    work: Path,
+) -> tuple[float, float | None]:
+    """Seconds for a fresh listener on `transport` to handle the whole backlog; its peak RSS."""
+    count = _settings["events"]
+    listener = ChildProcess(
+        f"listener-{transport}",
+        [sys.executable, "-m", "cli", "listener"],
+        log_file=work / f"listener-{transport}.log",
+        env=_environment(settings.model_copy(update={"cdc_transport": transport})),
+        cwd=ROOT,
+    )
+    try:
+        subscribed = await _subscribed(control, transport, within=60)
+        done = await _caught_up(
+            settings.database_url or "", transport, last, within=max(120.0, count / 20)
+        )
+        return done - subscribed, _peak_rss_mb(listener.pid)
+    finally:
+        listener.stop()
 
 
 async def _run(say: Say) -> BenchmarkResult:
@@ -154,7 +205,11 @@ async def _run(say: Say) -> BenchmarkResult:
         await apply_migrations(database_url, create_portal_tables=True)
         # Room for the whole backlog (the default keeps 10,000, exactly the default count).
         sf_app = salesforce_app(
-            seed=0, certs_dir=work / "sf-certs", credentials=SF, max_events=count + 100
+            seed=0,
+            certs_dir=work / "sf-certs",
+            credentials=SF,
+            max_events=count + 100,
+            pubsub_port=free_port(),
         )
         state = sf_app.state
         server = stack.enter_context(
@@ -168,6 +223,7 @@ async def _run(say: Say) -> BenchmarkResult:
         took = time.monotonic() - began
         say(f"  {count} events retained in {took:.1f} s on {len(last)} channels")
         env = await start_temporal()
+        measured: dict[str, tuple[float, float | None]] = {}
         try:
             settings = load_settings(
                 temporal_address=env.client.service_client.config.target_host,
@@ -176,6 +232,7 @@ async def _run(say: Say) -> BenchmarkResult:
                 database_url=database_url,
                 redis_url=redis_url,
                 **salesforce_settings(instance, state),
+                sf_pubsub_endpoint=state.pubsub_address,
                 # The events were published before the listener started: replay them.
                 cdc_initial_replay=-2,
                 listener_metrics_port=0,
@@ -183,42 +240,56 @@ async def _run(say: Say) -> BenchmarkResult:
             async with httpx.AsyncClient(
                 base_url=instance, verify=state.ca_file, trust_env=False, timeout=10
             ) as control:
-                listener = ChildProcess(
-                    "listener",
-                    [sys.executable, "-m", "cli", "listener"],
-                    log_file=work / "listener.log",
-                    env=_environment(settings),
-                    cwd=ROOT,
-                )
-                stack.callback(listener.stop)
-                subscribed = await _subscribed(control, within=60)
-                done = await _caught_up(database_url, last, within=max(120.0, count / 20))
-            rss = _peak_rss_mb(listener.pid)
+                for transport in ("cometd", "pubsub"):
+                    measured[transport] = await _ingest(transport, settings, control, last, work)
+                    seconds = measured[transport][0]
+                    say(f"  {transport}: {count / seconds:.0f} events/s ({seconds:.2f} s)")
         finally:
             await env.shutdown()
-    seconds = done - subscribed
-    rate = count / seconds
+    rate = count / measured["cometd"][0]
+    pubsub_rate = count / measured["pubsub"][0]
     metrics = [
         Metric(
             "ingest_events_per_s",
             round(rate, 1),
             "events/s",
-            f"{count} retained events replayed (-2): subscribed -> every cursor at its last id",
+            f"{count} retained events replayed (-2) over CometD: subscribed -> every cursor at"
+            " its last id",
         ),
         Metric(
             "ingest_target_ratio",
             round(rate / TARGET, 2),
             "ratio",
-            f"events/s / {TARGET:g} (target >= 1)",
+            f"CometD events/s / {TARGET:g} (target >= 1)",
+        ),
+        Metric(
+            "ingest_pubsub_events_per_s",
+            round(pubsub_rate, 1),
+            "events/s",
+            f"the same {count} events replayed (EARLIEST) over the Pub/Sub API",
+        ),
+        Metric(
+            "ingest_pubsub_to_cometd_ratio",
+            round(pubsub_rate / rate, 2),
+            "ratio",
+            "Pub/Sub events/s / CometD events/s, same backlog, same run",
         ),
     ]
-    if rss is not None:
-        metrics.append(Metric("ingest_listener_peak_rss_mb", rss, "MB", "listener VmHWM"))
+    for transport, key in (("cometd", "ingest_listener_peak_rss_mb"), ("pubsub", None)):
+        rss = measured[transport][1]
+        if rss is not None:
+            name = key or f"ingest_{transport}_listener_peak_rss_mb"
+            metrics.append(Metric(name, rss, "MB", f"listener VmHWM on {transport}"))
     return BenchmarkResult(
         NAME,
-        "a backlog of retained change and platform events replayed by the real listener",
+        "a backlog of retained change and platform events replayed by the real listener, "
+        "on each transport",
         metrics,
-        {"events": count, "seconds": round(seconds, 3), "last_replay_ids": last},
+        {
+            "events": count,
+            "seconds": {t: round(m[0], 3) for t, m in measured.items()},
+            "last_replay_ids": last,
+        },
     )
 
 

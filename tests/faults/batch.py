@@ -225,6 +225,9 @@ async def run_scenario(
         await until(partial(asyncio.to_thread, quiet), within=within)
     lost, duplicates = await invariant(engine, ids, expected=expected)
     described = faults() if callable(faults) else faults
+    if engine.settings.cdc_transport != "cometd":
+        # Scenarios that run once per transport get a row each.
+        name = f"{name} [{engine.settings.cdc_transport}]"
     report.add(Row(name, len(ids), described, lost, duplicates, round(recovery, 1)))
     assert (lost, duplicates) == (0, 0), f"{name}: lost {lost}, duplicates {duplicates}"
     if not expected:

@@ -375,6 +375,7 @@ async def test_salesforce_session_and_freebit_auth_key_expire_mid_run(
 
 
 @pytest.mark.usefixtures("worker")
+@pytest.mark.usefixtures("each_transport")
 async def test_streaming_session_dropped_repeatedly(engine: Engine, report: Report) -> None:
     ids = create_orders(engine, BATCH)
     async with listening(listener_settings(engine, cdc_reconnect_max_seconds=1)):
@@ -385,10 +386,11 @@ async def test_streaming_session_dropped_repeatedly(engine: Engine, report: Repo
             await asyncio.sleep(1)
         activate_all(engine, ids[5:])
         engine.sf.control("POST", "sessions/drop")
-        await run_scenario(engine, report, "streaming session dropped 4x", "4 drops", ids)
+        await run_scenario(engine, report, "event stream dropped 4x", "4 drops", ids)
 
 
 @pytest.mark.usefixtures("worker")
+@pytest.mark.usefixtures("each_transport")
 async def test_duplicate_and_out_of_order_events(engine: Engine, report: Report) -> None:
     ids = create_orders(engine, BATCH)
     async with listening(listener_settings(engine)):
@@ -412,6 +414,7 @@ async def test_duplicate_and_out_of_order_events(engine: Engine, report: Report)
 
 
 @pytest.mark.usefixtures("worker")
+@pytest.mark.usefixtures("each_transport")
 async def test_malformed_events_unknown_ids_and_bad_data(engine: Engine, report: Report) -> None:
     good = create_orders(engine, BATCH - 2)
     empty = created_id(
