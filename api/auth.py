@@ -40,7 +40,8 @@ def _check(request: Request, api: ApiServices, scope: Scope) -> None:
     raise ApiError(401, "unauthorized", "unknown token", headers=_CHALLENGE)
 
 
-def service_scope(request: Request, api: Annotated[ApiServices, Depends(services)]) -> None:
+# `async def`: a plain `def` dependency would run in the thread pool (api/services.py).
+async def service_scope(request: Request, api: Annotated[ApiServices, Depends(services)]) -> None:
     _check(request, api, "service")
 
 

@@ -36,7 +36,8 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {status: {"model": ErrorBody, "description": _SAID[status]} for status in statuses}
 
 
-def no_store(response: Response) -> None:
+# Dependencies are `async def`: a plain `def` one runs in the thread pool (api/services.py).
+async def no_store(response: Response) -> None:
     response.headers.update(NO_STORE)
 
 
@@ -48,7 +49,7 @@ def checked(value: str, *, key_prefix: str, name: str) -> str:
         raise ApiError(422, "invalid_request", f"{name}: {invalid}", headers=NO_STORE) from None
 
 
-def _order_id(
+async def _order_id(
     sf_order_id: Annotated[
         str,
         Path(
@@ -62,7 +63,7 @@ def _order_id(
     return checked(sf_order_id, key_prefix=ORDER, name="sfOrderId")
 
 
-def _account_id(
+async def _account_id(
     sf_account_id: Annotated[
         str,
         Path(
@@ -76,7 +77,7 @@ def _account_id(
     return checked(sf_account_id, key_prefix=ACCOUNT, name="sfAccountId")
 
 
-def _account_filter(
+async def _account_filter(
     account: Annotated[
         str | None,
         Query(

@@ -90,5 +90,7 @@ async def _oidc_verifier(settings: Settings) -> AsyncIterator[OidcVerifier]:
         )
 
 
-def services(request: Request) -> ApiServices:
+async def services(request: Request) -> ApiServices:
+    # `async def`, as every dependency on a request's path that does not block: FastAPI runs a
+    # plain `def` dependency in the thread pool, a hand-off that cost more than the Redis read.
     return cast(ApiServices, request.app.state.services)
