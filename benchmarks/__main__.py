@@ -18,6 +18,9 @@ Benchmarks:
   Activated, against a bare workflow of as many no-op activities (benchmarks/fulfillment.py).
 - `listener_ingest` (`--events N`, 10000): the real listener replaying a backlog of retained
   events from -2, events handled per second against a target of 500 (benchmarks/ingest.py).
+- `order_costs`: calls to Salesforce, WHMCS and Freebit per internet and eSIM order (from the
+  emulators' request logs), the eSIM order's latency, and the recovery after a worker SIGKILLed
+  mid-AddOrder (benchmarks/costs.py).
 - `billing_lookup`: the look for an earlier WHMCS order made before every AddOrder, for a client
   with 500 past services, against reading all of them (benchmarks/billing_lookup.py).
 
@@ -38,7 +41,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks import api_read, billing_lookup, fulfillment, ingest
+from benchmarks import api_read, billing_lookup, costs, fulfillment, ingest
 from benchmarks.results import BenchmarkResult, Options
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,6 +52,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     api_read.NAME: api_read.run,
     fulfillment.THROUGHPUT: fulfillment.run_throughput,
     fulfillment.LATENCY: fulfillment.run_latency,
+    costs.NAME: costs.run,
     ingest.NAME: ingest.run,
     billing_lookup.NAME: billing_lookup.run,
 }

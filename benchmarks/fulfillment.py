@@ -33,7 +33,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
@@ -114,6 +114,11 @@ class Stack:
     worker: ChildProcess
     listener: ChildProcess
     cpu: CpuMeter
+    # Each emulator's control API (`<base>/__emulator__`), by system; the Salesforce CA.
+    controls: dict[str, str] = field(default_factory=dict)
+    ca_file: str = ""
+    # Starts a worker process like the first one (after a benchmark killed it).
+    start_worker: Callable[[], ChildProcess] | None = None
     # Regular and local activities of one SIM-less fulfillment (from the warm-up's history).
     shape: tuple[int, int] = (0, 0)
 
@@ -144,6 +149,12 @@ def _emulators(work: Path) -> Iterator[tuple[str, ThreadedServer, str, str]]:
         # By name: aiohttp keeps no cookie set by an IP address, and streaming needs its cookie.
         instance = sf.base_url.replace("://127.0.0.1:", "://localhost:", 1)
         yield instance, sf, f"{whmcs.base_url}{WHMCS_PATH}", f"{freebit.base_url}{FREEBIT_PREFIX}"
+
+
+def _control_base(api: str) -> str:
+    """`http://host:port/whatever` -> `http://host:port/__emulator__`."""
+    scheme, _, host = api.split("/", 3)[:3]
+    return f"{scheme}//{host}/__emulator__"
 
 
 async def _seed(instance: str, ca_file: str, whmcs_api: str, freebit_api: str) -> None:
@@ -442,15 +453,22 @@ async def _run(say: Say, measure: Callable[[Stack, Say], Any]) -> Any:
                 data_converter=env.client.data_converter,
             )
             processes: dict[str, ChildProcess] = {}
-            for name in ("worker", "listener"):
-                processes[name] = ChildProcess(
+            starts = {"worker": 0, "listener": 0}
+
+            def start(name: str) -> ChildProcess:
+                starts[name] += 1
+                process = ChildProcess(
                     name,
                     [sys.executable, "-m", "cli", name],
-                    log_file=work / f"{name}.log",
+                    log_file=work / f"{name}-{starts[name]}.log",
                     env=_environment(settings),
                     cwd=ROOT,
                 )
-                stack.callback(processes[name].stop)
+                stack.callback(process.stop)
+                return process
+
+            for name in ("worker", "listener"):
+                processes[name] = start(name)
             auth = SalesforceAuth.from_settings(settings)
             try:
                 token = await auth.token()
@@ -485,6 +503,13 @@ async def _run(say: Say, measure: Callable[[Stack, Say], Any]) -> Any:
                     processes["worker"],
                     processes["listener"],
                     _cpu_meter(settings.temporal_address, processes, postgres, redis),
+                    controls={
+                        "salesforce": f"{instance}/__emulator__",
+                        "whmcs": _control_base(whmcs_api),
+                        "freebit": _control_base(freebit_api),
+                    },
+                    ca_file=state.ca_file,
+                    start_worker=lambda: start("worker"),
                 )
                 # Warm-up: proves the listener and worker are up, and gives the activity count.
                 (order,) = await _create(bench, 1)
