@@ -7,9 +7,14 @@ behaves exactly like the same call made alone. Each top-level call is one transa
 changes publish change events (`cdc.transaction_events`: one per record, merged across records
 with the same change; one transaction key, numbered in order) only once it commits. Their
 `changeOrigin` is `com/salesforce/api/rest/<version>`, with `;client=<name>` only when the call
-sent `Sforce-Call-Options: client=<name>`. Platform events posted as `sobjects/<Name>__e` are
-published on the event bus. A record read carries the flat address fields and, as Salesforce's
-does, the compound `BillingAddress` (null when every component is empty).
+sent `Sforce-Call-Options: client=<name>` (in a composite: the top-level request's, else that of
+the first subrequest that changed a record, sent in its `httpHeaders`). Composite subrequests
+may carry any header but `Accept`, `Authorization` and `Content-Type`, which they inherit (one
+of those in a subrequest fails the whole request with 400, as Salesforce's does); the whole
+composite counts as one call against the API allowance. Platform events posted as
+`sobjects/<Name>__e` are published on the event bus. A record read carries the flat address
+fields and, as Salesforce's does, the compound `BillingAddress` (null when every component is
+empty).
 """
 
 from __future__ import annotations
@@ -47,6 +52,8 @@ _UPSERT_BODY_VERSION = 46.0
 _ROLLED_BACK = (
     "The transaction was rolled back since another operation in the same transaction failed."
 )
+# Headers a composite subrequest inherits from the top-level request and must not set itself.
+_INHERITED_HEADERS = frozenset({"accept", "authorization", "content-type"})
 
 
 @dataclass
@@ -65,6 +72,8 @@ class ApiResponse:
     status: int
     body: Any = None
     headers: dict[str, str] = field(default_factory=dict)
+    # The client a composite subrequest that changed records named (`Sforce-Call-Options`).
+    change_client: str | None = None
 
 
 @dataclass
@@ -164,16 +173,18 @@ class RestApi:
         except ApiError as exc:
             self.store.rollback(tx)
             return ApiResponse(exc.status, exc.body())
-        self.publish(tx, request)
+        self.publish(tx, request, subrequest_client=response.change_client)
         return response
 
-    def publish(self, tx: Transaction, request: ApiRequest) -> None:
+    def publish(
+        self, tx: Transaction, request: ApiRequest, *, subrequest_client: str | None = None
+    ) -> None:
         events = cdc.transaction_events(
             tx.changes, lambda record_id: self.store.get(record_id, include_deleted=True)
         )
         origin = f"com/salesforce/api/rest/{request.version}"
         # Only a client the call named itself: the connected app is not the client.
-        client = _call_option_client(request.headers)
+        client = _call_option_client(request.headers) or subrequest_client
         if client:
             origin += f";client={client}"
         key = self.bus.new_transaction_key() if events else ""
@@ -505,9 +516,21 @@ class RestApi:
         results: dict[str, Any] = {}
         replies: list[dict[str, Any]] = []
         failed = False
+        change_client: str | None = None
         for sub in subrequests:
             if not isinstance(sub, dict):
                 raise ApiError(400, "JSON_PARSER_ERROR", "each compositeRequest must be an object")
+            inherited = sorted(
+                name for name in sub.get("httpHeaders") or {} if name.lower() in _INHERITED_HEADERS
+            )
+            if inherited:
+                raise ApiError(
+                    400,
+                    "INVALID_API_INPUT",
+                    f"Header {inherited[0]} is not allowed in a subrequest: it is inherited "
+                    "from the composite request",
+                )
+        for sub in subrequests:
             reference = str(sub.get("referenceId", ""))
             if failed and all_or_none:
                 replies.append(_halted(reference, _ROLLED_BACK))
@@ -524,6 +547,10 @@ class RestApi:
             if response.status >= 400:
                 failed = True
                 self.store.rollback(tx, to=mark)
+            elif change_client is None and len(tx.changes) > mark[1]:
+                change_client = _call_option_client(
+                    {str(k).lower(): str(v) for k, v in (sub.get("httpHeaders") or {}).items()}
+                )
             results[reference] = response.body
             replies.append(
                 {
@@ -538,7 +565,7 @@ class RestApi:
             for reply in replies:
                 if reply["httpStatusCode"] < 400:
                     reply.update(_halted(reply["referenceId"], _ROLLED_BACK))
-        return ApiResponse(200, {"compositeResponse": replies})
+        return ApiResponse(200, {"compositeResponse": replies}, change_client=change_client)
 
     def _subrequest(
         self, parent: ApiRequest, tx: Transaction, sub: dict[str, Any], results: dict[str, Any]
