@@ -13,7 +13,15 @@ from clients.salesforce import ActivationUpdate, SalesforceClient
 from config.logging import get_logger
 from domain.errors import WriteOutcome
 from domain.order import ActivationStatus, OrderSnapshot
-from domain.steps import Activity, OrderRef, StatusWriteBack, SuccessWriteBack, Written
+from domain.steps import (
+    Activity,
+    LoadedOrder,
+    MarkActivating,
+    OrderRef,
+    StatusWriteBack,
+    SuccessWriteBack,
+    Written,
+)
 
 log = get_logger(__name__)
 
@@ -29,6 +37,28 @@ class SalesforceActivities:
     @translated
     async def load_order(self, request: OrderRef) -> OrderSnapshot:
         return await self._sf.read_order(request.sf_order_id)
+
+    @activity.defn(name=Activity.LOAD_ORDER_AND_MARK_ACTIVATING.value)
+    @translated
+    async def load_order_and_mark_activating(self, request: MarkActivating) -> LoadedOrder:
+        """The order snapshot, and the order marked Activating, in one Salesforce call.
+
+        A business refusal of the write (a validation rule, say) comes back with the snapshot,
+        for the workflow to park with once the order's own checks passed; any other failure
+        raises and the whole call is repeated: the read is free to repeat and the write sends
+        the same values. A repeat waits first, as every status write-back's does, so that no
+        earlier attempt's Activating can land after the status the workflow writes next.
+        """
+        await self._after_earlier_attempts_landed()
+        update = ActivationUpdate(
+            status=ActivationStatus.ACTIVATING, attempted_at=request.attempted_at
+        )
+        marked = await self._sf.read_order_and_mark(request.sf_order_id, update)
+        return LoadedOrder(
+            order=marked.order,
+            activating=marked.outcome,
+            refused=marked.refused.to_failure() if marked.refused is not None else None,
+        )
 
     @activity.defn(name=Activity.WRITE_BACK_STATUS.value)
     @translated

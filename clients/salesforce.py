@@ -25,10 +25,12 @@ import functools
 import re
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal, Self, TypeVar
+from urllib.parse import quote as url_quote
 
 import requests
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -412,6 +414,47 @@ def _catalog_entry(row: Mapping[str, Any]) -> CatalogEntry:
 
 
 # ---------------------------------------------------------------------------------------------
+# The order read and the Activating write in one Composite call.
+
+# referenceIds of the two subrequests; the write names the order through the read's answer.
+_READ_REF = "order"
+_MARK_REF = "activating"
+
+
+@dataclass(frozen=True)
+class MarkedOrder:
+    """The order as read, and what became of the write-back sent with the read: its outcome, or
+    the business error that refused it (`refused`; the order was read all the same)."""
+
+    order: OrderSnapshot
+    outcome: WriteOutcome | None = None
+    refused: BusinessError | None = None
+
+
+def _subrequest_error(operation: str, reply: Mapping[str, Any], *, write: bool) -> ClientError:
+    """The taxonomy error of one failed composite subrequest (its body is a REST error list)."""
+    body = reply.get("body")
+    first = body[0] if isinstance(body, list) and body else body
+    code = first.get("errorCode") if isinstance(first, dict) else None
+    message = first.get("message") if isinstance(first, dict) else None
+    status = reply.get("httpStatusCode")
+    return classify_salesforce_error(
+        operation,
+        status if isinstance(status, int) else 500,
+        code if isinstance(code, str) else None,
+        message if isinstance(message, str) else None,
+        write=write,
+    )
+
+
+def _holds(record: Mapping[str, Any], update: ActivationUpdate) -> bool:
+    """Whether a record read already carries what `update` writes (the attempt time aside)."""
+    wanted = update.order_fields()
+    wanted.pop("Activation_Last_Attempt_At__c", None)
+    return all(_text(record.get(field)) == _text(value) for field, value in wanted.items())
+
+
+# ---------------------------------------------------------------------------------------------
 # The REST client.
 
 
@@ -497,6 +540,83 @@ class SalesforceClient:
         record = dict(records[0])
         items = await self._children("read_order", record.get("OrderItems"))
         return _mapped("read_order", lambda: _order_snapshot(record, items))
+
+    async def read_order_and_mark(self, order_id: str, update: ActivationUpdate) -> MarkedOrder:
+        """The order snapshot and the write of `update` (Activating) in one Composite call.
+
+        One call against the org's daily API allowance where `read_order` then
+        `update_activation` make two. The composite runs, in this order, the snapshot query and
+        a PATCH of the order that names it through the query's answer
+        (`@{order.records[0].Id}`): the write depends on the read, so an order that does not
+        exist, or a read that fails, writes nothing. `allOrNone` is false on purpose: the PATCH
+        is the only write, so there is nothing for all-or-none to keep together, and with it a
+        refused PATCH would also discard the query's answer (every other subrequest reports
+        PROCESSING_HALTED); without it the snapshot comes back whatever the write met.
+
+        The PATCH carries `Sforce-Call-Options` in its own `httpHeaders` as well as on the
+        composite itself, so the change event names our client whichever of the two Salesforce
+        applies to a subrequest's changes.
+
+        A refused write whose values are already there is `ALREADY_DONE`; one refused for a
+        business reason is returned in `refused` with the snapshot; any other failure of either
+        subrequest raises, as `read_order` and `update_activation` would (a lost reply of the
+        whole call is `OutcomeUnknownError`: the write may have landed; repeating it is safe).
+        Very large orders still page their items with `nextRecordsUrl` reads of their own.
+        """
+        order = _sf_id(order_id, ids.ORDER, ErrorCode.ORDER_NOT_FOUND)
+        base = f"/services/data/v{self._api_version}"
+        soql = ORDER_SNAPSHOT_SOQL.format(id=id_literal(order))
+        payload = {
+            "allOrNone": False,
+            # In the order given: the write must follow the read it depends on.
+            "collateSubrequests": False,
+            "compositeRequest": [
+                {
+                    "method": "GET",
+                    "url": f"{base}/query/?q={url_quote(soql, safe='')}",
+                    "referenceId": _READ_REF,
+                },
+                {
+                    "method": "PATCH",
+                    "url": f"{base}/sobjects/Order/@{{{_READ_REF}.records[0].Id}}",
+                    "referenceId": _MARK_REF,
+                    "body": update.order_fields(),
+                    "httpHeaders": dict(self._write_options["headers"]),
+                },
+            ],
+        }
+        reply = await self._write(
+            "read_order_and_mark",
+            lambda sf: sf.restful("composite", method="POST", json=payload, **self._write_options),
+        )
+        replies = reply.get("compositeResponse") if isinstance(reply, dict) else None
+        by_ref = {r.get("referenceId"): r for r in replies or [] if isinstance(r, dict)}
+        read, mark = by_ref.get(_READ_REF), by_ref.get(_MARK_REF)
+        if read is None or mark is None:
+            raise UnrecognisedError(System.SALESFORCE, "read_order_and_mark: unexpected reply")
+        if read.get("httpStatusCode") != 200:
+            # The PATCH depended on the read: it did not run.
+            raise _subrequest_error("read_order", read, write=False)
+        records = (read.get("body") or {}).get("records") or []
+        if not records:
+            raise BusinessError(
+                System.SALESFORCE, ErrorCode.ORDER_NOT_FOUND, "order does not exist", detail=order
+            )
+        record = dict(records[0])
+        items = await self._children("read_order", record.get("OrderItems"))
+        snapshot = _mapped("read_order", lambda: _order_snapshot(record, items))
+        status = mark.get("httpStatusCode")
+        if isinstance(status, int) and status < 300:
+            return MarkedOrder(order=snapshot, outcome=WriteOutcome.APPLIED)
+        error = _subrequest_error("update_order", mark, write=True)
+        if not isinstance(error, BusinessError):
+            raise error
+        if error.code is not ErrorCode.ORDER_NOT_FOUND and _holds(record, update):
+            # The read ran just before the refused write, in the same call: the values were
+            # there already (a repeat after a lost reply, say).
+            log.info("salesforce.already_done", sf_order_id=order, operation="update_order")
+            return MarkedOrder(order=snapshot, outcome=WriteOutcome.ALREADY_DONE)
+        return MarkedOrder(order=snapshot, refused=error)
 
     async def read_catalog(self, pricebook_id: str | None = None) -> list[CatalogEntry]:
         """Active entries of a pricebook (default: the standard one) with their products."""
@@ -622,9 +742,7 @@ class SalesforceClient:
         if not records:
             return False
         record = records[0]
-        wanted = update.order_fields()
-        wanted.pop("Activation_Last_Attempt_At__c", None)
-        if any(_text(record.get(field)) != _text(value) for field, value in wanted.items()):
+        if not _holds(record, update):
             return False
         items = await self._children("read_activation", record.get("OrderItems"))
         have = {row["Id"]: _text(row.get("WHMCS_Service_ID__c")) for row in items}

@@ -13,9 +13,9 @@ from enum import StrEnum
 from pydantic import BaseModel, ConfigDict, Field
 
 from domain.billing import BillingOrderResult
-from domain.errors import ErrorCode, WriteOutcome
+from domain.errors import ErrorCode, Failure, WriteOutcome
 from domain.fulfillment import FulfillmentStatus, Step
-from domain.order import Account, ActivationStatus
+from domain.order import Account, ActivationStatus, OrderSnapshot
 from domain.sim import SimActivation
 
 
@@ -23,6 +23,9 @@ class Activity(StrEnum):
     """Activity type names, as registered by the worker."""
 
     LOAD_ORDER = "load_order"
+    # The order read and the Activating write in one Salesforce call (patch
+    # "load-and-mark-activating"; LOAD_ORDER then WRITE_BACK_STATUS before it).
+    LOAD_ORDER_AND_MARK_ACTIVATING = "load_order_and_mark_activating"
     WRITE_BACK_STATUS = "write_back_status"
     RESOLVE_BILLING_CLIENT = "resolve_billing_client"
     VALIDATE_PAYMENT_METHOD = "validate_payment_method"
@@ -54,6 +57,23 @@ class StatusWriteBack(StepModel):
     attempted_at: datetime
     error_code: ErrorCode | None = None
     error_message: str | None = None
+
+
+class MarkActivating(StepModel):
+    """Read the order and mark it Activating (the error fields cleared) in one call."""
+
+    sf_order_id: str
+    attempted_at: datetime
+
+
+class LoadedOrder(StepModel):
+    """The order as read, and the Activating write sent with the read: its outcome, or the
+    business error that refused it (`refused`; the workflow parks with it once the order's
+    own checks have passed, as a refused MARK_ACTIVATING step did)."""
+
+    order: OrderSnapshot
+    activating: WriteOutcome | None = None
+    refused: Failure | None = None
 
 
 class BillingClientQuery(StepModel):

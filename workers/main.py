@@ -102,6 +102,7 @@ def activities(upstreams: Upstreams, settings: Settings) -> Sequence[Any]:
     )
     return [
         salesforce.load_order,
+        salesforce.load_order_and_mark_activating,
         salesforce.write_back_status,
         salesforce.write_back_success,
         billing.resolve_billing_client,

@@ -66,6 +66,8 @@ with workflow.unsafe.imports_passed_through():
         CacheInvalidation,
         FoundBillingOrder,
         FulfillmentRecord,
+        LoadedOrder,
+        MarkActivating,
         OperatorAction,
         OrderRef,
         PaymentCheck,
@@ -111,6 +113,7 @@ _STEP_SUMMARIES = {
 # found by the heartbeat timeout, in seconds, not by these.
 _START_TO_CLOSE = {
     Activity.LOAD_ORDER: timedelta(minutes=2),
+    Activity.LOAD_ORDER_AND_MARK_ACTIVATING: timedelta(minutes=5),
     Activity.WRITE_BACK_STATUS: timedelta(minutes=5),
     Activity.WRITE_BACK_SUCCESS: timedelta(minutes=5),
     Activity.RESOLVE_BILLING_CLIENT: timedelta(minutes=2),
@@ -140,6 +143,12 @@ _COMPENSATE_ALWAYS = "compensate-however-it-ends"
 _AUDIT_SIGNALS = "audit-signal-decisions"
 # A retry clears FulfillmentErrorCode at once (runs before this patch kept it until the end).
 _RETRY_CLEARS_ERROR_CODE = "retry-clears-error-code"
+# The order is read and marked Activating in one Salesforce call (one Composite request, one
+# call against the org's daily API allowance); the mark_activating step then only takes what
+# that call did. Runs before this patch read with load_order and wrote Activating at
+# mark_activating, two calls. An order that then fails its checks was marked Activating and
+# is moved on to Failed by the park's write-back, as one failing at a later step always was.
+_LOAD_AND_MARK = "load-and-mark-activating"
 
 M = TypeVar("M", bound=BaseModel)
 Decision = Literal["retry", "cancel"]
@@ -173,6 +182,9 @@ class OrderFulfillment:
         self._handled_requests: set[str] = set()
         self._writes = 0
         self._attempted_at: datetime | None = None
+        self._load_and_mark = False
+        # What the last load's Activating write did, for the mark_activating step to take.
+        self._marked: LoadedOrder | None = None
         self._parked_until: datetime | None = None
         self._coalesce_writes = False
         self._audit_signals = False
@@ -189,6 +201,7 @@ class OrderFulfillment:
         self._coalesce_writes = workflow.patched(_COALESCE_WRITES)
         self._audit_signals = workflow.patched(_AUDIT_SIGNALS)
         self._compensate_always = workflow.patched(_COMPENSATE_ALWAYS)
+        self._load_and_mark = workflow.patched(_LOAD_AND_MARK)
         try:
             result = await self._fulfil(input)
         except asyncio.CancelledError:
@@ -262,12 +275,27 @@ class OrderFulfillment:
     # -- the steps -----------------------------------------------------------------------------
 
     async def _load_order(self) -> None:
-        order = await self._call(
-            Step.LOAD_ORDER,
-            Activity.LOAD_ORDER,
-            OrderRef(sf_order_id=self._input.sf_order_id),
-            OrderSnapshot,
-        )
+        self._marked = None
+        loaded: LoadedOrder | None = None
+        if self._load_and_mark and Step.MARK_ACTIVATING not in self._done:
+            # The attempt starts here: its Activating write goes out with the read.
+            self._attempted_at = workflow.now()
+            loaded = await self._call(
+                Step.LOAD_ORDER,
+                Activity.LOAD_ORDER_AND_MARK_ACTIVATING,
+                MarkActivating(
+                    sf_order_id=self._input.sf_order_id, attempted_at=self._attempted_at
+                ),
+                LoadedOrder,
+            )
+            order = loaded.order
+        else:
+            order = await self._call(
+                Step.LOAD_ORDER,
+                Activity.LOAD_ORDER,
+                OrderRef(sf_order_id=self._input.sf_order_id),
+                OrderSnapshot,
+            )
         self._order = order
         self._progress.sf_account_id = order.sf_account_id
         self._progress.order_number = order.order_number
@@ -278,8 +306,17 @@ class OrderFulfillment:
         except OrderRejected as rejected:
             raise _Parked(Step.LOAD_ORDER, rejected.to_failure()) from None
         self._sim = sim_request(order)
+        self._marked = loaded
 
     async def _mark_activating(self) -> None:
+        marked, self._marked = self._marked, None
+        if marked is not None:
+            # Written with the read (or refused there): nothing more to send.
+            self._set_status(FulfillmentStatus.ACTIVATING)
+            if marked.refused is not None:
+                raise _Parked(Step.MARK_ACTIVATING, marked.refused)
+            await self._record()
+            return
         self._attempted_at = workflow.now()
         self._set_status(FulfillmentStatus.ACTIVATING)
         await self._write_status(Step.MARK_ACTIVATING, ActivationStatus.ACTIVATING)

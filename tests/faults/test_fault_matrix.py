@@ -151,8 +151,14 @@ LATE = {
         ("WHMCS AcceptOrder", "whmcs", {"action": "AcceptOrder"}, 6_000),
         # Lands after the retry registered the line: Freebit refuses a second registration.
         ("Freebit addAcnt", "freebit", {"path": "/emptool/api/master/addAcnt/"}, 6_000),
-        # Activating lands after the fulfillment wrote Activated, unless the retry waited.
-        ("Salesforce status write", "sf", {"method": "PATCH", "path": "/services/data/"}, 10_000),
+        # Activating (sent with the order read, one Composite call) lands after the fulfillment
+        # wrote Activated, unless the retry waited.
+        (
+            "Salesforce status write",
+            "sf",
+            {"method": "POST", "path": "/services/data/v60.0/composite"},
+            10_000,
+        ),
     ],
 )
 async def test_a_write_committing_after_the_caller_gave_up(
@@ -166,7 +172,7 @@ async def test_a_write_committing_after_the_caller_gave_up(
             engine.fault(handle, {"kind": "late_commit", "ms": ms, "count": BATCH} | match)
         activate_all(engine, ids)
         if emulator == "sf":
-            # After our own activation, which is a PATCH too: the engine's first writes.
+            # After our own activation: the engine's first writes.
             engine.fault(handle, {"kind": "late_commit", "ms": ms, "count": BATCH} | match)
 
         def landed() -> int:

@@ -220,6 +220,89 @@ async def test_a_completion_reported_by_signal_ends_the_activation_wait(
     assert result.status is FulfillmentStatus.ACTIVATED
 
 
+# -- one Salesforce call reads the order and marks it Activating ----------------------------------
+
+
+async def test_the_first_attempt_reads_and_marks_activating_in_one_salesforce_call(
+    start: Start, upstreams: Upstreams
+) -> None:
+    result = await (await start()).result()
+    assert result.status is FulfillmentStatus.ACTIVATED
+    salesforce = {
+        name: upstreams.calls[name.value]
+        for name in (
+            Activity.LOAD_ORDER,
+            Activity.LOAD_ORDER_AND_MARK_ACTIVATING,
+            Activity.WRITE_BACK_STATUS,
+            Activity.WRITE_BACK_SUCCESS,
+        )
+    }
+    assert salesforce == {
+        Activity.LOAD_ORDER: 0,
+        Activity.LOAD_ORDER_AND_MARK_ACTIVATING: 1,
+        Activity.WRITE_BACK_STATUS: 0,
+        Activity.WRITE_BACK_SUCCESS: 1,
+    }
+    # The success write names the attempt the Activating write started.
+    [activating] = upstreams.status_writes
+    assert upstreams.success_writes[0].attempted_at == activating.attempted_at
+
+
+async def test_an_order_failing_its_checks_after_the_combined_call_ends_failed_as_before(
+    start: Start, watch: Watch, upstreams: Upstreams
+) -> None:
+    _no_address(upstreams)
+    handle = await start()
+    waiting = await watch.parked(handle)
+    assert waiting.step is Step.LOAD_ORDER and waiting.status is FulfillmentStatus.FAILED
+    # Marked Activating with the read, then moved on as any later failure is: what Salesforce
+    # ends with is the Failed write-back, with the code and message, of the same attempt.
+    activating, failed = upstreams.status_writes
+    assert activating.status is ActivationStatus.ACTIVATING
+    assert (failed.status, failed.error_code) == (ActivationStatus.FAILED, ErrorCode.INVALID_ORDER)
+    assert failed.error_message and "billing address" in failed.error_message
+    assert failed.attempted_at == activating.attempted_at
+    # The read model never said activating: the order was not taken on.
+    assert FulfillmentStatus.ACTIVATING not in {r.status for r in upstreams.records}
+
+
+async def test_an_activating_write_refused_with_the_read_parks_at_mark_activating(
+    start: Start, watch: Watch, upstreams: Upstreams
+) -> None:
+    upstreams.refuse_activating = Failure(
+        code=ErrorCode.INVALID_ORDER,
+        kind=ErrorKind.BUSINESS,
+        message="update_order failed",
+        detail="FIELD_CUSTOM_VALIDATION_EXCEPTION: Activation needs an approver",
+    )
+    handle = await start()
+    waiting = await watch.parked(handle)
+    assert waiting.step is Step.MARK_ACTIVATING
+    assert waiting.last_error == upstreams.refuse_activating
+    assert upstreams.salesforce_status is not None
+    assert upstreams.salesforce_status.status is ActivationStatus.FAILED
+    # Fixed in Salesforce: the retry resumes at mark_activating with a write of its own, and
+    # does not read the order again (that step does not depend on its data).
+    upstreams.refuse_activating = None
+    await handle.execute_update(OrderFulfillment.retry_update, operator())
+    assert (await handle.result()).status is FulfillmentStatus.ACTIVATED
+    assert upstreams.calls[Activity.LOAD_ORDER_AND_MARK_ACTIVATING.value] == 1
+    assert [w.status for w in upstreams.status_writes] == [
+        ActivationStatus.FAILED,
+        ActivationStatus.ACTIVATING,
+    ]
+
+
+async def test_a_failing_combined_call_is_repeated_whole(
+    start: Start, upstreams: Upstreams
+) -> None:
+    upstreams.fail(Activity.LOAD_ORDER_AND_MARK_ACTIVATING, transient("reply lost"))
+    result = await (await start()).result()
+    assert result.status is FulfillmentStatus.ACTIVATED
+    assert upstreams.calls[Activity.LOAD_ORDER_AND_MARK_ACTIVATING.value] == 2
+    assert upstreams.calls[Activity.WRITE_BACK_STATUS.value] == 0
+
+
 # -- business errors park, and write Failed -------------------------------------------------------
 
 
@@ -347,7 +430,7 @@ async def test_retry_resumes_at_the_failed_step_and_not_before(
     assert resumed.attempt == 2
     result = await handle.result()
     assert result.status is FulfillmentStatus.ACTIVATED
-    assert upstreams.calls[Activity.LOAD_ORDER.value] == 1
+    assert upstreams.calls[Activity.LOAD_ORDER_AND_MARK_ACTIVATING.value] == 1
     assert upstreams.calls[Activity.RESOLVE_BILLING_CLIENT.value] == 1
     assert upstreams.calls[Activity.VALIDATE_PAYMENT_METHOD.value] == 2
     assert upstreams.calls[Activity.CREATE_BILLING_ORDER.value] == 1
@@ -402,7 +485,7 @@ async def test_retry_of_a_data_error_rereads_the_order_fixed_at_its_source(
     upstreams.order = good
     await handle.execute_update(OrderFulfillment.retry_update, operator())
     assert (await handle.result()).status is FulfillmentStatus.ACTIVATED
-    assert upstreams.calls[Activity.LOAD_ORDER.value] == 2
+    assert upstreams.calls[Activity.LOAD_ORDER_AND_MARK_ACTIVATING.value] == 2
 
 
 async def test_a_sim_failure_retried_rereads_the_order_and_keeps_the_billing_order(
@@ -418,7 +501,7 @@ async def test_a_sim_failure_retried_rereads_the_order_and_keeps_the_billing_ord
     await handle.execute_update(OrderFulfillment.retry_update, operator())
     result = await handle.result()
     assert result.status is FulfillmentStatus.ACTIVATED
-    assert upstreams.calls[Activity.LOAD_ORDER.value] == 2
+    assert upstreams.calls[Activity.LOAD_ORDER_AND_MARK_ACTIVATING.value] == 2
     assert upstreams.calls[Activity.CREATE_BILLING_ORDER.value] == 1
     assert upstreams.adds == 1
 

@@ -19,7 +19,15 @@ from temporalio.exceptions import ApplicationError
 
 from domain.billing import BillingOrder, BillingOrderResult, BillingOrderStatus
 from domain.errors import ErrorCode, ErrorKind, Failure, WriteOutcome
-from domain.order import Account, Address, OrderItem, OrderSnapshot, Product, SimDetails
+from domain.order import (
+    Account,
+    ActivationStatus,
+    Address,
+    OrderItem,
+    OrderSnapshot,
+    Product,
+    SimDetails,
+)
 from domain.rules import resolve_whmcs_client_id
 from domain.sim import SimActivation, SimPhase, SimRequest, SimType
 from domain.steps import (
@@ -31,6 +39,8 @@ from domain.steps import (
     CacheInvalidation,
     FoundBillingOrder,
     FulfillmentRecord,
+    LoadedOrder,
+    MarkActivating,
     OperatorAction,
     OrderRef,
     PaymentCheck,
@@ -134,6 +144,8 @@ class Upstreams:
     operator_actions: dict[str, OperatorAction] = field(default_factory=dict)
     invalidations: list[CacheInvalidation] = field(default_factory=list)
     calls: Counter[str] = field(default_factory=Counter)
+    # Salesforce refuses the Activating write sent with the read (a validation rule, say).
+    refuse_activating: Failure | None = None
     # Activity name -> errors to raise on its next calls, in turn.
     failures: dict[str, list[Exception]] = field(default_factory=dict)
     # create_billing_order: commit in WHMCS, then lose the reply this many times.
@@ -155,6 +167,7 @@ class Upstreams:
     def activities(self) -> list[Any]:
         return [
             self.load_order,
+            self.load_order_and_mark_activating,
             self.write_back_status,
             self.resolve_billing_client,
             self.validate_payment_method,
@@ -182,6 +195,25 @@ class Upstreams:
         if self.order is None or self.order.sf_order_id != request.sf_order_id:
             raise business(ErrorCode.ORDER_NOT_FOUND, "order does not exist")
         return self.order
+
+    @activity.defn(name=Activity.LOAD_ORDER_AND_MARK_ACTIVATING.value)
+    async def load_order_and_mark_activating(self, request: MarkActivating) -> LoadedOrder:
+        """The read and the Activating write of one Composite call: the write depends on the
+        read (an order that does not exist is not written), and a refused write comes back
+        with the order."""
+        self._enter(Activity.LOAD_ORDER_AND_MARK_ACTIVATING)
+        if self.order is None or self.order.sf_order_id != request.sf_order_id:
+            raise business(ErrorCode.ORDER_NOT_FOUND, "order does not exist")
+        if self.refuse_activating is not None:
+            return LoadedOrder(order=self.order, refused=self.refuse_activating)
+        self.status_writes.append(
+            StatusWriteBack(
+                sf_order_id=request.sf_order_id,
+                status=ActivationStatus.ACTIVATING,
+                attempted_at=request.attempted_at,
+            )
+        )
+        return LoadedOrder(order=self.order, activating=WriteOutcome.APPLIED)
 
     @activity.defn(name=Activity.WRITE_BACK_STATUS.value)
     async def write_back_status(self, request: StatusWriteBack) -> Written:

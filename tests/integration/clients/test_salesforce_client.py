@@ -593,3 +593,146 @@ async def test_from_settings_uses_the_configured_jwt_flow(
         order = await client.read_order(sf_demo["orders"]["esim"])
     assert client.auth.flow == "jwt"
     assert order.sf_order_id == sf_demo["orders"]["esim"]
+
+
+# -- the order read and the Activating write in one call -----------------------------------------
+
+
+ACTIVATING = ActivationUpdate(
+    status=ActivationStatus.ACTIVATING, attempted_at=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+)
+
+
+async def test_the_read_and_the_activating_write_are_one_composite_call(
+    sf_emulator: SalesforceEmulatorHandle,
+    sf: SalesforceClient,
+    sf_demo: dict[str, Any],
+    sf_control: Control,
+) -> None:
+    order_id = sf_demo["orders"]["esim"]
+    failed = ActivationUpdate(
+        status=ActivationStatus.FAILED, error_code=ErrorCode.INVALID_ORDER, error_message="no EID"
+    )
+    await sf.update_activation(order_id, failed)
+    sf_control.clear_requests()
+
+    marked = await sf.read_order_and_mark(order_id, ACTIVATING)
+
+    assert [(r["method"], r["path"]) for r in _api_requests(sf_control)] == [
+        ("POST", "/services/data/v60.0/composite")
+    ]
+    assert marked.outcome is WriteOutcome.APPLIED and marked.refused is None
+    # The snapshot is the order as it was just before the write, items and account included.
+    assert marked.order.activation_status is ActivationStatus.FAILED
+    assert [item.sf_order_item_id for item in marked.order.items] == [
+        sf_demo["order_items"]["esim"]
+    ]
+    assert marked.order.account is not None and marked.order.sim.eid
+    record = _order_record(sf_emulator, order_id)
+    assert record["Activation_Status__c"] == "Activating"
+    assert record["Activation_Error_Code__c"] is None
+    assert record["Activation_Error_Message__c"] is None
+    assert record["Activation_Last_Attempt_At__c"].startswith("2026-01-02T03:04:05")
+    # Our own write: the change event names our client, so the listener passes it by.
+    events = sf_emulator.control("GET", "events?channel=/data/OrderChangeEvent")["events"]
+    header = events[-1]["data"]["payload"]["ChangeEventHeader"]
+    assert header["changeOrigin"].endswith(";client=order-fulfillment")
+
+
+async def test_reading_and_marking_a_missing_order_writes_nothing(
+    sf: SalesforceClient, sf_demo: dict[str, Any], sf_emulator: SalesforceEmulatorHandle
+) -> None:
+    before = sf_emulator.control("GET", "events?channel=/data/ChangeEvents")["events"]
+    with pytest.raises(BusinessError) as info:
+        await sf.read_order_and_mark(_missing_order_id(), ACTIVATING)
+    assert info.value.code is ErrorCode.ORDER_NOT_FOUND
+    assert sf_emulator.control("GET", "events?channel=/data/ChangeEvents")["events"] == before
+
+
+async def test_a_lost_reply_of_the_combined_call_is_outcome_unknown_and_a_repeat_is_harmless(
+    sf_emulator: SalesforceEmulatorHandle, sf_demo: dict[str, Any], sf_control: Control
+) -> None:
+    order_id = sf_demo["orders"]["internet"]
+    async with _client(sf_emulator, deadline=2.0) as sf:
+        await sf.auth.token()
+        sf_control.lose_reply(mode="reset", method="POST", path="/services/data/v60.0/composite")
+        with pytest.raises(OutcomeUnknownError):
+            await sf.read_order_and_mark(order_id, ACTIVATING)
+        assert _order_record(sf_emulator, order_id)["Activation_Status__c"] == "Activating"
+        again = await sf.read_order_and_mark(order_id, ACTIVATING)
+    assert again.outcome is WriteOutcome.APPLIED
+    assert again.order.activation_status is ActivationStatus.ACTIVATING
+
+
+class _Replying(SalesforceClient):
+    """The client with Salesforce's reply to the composite given (the emulator has no
+    validation rules to refuse a write with)."""
+
+    reply: dict[str, Any]
+
+    async def _write(self, operation: str, call: Any) -> Any:
+        return self.reply
+
+
+def _composite_reply(record: dict[str, Any], mark_status: int, mark_body: Any) -> dict[str, Any]:
+    return {
+        "compositeResponse": [
+            {
+                "body": {"totalSize": 1, "done": True, "records": [record]},
+                "httpHeaders": {},
+                "httpStatusCode": 200,
+                "referenceId": "order",
+            },
+            {
+                "body": mark_body,
+                "httpHeaders": {},
+                "httpStatusCode": mark_status,
+                "referenceId": "activating",
+            },
+        ]
+    }
+
+
+@pytest.mark.parametrize(
+    ("error_code", "already_there", "expected"),
+    [
+        ("FIELD_CUSTOM_VALIDATION_EXCEPTION", False, "refused"),
+        ("FIELD_CUSTOM_VALIDATION_EXCEPTION", True, "already_done"),
+        ("ENTITY_IS_DELETED", True, "refused"),
+        ("UNABLE_TO_LOCK_ROW", False, "transient"),
+        ("SOMETHING_NEW", False, "unrecognised"),
+    ],
+)
+async def test_a_write_refused_beside_a_good_read_is_told_apart_from_the_read(
+    sf_emulator: SalesforceEmulatorHandle,
+    sf_demo: dict[str, Any],
+    error_code: str,
+    already_there: bool,
+    expected: str,
+) -> None:
+    order_id = sf_demo["orders"]["internet"]
+    full = _order_record(sf_emulator, order_id) | {
+        "Activation_Status__c": "Activating" if already_there else None,
+        "Activation_Error_Code__c": None,
+        "Activation_Error_Message__c": None,
+        "Account": None,
+        "OrderItems": None,
+    }
+    refusal = [{"errorCode": error_code, "message": "Activation needs an approver"}]
+    client = _Replying(_auth(sf_emulator), api_version=sf_emulator.api_version)
+    client.reply = _composite_reply(full, 400, refusal)
+    try:
+        if expected in ("transient", "unrecognised"):
+            with pytest.raises(TransientError) as raised:
+                await client.read_order_and_mark(order_id, ACTIVATING)
+            assert isinstance(raised.value, UnrecognisedError) is (expected == "unrecognised")
+            return
+        marked = await client.read_order_and_mark(order_id, ACTIVATING)
+    finally:
+        await client.aclose()
+    assert marked.order.sf_order_id == order_id
+    if expected == "already_done":
+        assert (marked.outcome, marked.refused) == (WriteOutcome.ALREADY_DONE, None)
+    else:
+        assert marked.outcome is None and marked.refused is not None
+        assert marked.refused.code in (ErrorCode.INVALID_ORDER, ErrorCode.ORDER_NOT_FOUND)
