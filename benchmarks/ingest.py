@@ -32,6 +32,7 @@ import time
 import uuid
 from collections.abc import Callable
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
@@ -171,15 +172,24 @@ async def _caught_up(
         await connection.close()
 
 
+@dataclass(frozen=True)
+class Ingested:
+    seconds: float
+    peak_rss_mb: float | None
+    sf_rest_calls: int
+
+
 async def _ingest(
     transport: str,
     settings: Settings,
     control: httpx.AsyncClient,
     last: dict[str, int],
     work: Path,
-) -> tuple[float, float | None]:
-    """Seconds for a fresh listener on `transport` to handle the whole backlog; its peak RSS."""
+) -> Ingested:
+    """Seconds for a fresh listener on `transport` to handle the whole backlog, its peak RSS,
+    and the Salesforce REST calls it made meanwhile (from the emulator's request log)."""
     count = _settings["events"]
+    (await control.delete("/__emulator__/requests")).raise_for_status()
     listener = ChildProcess(
         f"listener-{transport}",
         [sys.executable, "-m", "cli", "listener"],
@@ -192,9 +202,14 @@ async def _ingest(
         done = await _caught_up(
             settings.database_url or "", transport, last, within=max(120.0, count / 20)
         )
-        return done - subscribed, _peak_rss_mb(listener.pid)
+        rss = _peak_rss_mb(listener.pid)
     finally:
         listener.stop()
+    records = (await control.get("/__emulator__/requests")).json()["requests"]
+    # What counts against the org's API allowance: REST calls. The transport's own traffic
+    # (CometD polls, Pub/Sub RPCs) and token requests do not.
+    rest = sum(1 for r in records if r["path"].startswith("/services/data/"))
+    return Ingested(done - subscribed, rss, rest)
 
 
 async def _run(say: Say) -> BenchmarkResult:
@@ -223,7 +238,7 @@ async def _run(say: Say) -> BenchmarkResult:
         took = time.monotonic() - began
         say(f"  {count} events retained in {took:.1f} s on {len(last)} channels")
         env = await start_temporal()
-        measured: dict[str, tuple[float, float | None]] = {}
+        measured: dict[str, Ingested] = {}
         try:
             settings = load_settings(
                 temporal_address=env.client.service_client.config.target_host,
@@ -242,12 +257,12 @@ async def _run(say: Say) -> BenchmarkResult:
             ) as control:
                 for transport in ("cometd", "pubsub"):
                     measured[transport] = await _ingest(transport, settings, control, last, work)
-                    seconds = measured[transport][0]
+                    seconds = measured[transport].seconds
                     say(f"  {transport}: {count / seconds:.0f} events/s ({seconds:.2f} s)")
         finally:
             await env.shutdown()
-    rate = count / measured["cometd"][0]
-    pubsub_rate = count / measured["pubsub"][0]
+    rate = count / measured["cometd"].seconds
+    pubsub_rate = count / measured["pubsub"].seconds
     metrics = [
         Metric(
             "ingest_events_per_s",
@@ -275,8 +290,20 @@ async def _run(say: Say) -> BenchmarkResult:
             "Pub/Sub events/s / CometD events/s, same backlog, same run",
         ),
     ]
+    for transport in ("cometd", "pubsub"):
+        calls = measured[transport].sf_rest_calls
+        name = "listener_sf_calls_per_event" + ("" if transport == "cometd" else "_pubsub")
+        metrics.append(
+            Metric(
+                name,
+                round(calls / count, 4),
+                "calls",
+                f"Salesforce REST calls per event over {transport} ({calls} for {count} events;"
+                " the transport's own traffic apart)",
+            )
+        )
     for transport, key in (("cometd", "ingest_listener_peak_rss_mb"), ("pubsub", None)):
-        rss = measured[transport][1]
+        rss = measured[transport].peak_rss_mb
         if rss is not None:
             name = key or f"ingest_{transport}_listener_peak_rss_mb"
             metrics.append(Metric(name, rss, "MB", f"listener VmHWM on {transport}"))
@@ -287,7 +314,8 @@ async def _run(say: Say) -> BenchmarkResult:
         metrics,
         {
             "events": count,
-            "seconds": {t: round(m[0], 3) for t, m in measured.items()},
+            "seconds": {t: round(m.seconds, 3) for t, m in measured.items()},
+            "sf_rest_calls": {t: m.sf_rest_calls for t, m in measured.items()},
             "last_replay_ids": last,
         },
     )
