@@ -1,6 +1,6 @@
 """`make bench` (`python -m benchmarks`): speed figures, measured in one run on this machine.
 
-    python -m benchmarks [--seconds 5] [--warmup 1] [--connections 50] [--rounds 3]
+    python -m benchmarks [--seconds 5] [--warmup 1] [--connections 50] [--rounds 5]
                          [--orders 500] [--latency-orders 10] [--events 10000]
                          [NAME ...]
 

@@ -94,7 +94,7 @@ Say = Callable[[str], None]
 
 # Set by `python -m benchmarks --orders N` (Options, shared by every benchmark, has no field for
 # it) and, for the rounds, from Options by `run_throughput`.
-_settings: dict[str, int] = {"orders": 500, "latency_orders": 10, "rounds": 3}
+_settings: dict[str, int] = {"orders": 500, "latency_orders": 10, "rounds": 5}
 
 
 def configure(*, orders: int | None = None, latency_orders: int | None = None) -> None:
@@ -577,6 +577,10 @@ async def _throughput(stack: Stack, say: Say) -> BenchmarkResult:
     fulfillment_rate = median([count / engine.seconds for engine, _ in pairs])
     bare_rate = median([count / bare.seconds for _, bare in pairs])
     ratio = median([bare.seconds / engine.seconds for engine, bare in pairs])
+    ratios = sorted(round(bare.seconds / engine.seconds, 3) for engine, bare in pairs)
+    worker_cpu = median([engine.cpu_ms.get("worker", 0.0) for engine, _ in pairs])
+    # The bare worker runs in this process, idle otherwise while the bare batch runs.
+    bare_cpu = median([bare.cpu_ms.get("bench", 0.0) for _, bare in pairs])
     regular, local = stack.shape
     metrics = [
         Metric(
@@ -597,7 +601,20 @@ async def _throughput(stack: Stack, say: Say) -> BenchmarkResult:
             "fulfillment_throughput_ratio",
             round(ratio, 3),
             "ratio",
-            "fulfillment / bare, median of the rounds' ratios (target >= 0.7)",
+            f"fulfillment / bare, median of {rounds} rounds' ratios (spread {ratios[0]}"
+            f"-{ratios[-1]}; target >= 0.75)",
+        ),
+        Metric(
+            "worker_cpu_ms_per_order",
+            round(worker_cpu, 1),
+            "ms",
+            f"the worker process's CPU per fulfilled order (median of {rounds})",
+        ),
+        Metric(
+            "bare_worker_cpu_ms_per_workflow",
+            round(bare_cpu, 1),
+            "ms",
+            "the bare worker's CPU per workflow of the same activity shape (this process)",
         ),
     ]
     if worker_rss is not None:
