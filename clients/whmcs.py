@@ -4,15 +4,22 @@ Every action is a form POST to `includes/api.php` carrying `identifier`/`secret`
 optional `accesskey`); replies are JSON with `result` = `success` or `error`. Read actions are
 retried on transient failures; AddOrder, AcceptOrder and CancelOrder are not (WHMCS has no
 idempotency key, so a repeat is the activity's decision, made after looking for an earlier one).
+
+The product catalogue (GetProducts: the custom field ids AddOrder needs per product) changes
+rarely and is the same for every order: it is read through a `ProductCatalogue`, in production
+the portal's Redis (`clients.cache.CachedInGroup`, dropped with the services catalog group on
+Product2/PricebookEntry change events), so an order does not cost a GetProducts. A product the
+cached catalogue lacks is looked for once more in WHMCS before the order fails.
 """
 
 from __future__ import annotations
 
+import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Literal, Self, TypeVar
+from typing import Any, Literal, Protocol, Self, TypeVar
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
@@ -348,6 +355,56 @@ class ProductFields(WhmcsModel):
 
 
 # ---------------------------------------------------------------------------------------------
+# The product catalogue.
+
+# The cached value's layout; another (an older release's) is read as a miss.
+_CATALOGUE_FORMAT = "whmcs-products/v1"
+
+
+class ProductCatalogue(Protocol):
+    """Where the product catalogue is kept between orders (`clients.cache.CachedInGroup`)."""
+
+    async def get(self, fill: Callable[[], Awaitable[str]], *, refresh: bool = False) -> str:
+        """The kept value, else `fill()`'s; `refresh`: `fill()`'s, the kept one was lacking."""
+        ...
+
+
+class InProcessCatalogue:
+    """Kept in the process until a refresh: for a client without a shared cache."""
+
+    def __init__(self) -> None:
+        self._value: str | None = None
+
+    async def get(self, fill: Callable[[], Awaitable[str]], *, refresh: bool = False) -> str:
+        if refresh or self._value is None:
+            self._value = await fill()
+        return self._value
+
+
+def _catalogue(products: Sequence[ProductFields]) -> str:
+    """The catalogue as kept: per product id, its custom fields' ids by name."""
+    fields = {
+        str(product.pid): {field.name: field.id for field in product.customfields}
+        for product in products
+    }
+    return json.dumps({"format": _CATALOGUE_FORMAT, "products": fields}, sort_keys=True)
+
+
+def _field_ids(text: str) -> dict[int, dict[str, int]] | None:
+    """The kept catalogue, or None when it is not one this release wrote."""
+    try:
+        value = json.loads(text)
+        if value.get("format") != _CATALOGUE_FORMAT:
+            return None
+        return {
+            int(pid): {str(name): int(field_id) for name, field_id in fields.items()}
+            for pid, fields in value["products"].items()
+        }
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return None
+
+
+# ---------------------------------------------------------------------------------------------
 # The client.
 
 
@@ -372,6 +429,7 @@ class WhmcsClient(FormApiClient):
         page_size: int = 100,
         max_pages: int = 1000,
         marker_field: str = ORDER_ITEM_MARKER_FIELD,
+        catalogue: ProductCatalogue | None = None,
     ) -> None:
         self._api_url = api_url
         self._page_size = page_size
@@ -381,7 +439,7 @@ class WhmcsClient(FormApiClient):
         self._access_key = access_key
         self._retry = retry or RetryPolicy()
         self._marker_field = marker_field
-        self._marker_ids: dict[int, int] = {}
+        self._catalogue: ProductCatalogue = catalogue or InProcessCatalogue()
         # After WHMCS refuses our credentials or address, calls fail here until this monotonic
         # time: WHMCS bans addresses that keep failing to log in, and every order in flight
         # would otherwise add its own failed login.
@@ -389,7 +447,9 @@ class WhmcsClient(FormApiClient):
         super().__init__(System.WHMCS, timeout)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Self:
+    def from_settings(
+        cls, settings: Settings, *, catalogue: ProductCatalogue | None = None
+    ) -> Self:
         if not settings.whmcs_api_url or not settings.whmcs_identifier or not settings.whmcs_secret:
             raise ValueError("WHMCS_API_URL, WHMCS_IDENTIFIER and WHMCS_SECRET must be set")
         return cls(
@@ -398,6 +458,7 @@ class WhmcsClient(FormApiClient):
             settings.whmcs_secret,
             access_key=settings.whmcs_access_key,
             timeout=httpx.Timeout(settings.whmcs_timeout_seconds, connect=5.0),
+            catalogue=catalogue,
         )
 
     def __repr__(self) -> str:
@@ -436,23 +497,38 @@ class WhmcsClient(FormApiClient):
         params = {"userid": client_id, "status": status}
         return await self._paged("GetInvoices", params, "invoices", "invoice", Invoice)
 
-    async def marker_field_id(self, pid: int) -> int:
-        """The id of the product's order-item marker field (ids differ per product; cached)."""
-        cached = self._marker_ids.get(pid)
-        if cached is not None:
-            return cached
-        reply = await self._read("GetProducts", {"pid": str(pid)})
+    async def get_products(self) -> list[ProductFields]:
+        """Every product with its custom field definitions (one GetProducts, not cached)."""
+        reply = await self._read("GetProducts", {})
         rows = _unwrap(reply.get("products"), "product")
-        for product in self._parse_list(ProductFields, "GetProducts", rows):
-            for field in product.customfields:
-                if product.pid == pid and field.name == self._marker_field:
-                    self._marker_ids[pid] = field.id
-                    return field.id
+        return self._parse_list(ProductFields, "GetProducts", rows)
+
+    async def marker_field_id(self, pid: int) -> int:
+        """The id of the product's order-item marker field (ids differ per product), from the
+        kept catalogue; a product it lacks, or lacks the field of, is looked for once more in
+        WHMCS (added there today) before the product counts as misconfigured."""
+        for refresh in (False, True):
+            products = await self._products(refresh=refresh)
+            field_id = products.get(pid, {}).get(self._marker_field)
+            if field_id is not None:
+                return field_id
         raise ConfigurationError(
             System.WHMCS,
             f"product {pid} has no {self._marker_field!r} custom field",
             detail="define it on every product the engine orders",
         )
+
+    async def _products(self, *, refresh: bool) -> dict[int, dict[str, int]]:
+        products = _field_ids(await self._catalogue.get(self._read_catalogue, refresh=refresh))
+        if products is None and not refresh:
+            # Kept in another layout (an older release): read it again.
+            products = _field_ids(await self._catalogue.get(self._read_catalogue, refresh=True))
+        if products is None:
+            raise UnrecognisedError(System.WHMCS, "GetProducts: the kept catalogue is unreadable")
+        return products
+
+    async def _read_catalogue(self) -> str:
+        return _catalogue(await self.get_products())
 
     async def find_billing_order(self, order: BillingOrder) -> BillingOrderResult | None:
         """The WHMCS order an earlier attempt made for `order`, found by the services' markers.

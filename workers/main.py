@@ -28,7 +28,7 @@ from activities.read_model import ReadModelActivities
 from activities.reconciliation import ReconciliationActivities
 from activities.salesforce import SalesforceActivities
 from activities.sims import SimActivities
-from clients.cache import CacheInvalidator, CacheKeys, create_redis
+from clients.cache import CachedInGroup, CacheGroup, CacheInvalidator, CacheKeys, create_redis
 from clients.freebit import FreebitClient
 from clients.fulfillment_store import FulfillmentStore
 from clients.postgres import create_pool
@@ -68,9 +68,19 @@ async def open_upstreams(settings: Settings) -> AsyncIterator[Upstreams]:
         stack.push_async_callback(pool.close)
         redis = create_redis(settings.redis_url)
         stack.push_async_callback(redis.aclose)
+        cache = CacheInvalidator(redis, CacheKeys(settings.cache_key_prefix))
         salesforce = SalesforceClient.from_settings(settings)
         stack.push_async_callback(salesforce.aclose)
-        whmcs = WhmcsClient.from_settings(settings)
+        # The WHMCS product catalogue is kept with the portal's catalog (its group is dropped
+        # on Product2/PricebookEntry change events), not read again for every order.
+        catalogue = CachedInGroup(
+            redis,
+            cache,
+            CacheGroup.SERVICES_CATALOG,
+            cache.keys.whmcs_products(),
+            ttl_seconds=settings.services_cache_safety_ttl_seconds,
+        )
+        whmcs = WhmcsClient.from_settings(settings, catalogue=catalogue)
         stack.push_async_callback(whmcs.aclose)
         freebit = FreebitClient.from_settings(settings)
         stack.push_async_callback(freebit.aclose)
@@ -79,7 +89,7 @@ async def open_upstreams(settings: Settings) -> AsyncIterator[Upstreams]:
             whmcs=whmcs,
             freebit=freebit,
             store=FulfillmentStore(pool),
-            cache=CacheInvalidator(redis, CacheKeys(settings.cache_key_prefix)),
+            cache=cache,
         )
 
 

@@ -20,7 +20,7 @@ from clients.errors import (
     UnrecognisedError,
 )
 from clients.retry import RetryPolicy
-from clients.whmcs import AccessRefusedError, WhmcsClient
+from clients.whmcs import AccessRefusedError, InProcessCatalogue, WhmcsClient
 from config.settings import load_settings
 from domain.billing import BillingLine, BillingOrder, BillingOrderStatus
 from domain.errors import WriteOutcome
@@ -254,10 +254,42 @@ async def test_add_order_refusals_map_to_their_codes(whmcs: WhmcsClient) -> None
     assert closed.value.detail == "Unable to add order when client status is Closed"
 
 
-async def test_a_product_without_the_marker_field_is_configuration(whmcs: WhmcsClient) -> None:
+async def test_a_product_without_the_marker_field_is_configuration(
+    whmcs: WhmcsClient, whmcs_control: Control
+) -> None:
     with pytest.raises(ConfigurationError) as info:
         await whmcs.marker_field_id(999)
     assert "Salesforce Order Item ID" in info.value.message
+    # Looked for once more in WHMCS before giving up, not more.
+    assert len(whmcs_control.requests(action="GetProducts")) == 2
+
+
+async def test_marker_fields_of_every_product_come_from_one_catalogue_read(
+    whmcs: WhmcsClient, whmcs_control: Control
+) -> None:
+    assert [await whmcs.marker_field_id(pid) for pid in (4, 3, 4, 1)] == [4, 3, 4, 1]
+    assert len(whmcs_control.requests(action="GetProducts")) == 1
+
+
+async def test_a_product_the_kept_catalogue_lacks_is_looked_for_in_whmcs_once(
+    whmcs_emulator: WhmcsEmulatorHandle, whmcs_control: Control
+) -> None:
+    # Kept yesterday, before product 4 got its marker field (or was added) in WHMCS.
+    kept = InProcessCatalogue()
+    yesterday = (
+        '{"format": "whmcs-products/v1", "products": {"3": {"Salesforce Order Item ID": 3}}}'
+    )
+    await kept.get(lambda: _value(yesterday))
+    async with _client(whmcs_emulator, catalogue=kept) as whmcs:
+        assert await whmcs.marker_field_id(3) == 3
+        assert len(whmcs_control.requests(action="GetProducts")) == 0
+        assert await whmcs.marker_field_id(4) == 4
+        assert await whmcs.marker_field_id(4) == 4
+    assert len(whmcs_control.requests(action="GetProducts")) == 1
+
+
+async def _value(text: str) -> str:
+    return text
 
 
 async def test_refused_credentials_pause_every_call_instead_of_hammering(
