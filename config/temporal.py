@@ -34,7 +34,12 @@ from temporalio.client import (
     WorkflowExecutionStatus,
     WorkflowHandle,
 )
-from temporalio.common import WorkflowIDReusePolicy
+from temporalio.common import (
+    SearchAttributeKey,
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDReusePolicy,
+)
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import (
     DataConverter,
@@ -54,6 +59,7 @@ from domain.fulfillment import (
     FulfillmentResult,
     FulfillmentStatus,
     OperatorRequest,
+    SearchAttribute,
     decide_activation,
     workflow_id,
 )
@@ -229,7 +235,24 @@ async def start_fulfillment(
         static_summary=fulfillment.summary(),
         static_details=fulfillment.details(),
         result_type=FulfillmentResult,
+        search_attributes=start_search_attributes(fulfillment.sf_order_id),
         **overrides,
+    )
+
+
+def start_search_attributes(sf_order_id: str) -> TypedSearchAttributes:
+    """What a fulfillment is started with: searchable by its order from its first moment, and
+    one search-attribute upsert fewer per order (the workflow leaves out what these set)."""
+    return TypedSearchAttributes(
+        [
+            SearchAttributePair(
+                SearchAttributeKey.for_keyword(SearchAttribute.SALESFORCE_ORDER_ID), sf_order_id
+            ),
+            SearchAttributePair(
+                SearchAttributeKey.for_keyword(SearchAttribute.FULFILLMENT_STATUS),
+                FulfillmentStatus.PENDING.value,
+            ),
+        ]
     )
 
 

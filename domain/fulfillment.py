@@ -53,6 +53,17 @@ class Step(StrEnum):
     INVALIDATE_CACHES = "invalidate_caches"
 
 
+class SearchAttribute(StrEnum):
+    """The fulfillment's search attributes (all keyword), registered once per namespace; the
+    workflow sets them, and its starters give the first two at start."""
+
+    SALESFORCE_ORDER_ID = "SalesforceOrderId"
+    SALESFORCE_ACCOUNT_ID = "SalesforceAccountId"
+    FULFILLMENT_STATUS = "FulfillmentStatus"
+    FULFILLMENT_STEP = "FulfillmentStep"
+    FULFILLMENT_ERROR_CODE = "FulfillmentErrorCode"
+
+
 class FulfillmentStatus(StrEnum):
     """The read model's status (lower case in Postgres, the API and search attributes)."""
 

@@ -50,6 +50,7 @@ with workflow.unsafe.imports_passed_through():
         FulfillmentResult,
         FulfillmentStatus,
         OperatorRequest,
+        SearchAttribute,
         Step,
         read_model_version,
         workflow_id,
@@ -78,11 +79,11 @@ with workflow.unsafe.imports_passed_through():
         Written,
     )
 
-SALESFORCE_ORDER_ID = SearchAttributeKey.for_keyword("SalesforceOrderId")
-SALESFORCE_ACCOUNT_ID = SearchAttributeKey.for_keyword("SalesforceAccountId")
-FULFILLMENT_STATUS = SearchAttributeKey.for_keyword("FulfillmentStatus")
-FULFILLMENT_STEP = SearchAttributeKey.for_keyword("FulfillmentStep")
-FULFILLMENT_ERROR_CODE = SearchAttributeKey.for_keyword("FulfillmentErrorCode")
+SALESFORCE_ORDER_ID = SearchAttributeKey.for_keyword(SearchAttribute.SALESFORCE_ORDER_ID)
+SALESFORCE_ACCOUNT_ID = SearchAttributeKey.for_keyword(SearchAttribute.SALESFORCE_ACCOUNT_ID)
+FULFILLMENT_STATUS = SearchAttributeKey.for_keyword(SearchAttribute.FULFILLMENT_STATUS)
+FULFILLMENT_STEP = SearchAttributeKey.for_keyword(SearchAttribute.FULFILLMENT_STEP)
+FULFILLMENT_ERROR_CODE = SearchAttributeKey.for_keyword(SearchAttribute.FULFILLMENT_ERROR_CODE)
 SEARCH_ATTRIBUTES = (
     SALESFORCE_ORDER_ID,
     SALESFORCE_ACCOUNT_ID,
@@ -149,6 +150,15 @@ _RETRY_CLEARS_ERROR_CODE = "retry-clears-error-code"
 # mark_activating, two calls. An order that then fails its checks was marked Activating and
 # is moved on to Failed by the park's write-back, as one failing at a later step always was.
 _LOAD_AND_MARK = "load-and-mark-activating"
+# Search attributes change where a run dwells, not at every step: FulfillmentStep is set at the
+# steps that can take minutes (a SIM line activating), where the run parks, and where it ends;
+# a run starts with SalesforceOrderId and FulfillmentStatus already set by its starter
+# (`config.temporal.start_fulfillment`). Each upsert is an event and a visibility write on the
+# server, about a fifth of an order's cost there; every saved view of docs/observability.md
+# asks only for what is still set. Runs before this patch upserted the step at every step.
+_ATTRIBUTES_WHERE_IT_DWELLS = "search-attributes-where-it-dwells"
+# Steps a run can spend minutes in: FulfillmentStep names them while it does.
+_DWELL_STEPS = frozenset({Step.PROVISION_SIMS})
 
 M = TypeVar("M", bound=BaseModel)
 Decision = Literal["retry", "cancel"]
@@ -183,6 +193,7 @@ class OrderFulfillment:
         self._writes = 0
         self._attempted_at: datetime | None = None
         self._load_and_mark = False
+        self._lean_attributes = False
         # What the last load's Activating write did, for the mark_activating step to take.
         self._marked: LoadedOrder | None = None
         self._parked_until: datetime | None = None
@@ -202,6 +213,7 @@ class OrderFulfillment:
         self._audit_signals = workflow.patched(_AUDIT_SIGNALS)
         self._compensate_always = workflow.patched(_COMPENSATE_ALWAYS)
         self._load_and_mark = workflow.patched(_LOAD_AND_MARK)
+        self._lean_attributes = workflow.patched(_ATTRIBUTES_WHERE_IT_DWELLS)
         try:
             result = await self._fulfil(input)
         except asyncio.CancelledError:
@@ -217,6 +229,8 @@ class OrderFulfillment:
         _metric_counter("fulfillment_started", "Fulfillments started").add(1)
         self._upsert_attributes(SALESFORCE_ORDER_ID.value_set(input.sf_order_id))
         self._set_status(FulfillmentStatus.PENDING)
+        if self._lean_attributes:
+            self._drop_set_at_start()
         reload = False
         while True:
             try:
@@ -476,6 +490,8 @@ class OrderFulfillment:
         self._progress.last_error = None
         self._set_status(FulfillmentStatus.ACTIVATED)
         self._upsert_attributes(FULFILLMENT_ERROR_CODE.value_unset())
+        if self._lean_attributes and self._progress.step is not None:
+            self._upsert_attributes(FULFILLMENT_STEP.value_set(self._progress.step.value))
         await self._record()
 
     async def _succeeded(self) -> FulfillmentResult:
@@ -500,6 +516,8 @@ class OrderFulfillment:
         self._progress.last_error = failure
         self._set_status(FulfillmentStatus.FAILED)
         self._upsert_attributes(FULFILLMENT_ERROR_CODE.value_set(failure.code.value))
+        if self._lean_attributes:
+            self._upsert_attributes(FULFILLMENT_STEP.value_set(parked.step.value))
         workflow.logger.info("parked at %s: %s", parked.step.value, failure.code.value)
         _metric_counter("fulfillment_parked", "Fulfillments parked for an operator").add(
             1, {"code": failure.code.value, "step": parked.step.value}
@@ -901,7 +919,10 @@ class OrderFulfillment:
 
     async def _at(self, step: Step) -> None:
         self._progress.step = step
-        self._upsert_attributes(FULFILLMENT_STEP.value_set(step.value))
+        # An order without SIMs passes provision_sims at once: it never dwells there.
+        dwells = step in _DWELL_STEPS and self._sim is not None
+        if not self._lean_attributes or dwells:
+            self._upsert_attributes(FULFILLMENT_STEP.value_set(step.value))
         workflow.set_current_details(
             f"{self._order_label()}: {_STEP_SUMMARIES[step]} (attempt {self._progress.attempt})."
         )
@@ -910,6 +931,14 @@ class OrderFulfillment:
     def _set_status(self, status: FulfillmentStatus) -> None:
         self._progress.status = status
         self._upsert_attributes(FULFILLMENT_STATUS.value_set(status.value))
+
+    def _drop_set_at_start(self) -> None:
+        """Leave out the changes the run's starter already made (its start search attributes):
+        a run started by an older starter, without them, still sets them here."""
+        at_start = workflow.info().typed_search_attributes
+        for name, update in list(self._pending_attributes.items()):
+            if update.value is not None and at_start.get(update.key) == update.value:
+                del self._pending_attributes[name]
 
     def _upsert_attributes(self, *updates: SearchAttributeUpdate[Any]) -> None:
         """Change search attributes: the latest value of each goes out with `_flush`."""

@@ -22,6 +22,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from config.temporal import start_search_attributes
 from devstack.services import SEARCH_ATTRIBUTES, temporal_test_server_binary
 from domain.fulfillment import (
     FulfillmentInput,
@@ -132,6 +133,7 @@ async def record(directory: Path = HISTORIES) -> list[Path]:
                     ),
                     id=f"{workflow_id(ORDER_ID)}-{name}",
                     task_queue=queue,
+                    search_attributes=start_search_attributes(ORDER_ID),
                 )
                 await scenario(upstreams, handle, env)
                 history = await handle.fetch_history()

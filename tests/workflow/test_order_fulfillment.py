@@ -463,14 +463,16 @@ async def test_a_retry_clears_the_error_code_searched_for_at_once(
         for e in history.events
         if e.event_id > accepted
         and e.event_type == EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES
-        and "FulfillmentStep"
+        # Ours, not the SDK's record of the retry-clears-error-code patch.
+        and "FulfillmentStatus"
         in (
             fields
             := e.upsert_workflow_search_attributes_event_attributes.search_attributes.indexed_fields
         )
     )
-    # Unset with the resumed step's own change, not only once the order is Activated.
+    # Unset with the resumed run's first change, not only once the order is Activated.
     assert "FulfillmentErrorCode" in resumed
+    assert b"activated" not in resumed["FulfillmentStatus"].data
 
 
 async def test_retry_of_a_data_error_rereads_the_order_fixed_at_its_source(
