@@ -3,6 +3,10 @@
 Each scope accepts its own token only (a portal token cannot retry or cancel). Tokens are
 compared in constant time; a missing or unknown token is 401, a valid token of the other scope
 403. Operators also say who they are (`X-Requested-By`), recorded with every action.
+
+Each scope is declared to OpenAPI as an HTTP bearer scheme (`ServiceToken`, `OpsToken`), so the
+schema lists it on every operation it guards and the docs page offers to send it. The schemes
+only describe: `_check` reads the header and decides, as it did before they were declared.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import re
 from typing import Annotated, Literal
 
 from fastapi import Depends, Header, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from api.errors import ApiError
 from api.services import ApiServices, services
@@ -20,6 +25,22 @@ Scope = Literal["service", "ops"]
 # Postgres refuses NUL in text, and no name or reason needs a control character.
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
+
+# `auto_error=False`: the scheme never answers a request itself (FastAPI's own 401 body is not
+# `{code, message}`); it is in the dependencies for the schema's sake.
+service_token = HTTPBearer(
+    auto_error=False,
+    scheme_name="ServiceToken",
+    description="API_SERVICE_TOKEN: the customer portal's reads (`/api/orders/…`, "
+    "`/api/accounts/…`).",
+)
+ops_token = HTTPBearer(
+    auto_error=False,
+    scheme_name="OpsToken",
+    description="API_OPS_TOKEN: operator actions and reads (`/api/ops/…`); actions also name "
+    "who asks in `X-Requested-By`.",
+)
+Declared = HTTPAuthorizationCredentials | None
 
 
 def _matches(given: str, expected: str | None) -> bool:
@@ -41,11 +62,20 @@ def _check(request: Request, api: ApiServices, scope: Scope) -> None:
 
 
 # `async def`: a plain `def` dependency would run in the thread pool (api/services.py).
-async def service_scope(request: Request, api: Annotated[ApiServices, Depends(services)]) -> None:
+async def service_scope(
+    request: Request,
+    api: Annotated[ApiServices, Depends(services)],
+    _declared: Annotated[Declared, Depends(service_token)] = None,
+) -> None:
     _check(request, api, "service")
 
 
-def ops_scope(request: Request, api: Annotated[ApiServices, Depends(services)]) -> None:
+# `_declared` has a default: the codec (api/routes/codec.py) calls this with two arguments.
+def ops_scope(
+    request: Request,
+    api: Annotated[ApiServices, Depends(services)],
+    _declared: Annotated[Declared, Depends(ops_token)] = None,
+) -> None:
     _check(request, api, "ops")
 
 

@@ -79,6 +79,13 @@ def _cmd_api(_args: argparse.Namespace, _rest: list[str]) -> int:
     return 0
 
 
+def _cmd_openapi(_args: argparse.Namespace, _rest: list[str]) -> int:
+    from api.openapi import render
+
+    sys.stdout.write(render())
+    return 0
+
+
 def _cmd_dev(_args: argparse.Namespace, rest: list[str]) -> int:
     from devstack.launcher import main as dev_main
 
@@ -120,6 +127,14 @@ def build_parser() -> argparse.ArgumentParser:
     migrate = sub.add_parser("migrate", help="apply pending Postgres migrations (DATABASE_URL)")
     migrate.add_argument("--status", action="store_true", help="list applied migrations")
     migrate.set_defaults(handler=_cmd_migrate, passthrough=False)
+
+    openapi = sub.add_parser(
+        "openapi",
+        help="print the API's OpenAPI schema (as committed in docs/openapi.json)",
+        description="Print the API's OpenAPI schema: sorted keys, indent 2, settings not read. "
+        "Regenerate the committed copy with `fulfillment openapi > docs/openapi.json`.",
+    )
+    openapi.set_defaults(handler=_cmd_openapi, passthrough=False)
 
     operators.register(sub)
     demo_command.register(sub)
