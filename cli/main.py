@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from cli import demo_command, operators
+from cli.version import VersionAction
 from config.logging import configure_logging, get_logger
 from config.settings import (
     API,
@@ -102,6 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fulfillment",
         description="Order fulfillment engine: Salesforce CDC -> Temporal -> WHMCS + Freebit.",
+    )
+    parser.add_argument(
+        "--version",
+        action=VersionAction,
+        help="print the version (and the checkout's commit, as a worker's default build id)",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
