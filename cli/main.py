@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+import textwrap
 from collections.abc import Callable, Sequence
 
 from cli import demo_command, operators
@@ -21,10 +22,51 @@ from config.settings import (
     WORKER,
     Settings,
     SettingsError,
+    env_name,
     load_settings,
 )
 
 Handler = Callable[[argparse.Namespace, list[str]], int]
+
+# What some settings bring with them (config.settings checks these at start too).
+_SALESFORCE_FLOW = (
+    "SF_AUTH_FLOW decides which of SF_CLIENT_SECRET, SF_USERNAME, SF_PASSWORD and "
+    "SF_JWT_KEY_FILE (or SF_JWT_PRIVATE_KEY) are needed as well."
+)
+_API_TOKENS = (
+    "The two tokens: at least 32 characters each, and not the same. API_CODEC_AUTH=oidc needs "
+    "API_CODEC_OIDC_ISSUER, API_CODEC_OIDC_AUDIENCE and API_CODEC_OIDC_JWKS_URL as well."
+)
+
+
+def _needs(fields: Sequence[str], *notes: str) -> str:
+    """A subcommand's epilog: the settings its process cannot start without."""
+    names = ", ".join(env_name(field) for field in dict.fromkeys(fields))
+
+    def indented(text: str) -> str:
+        return textwrap.fill(text, width=78, initial_indent="  ", subsequent_indent="  ")
+
+    paragraphs = [
+        "settings this process needs (environment variables, or .env):\n" + indented(names),
+        *(indented(note) for note in notes),
+        "Every other setting, and each one's default: docs/configuration.md.",
+    ]
+    return "\n\n".join(paragraphs)
+
+
+def _process_parser(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    help: str,
+    epilog: str,
+) -> argparse.ArgumentParser:
+    return sub.add_parser(
+        name,
+        help=help,
+        description=help[:1].upper() + help[1:] + ".",
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
 
 
 def _settings(require: Sequence[str]) -> Settings:
@@ -119,18 +161,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     emulate.set_defaults(handler=_cmd_emulate, passthrough=True)
 
-    worker = sub.add_parser("worker", help="run the fulfillment worker (workflows + activities)")
+    worker = _process_parser(
+        sub,
+        "worker",
+        "run the fulfillment worker (workflows + activities)",
+        _needs(WORKER, _SALESFORCE_FLOW),
+    )
     worker.set_defaults(handler=_cmd_worker, passthrough=False)
 
-    listener = sub.add_parser(
-        "listener", help="run the CDC listener (Salesforce change events -> fulfillments)"
+    listener = _process_parser(
+        sub,
+        "listener",
+        "run the CDC listener (Salesforce change events -> fulfillments)",
+        _needs(LISTENER, _SALESFORCE_FLOW),
     )
     listener.set_defaults(handler=_cmd_listener, passthrough=False)
 
-    api = sub.add_parser("api", help="serve the HTTP API (API_HOST:API_PORT)")
+    api = _process_parser(
+        sub, "api", "serve the HTTP API (API_HOST:API_PORT)", _needs(API, _API_TOKENS)
+    )
     api.set_defaults(handler=_cmd_api, passthrough=False)
 
-    migrate = sub.add_parser("migrate", help="apply pending Postgres migrations (DATABASE_URL)")
+    migrate = _process_parser(
+        sub, "migrate", "apply pending Postgres migrations (DATABASE_URL)", _needs(MIGRATE)
+    )
     migrate.add_argument("--status", action="store_true", help="list applied migrations")
     migrate.set_defaults(handler=_cmd_migrate, passthrough=False)
 
