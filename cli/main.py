@@ -75,20 +75,27 @@ def _settings(require: Sequence[str]) -> Settings:
     return settings
 
 
+# `migrate --status` exits so when migrations are pending (a deploy step can wait on it).
+PENDING_EXIT = 3
+_STATE_NOTE = {
+    "applied": "",
+    "pending": "  (pending)",
+    "changed": "  (changed since it was applied: add a new migration instead)",
+    "unknown": "  (applied by a newer release: no such file here)",
+}
+
+
 def _cmd_migrate(args: argparse.Namespace, _rest: list[str]) -> int:
     import asyncpg
 
-    from migrations.runner import MigrationError, applied_versions, apply_migrations
+    from migrations.runner import MigrationError, apply_migrations
 
     settings = _settings(MIGRATE)
     assert settings.database_url is not None
     log = get_logger("cli.migrate")
     try:
         if args.status:
-            applied = asyncio.run(applied_versions(settings.database_url))
-            for version, name in applied.items():
-                print(f"{version}_{name}")
-            return 0
+            return _migrate_status(settings.database_url)
         done = asyncio.run(apply_migrations(settings.database_url))
     except (MigrationError, OSError, asyncpg.PostgresError) as exc:
         # One line, no traceback: the message names the migration or the connection problem.
@@ -96,6 +103,28 @@ def _cmd_migrate(args: argparse.Namespace, _rest: list[str]) -> int:
         return 1
     log.info("migrations applied", applied=done, count=len(done))
     print(f"applied {len(done)} migration(s)" + (": " + ", ".join(done) if done else ""))
+    return 0
+
+
+def _migrate_status(database_url: str) -> int:
+    from migrations.runner import migration_status
+
+    states = asyncio.run(migration_status(database_url))
+    # Applied ones bare, one a line (as `--status` always printed them); the others say what
+    # they are.
+    for entry in states:
+        print(entry.label + _STATE_NOTE[entry.state])
+    pending = [entry.label for entry in states if entry.state == "pending"]
+    changed = [entry.label for entry in states if entry.state == "changed"]
+    if changed:
+        print(f"fulfillment migrate: changed since applied: {', '.join(changed)}", file=sys.stderr)
+        return 1
+    if pending:
+        print(
+            f"fulfillment migrate: {len(pending)} pending; `fulfillment migrate` applies them",
+            file=sys.stderr,
+        )
+        return PENDING_EXIT
     return 0
 
 
@@ -185,7 +214,12 @@ def build_parser() -> argparse.ArgumentParser:
     migrate = _process_parser(
         sub, "migrate", "apply pending Postgres migrations (DATABASE_URL)", _needs(MIGRATE)
     )
-    migrate.add_argument("--status", action="store_true", help="list applied migrations")
+    migrate.add_argument(
+        "--status",
+        action="store_true",
+        help="apply nothing: list every migration, applied or (pending); exit "
+        f"{PENDING_EXIT} if some are pending, 1 if an applied one was changed since, else 0",
+    )
     migrate.set_defaults(handler=_cmd_migrate, passthrough=False)
 
     openapi = sub.add_parser(

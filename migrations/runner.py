@@ -19,6 +19,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
+from typing import Literal
 
 import asyncpg
 
@@ -110,6 +111,54 @@ async def applied_versions(database_url: str) -> dict[str, str]:
         return {row["version"]: row["name"] for row in rows}
     finally:
         await connection.close()
+
+
+State = Literal["applied", "pending", "changed", "unknown"]
+
+
+@dataclass(frozen=True)
+class MigrationState:
+    """One migration as the database has it: `applied`; `pending` (a file not applied yet);
+    `changed` (applied, and its file edited since: `apply_migrations` would refuse); `unknown`
+    (applied, with no file in this release: a database migrated by a newer one)."""
+
+    version: str
+    name: str
+    state: State
+
+    @property
+    def label(self) -> str:
+        return f"{self.version}_{self.name}"
+
+
+async def migration_status(
+    database_url: str, *, migrations: Sequence[Migration] | None = None
+) -> list[MigrationState]:
+    """Every migration, applied or not, in version order; reads only, takes no lock."""
+    if migrations is None:
+        migrations = available_migrations()
+    connection = await _connect(database_url)
+    try:
+        rows: list[asyncpg.Record] = []
+        if await connection.fetchval("SELECT to_regclass('schema_migrations')") is not None:
+            rows = await connection.fetch("SELECT version, name, checksum FROM schema_migrations")
+    finally:
+        await connection.close()
+    applied = {row["version"]: row for row in rows}
+    states: list[MigrationState] = []
+    for migration in migrations:
+        row = applied.pop(migration.version, None)
+        if row is None:
+            state: State = "pending"
+        elif row["checksum"] == migration.checksum or row["checksum"] in _REWRITTEN.get(
+            migration.version, frozenset()
+        ):
+            state = "applied"
+        else:
+            state = "changed"
+        states.append(MigrationState(migration.version, migration.name, state))
+    states += [MigrationState(row["version"], row["name"], "unknown") for row in applied.values()]
+    return sorted(states, key=lambda entry: entry.version)
 
 
 async def _connect(database_url: str) -> asyncpg.Connection:
