@@ -158,6 +158,13 @@ def _cmd_openapi(_args: argparse.Namespace, _rest: list[str]) -> int:
     return 0
 
 
+def _cmd_completion(args: argparse.Namespace, _rest: list[str]) -> int:
+    from cli.completion import script
+
+    sys.stdout.write(script(args.shell, build_parser()))
+    return 0
+
+
 def _cmd_dev(_args: argparse.Namespace, rest: list[str]) -> int:
     from devstack.launcher import main as dev_main
 
@@ -229,6 +236,16 @@ def build_parser() -> argparse.ArgumentParser:
         "Regenerate the committed copy with `fulfillment openapi > docs/openapi.json`.",
     )
     openapi.set_defaults(handler=_cmd_openapi, passthrough=False)
+
+    completion = sub.add_parser(
+        "completion",
+        help="print a shell completion script (bash or zsh)",
+        description="Print a completion script for the shell, generated from this CLI's "
+        "subcommands and options. Load it with `source <(fulfillment completion bash)` (zsh: "
+        "after compinit).",
+    )
+    completion.add_argument("shell", choices=("bash", "zsh"))
+    completion.set_defaults(handler=_cmd_completion, passthrough=False)
 
     operators.register(sub)
     demo_command.register(sub)
