@@ -100,11 +100,14 @@ class ReconciliationActivities:
             if ended is None:
                 continue
             stranded.append(sf_order_id)
-            if await self._record(sf_order_id, ended, candidates.read_at):
+            account = candidates.accounts.get(sf_order_id)
+            if await self._record(sf_order_id, ended, candidates.read_at, account):
                 recorded.append(sf_order_id)
         return StrandedFulfillments(stranded=tuple(stranded), newly_recorded=tuple(recorded))
 
-    async def _record(self, sf_order_id: str, ended: _EndedRun, read_at: datetime) -> bool:
+    async def _record(
+        self, sf_order_id: str, ended: _EndedRun, read_at: datetime, account: str | None
+    ) -> bool:
         # Outranks every write of the ended run (all made by its close), and loses to a new run
         # started after it; a run Temporal no longer knows closed long before Salesforce was read.
         version = (
@@ -112,11 +115,12 @@ class ReconciliationActivities:
             if ended.closed_at
             else read_model_version(read_at)
         )
-        account = await self._store.record_stranded(
-            sf_order_id, fulfillment_workflow_id(sf_order_id), ended.message(), version
+        recorded = await self._store.record_stranded(
+            sf_order_id, fulfillment_workflow_id(sf_order_id), ended.message(), version, account
         )
-        if account is None:
+        if recorded is None:
             return False
+        account = recorded
         log.error(
             "reconciliation.fulfillment_stranded",
             sf_order_id=sf_order_id,

@@ -40,11 +40,13 @@ RETURNING version
 # Only over a row that still says the fulfillment is at work: a status the workflow wrote itself
 # (parked, fulfilled, cancelled) says more than "it ended", and a newer run's rows outrank this.
 _RECORD_STRANDED = """
-INSERT INTO fulfillments AS f (sf_order_id, workflow_id, status, error_message, version)
-VALUES ($1, $2, 'failed', $3, $4)
+INSERT INTO fulfillments AS f
+    (sf_order_id, workflow_id, status, error_message, version, sf_account_id)
+VALUES ($1, $2, 'failed', $3, $4, $5)
 ON CONFLICT (sf_order_id) DO UPDATE SET
     status = 'failed', error_code = NULL, error_message = EXCLUDED.error_message,
-    version = EXCLUDED.version, updated_at = now()
+    version = EXCLUDED.version, updated_at = now(),
+    sf_account_id = COALESCE(f.sf_account_id, EXCLUDED.sf_account_id)
 WHERE f.version < EXCLUDED.version AND f.status IN ('pending', 'activating')
 RETURNING COALESCE(sf_account_id, '')
 """
@@ -169,16 +171,22 @@ class FulfillmentStore:
         return version is not None
 
     async def record_stranded(
-        self, sf_order_id: str, workflow_id: str, message: str, version: int
+        self,
+        sf_order_id: str,
+        workflow_id: str,
+        message: str,
+        version: int,
+        sf_account_id: str | None = None,
     ) -> str | None:
         """Mark a fulfillment that ended without finishing as failed, with `message` (no error
-        code: none of the closed list says "terminated"), unless its row says more already.
+        code: none of the closed list says "terminated"), unless its row says more already;
+        `sf_account_id` (Salesforce's) fills a row that has none.
 
         The order's account ('' when the row has none) if this wrote the row, else None.
         """
         async with self._errors("record stranded fulfillment"):
             account = await self._pool.fetchval(
-                _RECORD_STRANDED, sf_order_id, workflow_id, message, version
+                _RECORD_STRANDED, sf_order_id, workflow_id, message, version, sf_account_id
             )
         return None if account is None else str(account)
 

@@ -248,7 +248,7 @@ CATALOG_SOQL = (
 # Keyed on the auto-number: unique and never changed, and SOQL compares and sorts text alike, so
 # no order is skipped or read twice; one re-activated or modified meanwhile keeps its place.
 UNFINISHED_ORDERS_SOQL = (
-    "SELECT Id, OrderNumber, Activation_Status__c, ActivatedDate FROM Order"
+    "SELECT Id, OrderNumber, AccountId, Activation_Status__c, ActivatedDate FROM Order"
     " WHERE Status = {status}"
     " AND (Activation_Status__c = null OR Activation_Status__c NOT IN ({final})){window}{after}"
     " ORDER BY OrderNumber LIMIT {limit}"
@@ -376,6 +376,7 @@ def _unfinished_order(row: Mapping[str, Any]) -> UnfinishedOrder:
     return UnfinishedOrder(
         sf_order_id=row["Id"],
         order_number=_text(row.get("OrderNumber")) or "",
+        sf_account_id=_text(row.get("AccountId")),
         activation_status=_text(row.get("Activation_Status__c")),
         activated_at=_moment(activated) if activated else None,
     )

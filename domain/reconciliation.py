@@ -46,6 +46,9 @@ class UnfinishedOrder(BaseModel):
     sf_order_id: str = Field(pattern=SF_ID_PATTERN)
     # The auto-number: unique and never changed, so the pages are keyed on it.
     order_number: str = Field(min_length=1)
+    # The order's Account (None from an older worker): a stranded order's read-model row may
+    # not have it yet (the run ended between Salesforce's write and the read model's).
+    sf_account_id: str | None = Field(default=None, pattern=SF_ID_PATTERN)
     # `Activation_Status__c` as Salesforce holds it (a value we do not know stays as it is).
     activation_status: str | None = None
     # `Order.ActivatedDate` (None from an older worker, or an org that never stamped it).
@@ -162,6 +165,8 @@ class StrandedCandidates(BaseModel):
 
     sf_order_ids: tuple[str, ...]
     read_at: datetime
+    # Each order's Account as Salesforce holds it (empty from an older workflow).
+    accounts: dict[str, str] = Field(default_factory=dict)
 
 
 class StrandedFulfillments(BaseModel):

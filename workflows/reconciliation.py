@@ -98,7 +98,15 @@ async def _stranded(page: UnfinishedOrdersPage) -> StrandedFulfillments | None:
         return None
     stranded = await _call(
         ReconciliationActivity.RECORD_STRANDED_FULFILLMENTS,
-        StrandedCandidates(sf_order_ids=candidates, read_at=page.read_at),
+        StrandedCandidates(
+            sf_order_ids=candidates,
+            read_at=page.read_at,
+            accounts={
+                order.sf_order_id: order.sf_account_id
+                for order in page.orders
+                if order.sf_order_id in candidates and order.sf_account_id
+            },
+        ),
         StrandedFulfillments,
     )
     if stranded.stranded:
