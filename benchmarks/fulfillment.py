@@ -55,8 +55,8 @@ from benchmarks.bare_workflow import BareWorkflow, noop
 from benchmarks.cpu import CpuMeter, find_process
 from benchmarks.results import BenchmarkResult, Metric, Options, median, work_directory
 from clients.salesforce_auth import SalesforceAuth
+from config.payload_keys import generate_payload_key
 from config.settings import Settings, as_environment, load_settings
-from config.temporal import generate_payload_key
 from devstack.process import ChildProcess
 from devstack.services import (
     SEARCH_ATTRIBUTES,

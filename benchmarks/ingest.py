@@ -48,8 +48,8 @@ from benchmarks.fulfillment import (
     start_temporal,
 )
 from benchmarks.results import BenchmarkResult, Metric, Options, work_directory
+from config.payload_keys import generate_payload_key
 from config.settings import Settings, load_settings
-from config.temporal import generate_payload_key
 from devstack.process import ChildProcess, free_port
 from emulators.common.server import ThreadedServer
 from emulators.salesforce.app import SalesforceEmulator

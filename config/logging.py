@@ -25,7 +25,7 @@ from typing import Any, TextIO
 
 import structlog
 
-from config.settings import redact_url
+from config.redaction import redact_url
 
 REDACTED = "***"
 _SECRET_KEY = re.compile(

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import parse_qs, unquote, unquote_plus, urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from pydantic import (
     AwareDatetime,
@@ -25,6 +25,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from config.payload_keys import parse_payload_keys
+from config.redaction import redact_url, url_passwords
 from domain.reconciliation import ActivationWindow
 
 _HOST_PORT = re.compile(r"^[A-Za-z0-9.\-\[\]:]+:\d{1,5}$")
@@ -33,42 +35,10 @@ _CLAIM = re.compile(r"[A-Za-z0-9_:./-]+=[^=\s][^\s]*")
 _SERVER_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9.\-]{0,251}[A-Za-z0-9])?$")
 
 
-# A password inside a connection URL: `scheme://user:password@host` (redis writes
-# `rediss://:password@host`), or a `password=` query parameter, the only place a unix-socket URL
-# can carry one. The password part runs to the last "@" before the path, as urlsplit reads it, so
-# a hand-written unencoded "@" in a password does not leave its tail showing.
-_URL_USERINFO_PASSWORD = re.compile(
-    r"(?P<head>\b[A-Za-z][A-Za-z0-9+.\-]*://[^/?#@\s:]*:)(?P<password>[^/?#\s]+)(?=@)"
-)
-_URL_QUERY_PASSWORD = re.compile(
-    r"(?P<head>[?&](?:ssl)?pass(?:word|wd)?=)(?P<password>[^&#\s]+)", re.IGNORECASE
-)
 _URL_FIELDS = frozenset({"database_url", "redis_url"})
-_HIDDEN = "***"
 
 # How the listener receives change events (DESIGN.md "Transports for change events").
 CdcTransport = Literal["cometd", "pubsub"]
-
-
-def redact_url(url: str) -> str:
-    """`url` with every password in it replaced by `***`; the rest stays exactly as written.
-
-    Works on any text, so a message that quotes a connection URL can be passed whole.
-    """
-    url = _URL_USERINFO_PASSWORD.sub(lambda m: m["head"] + _HIDDEN, url)
-    return _URL_QUERY_PASSWORD.sub(lambda m: m["head"] + _HIDDEN, url)
-
-
-def url_passwords(url: str | None) -> list[str]:
-    """The passwords inside `url`, as written and percent-decoded (an error may quote either)."""
-    if not url:
-        return []
-    found: list[str] = []
-    for match in _URL_USERINFO_PASSWORD.finditer(url):
-        found += [match["password"], unquote(match["password"])]
-    for match in _URL_QUERY_PASSWORD.finditer(url):
-        found += [match["password"], unquote_plus(match["password"])]
-    return list(dict.fromkeys(found))
 
 
 class SettingsError(Exception):
@@ -332,9 +302,6 @@ class Settings(BaseSettings):
     @field_validator("temporal_payload_keys_file")
     @classmethod
     def _payload_keys_file(cls, value: Path | None) -> Path | None:
-        # Imported here: config.temporal needs config.logging, which imports this module.
-        from config.temporal import parse_payload_keys
-
         if value is not None:
             parse_payload_keys(_read_payload_keys_file(value))
         return value
@@ -342,8 +309,6 @@ class Settings(BaseSettings):
     @field_validator("temporal_payload_keys")
     @classmethod
     def _payload_keys(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
-        from config.temporal import parse_payload_keys
-
         if value is not None and not value.get_secret_value().strip():
             value = None  # empty counts as unset, as everywhere else (`_is_missing`)
         key_file = info.data.get("temporal_payload_keys_file")

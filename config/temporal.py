@@ -16,8 +16,6 @@ This module belongs to `config/`: it imports Temporal and cryptography, nothing 
 
 from __future__ import annotations
 
-import base64
-import binascii
 import os
 import re
 from collections.abc import Awaitable, Callable, Sequence
@@ -50,6 +48,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode, TLSConfig
 
 from config.logging import get_logger
+from config.payload_keys import KEY_BYTES, KEY_ID, parse_payload_keys
 from domain.fulfillment import (
     WORKFLOW_TYPE,
     ActivationDecision,
@@ -69,10 +68,8 @@ if TYPE_CHECKING:
 
 ENCODING = b"binary/encrypted"
 KEY_ID_METADATA = "encryption-key-id"
-KEY_BYTES = 32  # AES-256
 NONCE_BYTES = 12  # the GCM standard nonce; random per payload, so never reused under one key
 _TAG_BYTES = 16
-_KEY_ID = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 # What an error may quote of a key id read from a payload: the payload may be garbage.
 _SHOWN_ID = re.compile(r"[^A-Za-z0-9_.\-]")
 
@@ -95,7 +92,7 @@ class EncryptionCodec(PayloadCodec):
             raise ValueError("at least one payload key is needed")
         self._ciphers: dict[str, AESGCM] = {}
         for key_id, key in keys:
-            if not _KEY_ID.match(key_id):
+            if not KEY_ID.match(key_id):
                 raise ValueError(f"bad key id {key_id!r}: expected 1-64 of A-Z a-z 0-9 _ . -")
             if len(key) != KEY_BYTES:
                 raise ValueError(f"key {key_id!r} is {len(key)} bytes, expected {KEY_BYTES}")
@@ -150,49 +147,6 @@ class EncryptionCodec(PayloadCodec):
                 "or the key configured under that id is not the one that encrypted it"
             ) from None
         return Payload.FromString(clear)
-
-
-def parse_payload_keys(text: str) -> list[tuple[str, bytes]]:
-    """`TEMPORAL_PAYLOAD_KEYS`: comma-separated `id:base64` pairs, the first one encrypts.
-
-    Each key is standard base64 of 32 random bytes. Errors are `ValueError`s with a one-line
-    reason that names the key id or position, never key material.
-    """
-    keys: list[tuple[str, bytes]] = []
-    seen: set[str] = set()
-    entries = [entry.strip() for entry in text.split(",")]
-    if not any(entries):
-        raise ValueError("no keys given: expected id:base64 pairs separated by commas")
-    for position, entry in enumerate(entries, start=1):
-        if not entry:
-            raise ValueError(f"entry {position} is empty")
-        key_id, colon, encoded = entry.partition(":")
-        key_id, encoded = key_id.strip(), encoded.strip()
-        if not colon:
-            raise ValueError(f"entry {position} is not of the form id:base64")
-        if not _KEY_ID.match(key_id):
-            # The "id" might be a pasted key; show only where it is, not what it is.
-            raise ValueError(
-                f"entry {position} has a bad key id: expected 1-64 of A-Z a-z 0-9 _ . -"
-            )
-        if key_id in seen:
-            raise ValueError(f"key id {key_id!r} is listed twice")
-        seen.add(key_id)
-        try:
-            key = base64.b64decode(encoded, validate=True)
-        except (binascii.Error, ValueError):
-            raise ValueError(f"key {key_id!r} is not valid standard base64") from None
-        if len(key) != KEY_BYTES:
-            raise ValueError(f"key {key_id!r} is {len(key)} bytes, expected {KEY_BYTES}")
-        keys.append((key_id, key))
-    return keys
-
-
-def generate_payload_key(key_id: str) -> str:
-    """A new `id:base64` pair of 32 random bytes, to put first in `TEMPORAL_PAYLOAD_KEYS`."""
-    if not _KEY_ID.match(key_id):
-        raise ValueError("bad key id: expected 1-64 of A-Z a-z 0-9 _ . -")
-    return f"{key_id}:{base64.b64encode(os.urandom(KEY_BYTES)).decode('ascii')}"
 
 
 def data_converter(settings: Settings) -> DataConverter:

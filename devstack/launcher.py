@@ -31,7 +31,7 @@ from types import FrameType
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-from config.settings import redact_url
+from config.redaction import redact_url
 from devstack.components import COMPONENTS, DevContext, Ports, api_codec_endpoint
 from devstack.leftovers import AlreadyRunning, LauncherLock, record_children, stop_leftovers
 from devstack.process import (

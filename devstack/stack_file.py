@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from config.temporal import generate_payload_key
+from config.payload_keys import generate_payload_key
 
 Stack = dict[str, Any]
 

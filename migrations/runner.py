@@ -23,7 +23,7 @@ from typing import Literal
 
 import asyncpg
 
-from config.settings import redact_url, url_passwords
+from config.redaction import redact_url, url_passwords
 from migrations.portal import create_portal_tables as _create_portal_tables
 from migrations.portal import portal_table_problem
 

@@ -26,7 +26,8 @@ from api.errors import ApiError, ErrorBody
 from api.oidc import IdentityProviderUnavailableError, InvalidOperatorTokenError
 from api.services import ApiServices, services
 from config.logging import get_logger
-from config.temporal import EncryptionCodec, PayloadDecryptionError, parse_payload_keys
+from config.payload_keys import parse_payload_keys
+from config.temporal import EncryptionCodec, PayloadDecryptionError
 
 log = get_logger(__name__)
 router = APIRouter(tags=["temporal ui codec"])

@@ -23,13 +23,13 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from config.payload_keys import generate_payload_key
 from config.settings import Settings, load_settings
 from config.temporal import (
     ENCODING,
     PayloadDecryptionError,
     connect_temporal,
     data_converter,
-    generate_payload_key,
 )
 from devstack.services import temporal_binary
 from tests.support.echo_workflow import (

@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from config.logging import REDACTED, configure_logging, get_logger, reset_redaction, scrub
-from config.settings import Settings, load_settings, redact_url
+from config.redaction import redact_url
+from config.settings import Settings, load_settings
 
 DB_PASSWORD = "pg-s3cret-Pw"
 REDIS_PASSWORD = "redis-s3cret-Pw"

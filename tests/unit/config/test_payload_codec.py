@@ -21,6 +21,7 @@ from temporalio.converter import DefaultPayloadConverter
 from temporalio.exceptions import ApplicationError
 
 from config.logging import configure_logging
+from config.payload_keys import generate_payload_key, parse_payload_keys
 from config.settings import Settings, SettingsError, load_settings
 from config.temporal import (
     ENCODING,
@@ -28,8 +29,6 @@ from config.temporal import (
     EncryptionCodec,
     PayloadDecryptionError,
     data_converter,
-    generate_payload_key,
-    parse_payload_keys,
 )
 
 PHONE = "090-1234-5678"

@@ -15,8 +15,9 @@ import trustme
 from temporalio.client import Client
 from temporalio.service import ConnectConfig, TLSConfig
 
+from config.payload_keys import generate_payload_key
 from config.settings import Settings, SettingsError, load_settings
-from config.temporal import EncryptionCodec, connect_temporal, generate_payload_key
+from config.temporal import EncryptionCodec, connect_temporal
 
 CONNECTION_ENV = [
     "TEMPORAL_ADDRESS", "TEMPORAL_NAMESPACE", "TEMPORAL_PAYLOAD_KEYS",

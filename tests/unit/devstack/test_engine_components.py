@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
+from config.payload_keys import parse_payload_keys
 from config.settings import API, LISTENER, WORKER, env_name, load_settings
-from config.temporal import parse_payload_keys
 from devstack.launcher import Launcher, _parser, _wipe
 from devstack.stack_file import merge, write_stack
 from devstack.supervisor import Component
