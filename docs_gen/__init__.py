@@ -1,0 +1,1 @@
+"""Generators of the parts of `docs/` that the code holds (dev-time only, not installed)."""
