@@ -41,6 +41,7 @@ from clients.cache import CacheGroup, CacheUnavailableError
 from clients.errors import TransientError
 from config.logging import get_logger
 from domain.fulfillment import FulfillmentProgress, OperatorRequest, workflow_id
+from domain.messages import CANCEL_UPDATE, RETRY_UPDATE
 
 log = get_logger(__name__)
 T = TypeVar("T")
@@ -59,6 +60,10 @@ RESERVED_REQUEST_ID_PREFIXES = ("legacy-", "reactivation:")
 class Action(StrEnum):
     RETRY = "retry"
     CANCEL = "cancel"
+
+
+# The workflow's update each action is sent as.
+_UPDATES = {Action.RETRY: RETRY_UPDATE, Action.CANCEL: CANCEL_UPDATE}
 
 
 class OperationError(Exception):
@@ -203,7 +208,7 @@ async def perform(
     try:
         async with asyncio.timeout(wait.total_seconds()):
             progress = await handle.execute_update(
-                action.value, sent, id=request_id, result_type=FulfillmentProgress
+                _UPDATES[action], sent, id=request_id, result_type=FulfillmentProgress
             )
     except (
         WorkflowUpdateFailedError,

@@ -24,6 +24,7 @@ from clients.soql import quote
 from config.settings import Settings
 from config.temporal import connect_temporal
 from domain.fulfillment import FulfillmentProgress, FulfillmentStatus, workflow_id
+from domain.messages import PROGRESS_QUERY
 
 # The dev stack's demo data (emulators/salesforce/demo.py): customers and product codes.
 PAYING_CUSTOMER = "CUST-0001"
@@ -165,7 +166,7 @@ async def _follow(
         async with asyncio.timeout(within):
             while True:
                 try:
-                    progress = await handle.query("progress", result_type=FulfillmentProgress)
+                    progress = await handle.query(PROGRESS_QUERY, result_type=FulfillmentProgress)
                 except RPCError:
                     progress = None  # the listener has not started it yet (or it just ended)
                 if progress is not None:

@@ -62,6 +62,7 @@ from domain.fulfillment import (
     decide_activation,
     workflow_id,
 )
+from domain.messages import PROGRESS_QUERY, RETRY_SIGNAL
 
 if TYPE_CHECKING:
     from config.settings import Settings
@@ -293,7 +294,7 @@ async def existing_fulfillment(client: Client, sf_order_id: str) -> ExistingFulf
             return None
         raise
     if described.status is WorkflowExecutionStatus.RUNNING:
-        progress = await handle.query("progress", result_type=FulfillmentProgress)
+        progress = await handle.query(PROGRESS_QUERY, result_type=FulfillmentProgress)
         return ExistingFulfillment(running=True, waiting_for_operator=progress.waiting_for_operator)
     ended: FulfillmentStatus | None = None
     if described.status is WorkflowExecutionStatus.COMPLETED:
@@ -345,6 +346,6 @@ async def activate_fulfillment(
             else None,
         )
         await client.get_workflow_handle(workflow_id(fulfillment.sf_order_id)).signal(
-            "retry", request
+            RETRY_SIGNAL, request
         )
     return decision

@@ -10,5 +10,6 @@ the API speak them too. import-linter keeps it that way.
 - `billing`: the WHMCS order the engine creates, and its result.
 - `sim`: SIM requests and activation states.
 - `fulfillment`: the workflow's input, steps, progress and result.
+- `messages`: the names of the workflow's query, updates and signals.
 - `rules`: the business rules (what can be fulfilled, what needs a SIM, how items map to WHMCS).
 """

@@ -55,6 +55,14 @@ with workflow.unsafe.imports_passed_through():
         read_model_version,
         workflow_id,
     )
+    from domain.messages import (
+        CANCEL_SIGNAL,
+        CANCEL_UPDATE,
+        PROGRESS_QUERY,
+        RETRY_SIGNAL,
+        RETRY_UPDATE,
+        SIM_ACTIVATION_REPORTED_SIGNAL,
+    )
     from domain.order import ActivationStatus, OrderSnapshot
     from domain.rules import billing_order, check_fulfillable, sim_request
     from domain.sim import SimActivation, SimPhase, SimRequest
@@ -709,11 +717,11 @@ class OrderFulfillment:
 
     # -- operator interface --------------------------------------------------------------------
 
-    @workflow.query
+    @workflow.query(name=PROGRESS_QUERY)
     def progress(self) -> FulfillmentProgress:
         return self._progress
 
-    @workflow.update(name="retry")
+    @workflow.update(name=RETRY_UPDATE)
     def retry_update(self, request: OperatorRequest) -> FulfillmentProgress:
         self._decide("retry", request)
         return self._progress
@@ -722,7 +730,7 @@ class OrderFulfillment:
     def _validate_retry(self, request: OperatorRequest) -> None:
         self._validate("retry", request)
 
-    @workflow.update(name="cancel")
+    @workflow.update(name=CANCEL_UPDATE)
     def cancel_update(self, request: OperatorRequest) -> FulfillmentProgress:
         self._decide("cancel", request)
         return self._progress
@@ -733,15 +741,15 @@ class OrderFulfillment:
 
     # Signals of the same names, so the Temporal UI's "send signal" works too. A signal cannot
     # be refused, so one in the wrong state is logged and ignored.
-    @workflow.signal(name="retry")
+    @workflow.signal(name=RETRY_SIGNAL)
     def retry_signal(self, request: OperatorRequest) -> None:
         self._signalled("retry", request)
 
-    @workflow.signal(name="cancel")
+    @workflow.signal(name=CANCEL_SIGNAL)
     def cancel_signal(self, request: OperatorRequest) -> None:
         self._signalled("cancel", request)
 
-    @workflow.signal
+    @workflow.signal(name=SIM_ACTIVATION_REPORTED_SIGNAL)
     def sim_activation_reported(self, report: SimActivation) -> None:
         """Freebit reported the line's outcome through another channel (its notification
         files): the activation wait ends without waiting for the next poll."""

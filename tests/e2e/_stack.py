@@ -39,6 +39,7 @@ from domain.fulfillment import (
     FulfillmentResult,
     workflow_id,
 )
+from domain.messages import PROGRESS_QUERY
 from tests.e2e.test_dev_stack import (
     DevRun,
     fulfillment_starts,
@@ -307,7 +308,7 @@ class Stack:
         async def ask() -> FulfillmentProgress:
             client = await connect_temporal(self.settings)
             handle = client.get_workflow_handle(workflow_id(order_id))
-            return await handle.query("progress", result_type=FulfillmentProgress)  # type: ignore[no-any-return]
+            return await handle.query(PROGRESS_QUERY, result_type=FulfillmentProgress)  # type: ignore[no-any-return]
 
         progress = asyncio.run(ask())
         return progress.attempt if progress.waiting_for_operator else None

@@ -18,6 +18,7 @@ import redis.asyncio as redis
 
 from clients.cache import CacheKeys
 from domain.fulfillment import FulfillmentProgress, FulfillmentStatus
+from domain.messages import PROGRESS_QUERY
 from domain.reconciliation import ReconciliationInput
 from tests.fixtures.api import OPS_TOKEN, Api
 from tests.fixtures.engine import Engine
@@ -61,7 +62,7 @@ async def parked(engine: Engine, key: str = "no_payment_method") -> tuple[str, A
     handle = await engine.start(order_id)
     async with asyncio.timeout(60):
         while True:
-            progress = await handle.query("progress", result_type=FulfillmentProgress)
+            progress = await handle.query(PROGRESS_QUERY, result_type=FulfillmentProgress)
             if progress.waiting_for_operator:
                 return order_id, handle
             await asyncio.sleep(0.1)

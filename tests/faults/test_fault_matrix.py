@@ -31,6 +31,7 @@ from domain.fulfillment import (
     Step,
     workflow_id,
 )
+from domain.messages import PROGRESS_QUERY, RETRY_UPDATE
 from emulators.freebit.demo import FAILING_EID as FREEBIT_FAILING_EID
 from tests.faults.batch import (
     BATCH,
@@ -206,7 +207,7 @@ async def test_a_failed_sim_activation_cleared_at_freebit_and_retried(
 
         async def parked() -> bool:
             try:
-                progress = await handle.query("progress", result_type=FulfillmentProgress)
+                progress = await handle.query(PROGRESS_QUERY, result_type=FulfillmentProgress)
             except RPCError:
                 return False
             return bool(progress.waiting_for_operator)
@@ -217,7 +218,7 @@ async def test_a_failed_sim_activation_cleared_at_freebit_and_retried(
             f"{engine.freebit.control_url}/config", json={"failing_eids": []}
         ).raise_for_status()
         await handle.execute_update(
-            "retry", OperatorRequest(reason="EID unblocked at Freebit", requested_by="ops")
+            RETRY_UPDATE, OperatorRequest(reason="EID unblocked at Freebit", requested_by="ops")
         )
         retried = time.monotonic()
         async with asyncio.timeout(120):
@@ -266,7 +267,7 @@ async def test_cancellation_requested_through_temporal_mid_run(
         async def progress(handle: WorkflowHandle[Any, Any]) -> FulfillmentProgress | None:
             try:
                 seen: FulfillmentProgress = await handle.query(
-                    "progress", result_type=FulfillmentProgress
+                    PROGRESS_QUERY, result_type=FulfillmentProgress
                 )
             except RPCError:
                 return None

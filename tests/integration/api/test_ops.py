@@ -17,6 +17,7 @@ from api.services import open_services
 from clients.cache import CacheGroup, CacheInvalidator, CacheKeys
 from domain.errors import ErrorCode
 from domain.fulfillment import FulfillmentProgress, FulfillmentStatus, OperatorRequest, Step
+from domain.messages import PROGRESS_QUERY
 from tests.fixtures.api import Api
 from tests.fixtures.engine import Engine, worker_running
 from tests.integration.api._support import Record, degraded_services, served, sf_id
@@ -39,7 +40,7 @@ async def until(handle: WorkflowHandle[Any, Any], *, parked: bool = True) -> Ful
     async with asyncio.timeout(60):
         while True:
             progress: FulfillmentProgress = await handle.query(
-                "progress", result_type=FulfillmentProgress
+                PROGRESS_QUERY, result_type=FulfillmentProgress
             )
             if progress.waiting_for_operator == parked:
                 return progress
@@ -186,7 +187,7 @@ async def test_a_fulfillment_that_is_not_parked_answers_409_with_the_validators_
     handle = await engine.start(order_id)
     async with asyncio.timeout(60):
         while True:
-            progress = await handle.query("progress", result_type=FulfillmentProgress)
+            progress = await handle.query(PROGRESS_QUERY, result_type=FulfillmentProgress)
             if progress.step is Step.PROVISION_SIMS:
                 break
             await asyncio.sleep(0.05)
@@ -234,7 +235,9 @@ async def test_an_idempotency_key_used_for_another_request_is_refused(
         assert reply.json()["code"] == "conflict"
         assert "Idempotency-Key already used" in reply.json()["message"]
     assert await audit(db, order_id) == []
-    assert (await handle.query("progress", result_type=FulfillmentProgress)).waiting_for_operator
+    assert (
+        await handle.query(PROGRESS_QUERY, result_type=FulfillmentProgress)
+    ).waiting_for_operator
 
 
 async def test_an_action_on_an_order_without_fulfillment_is_404(api: Api) -> None:
@@ -441,7 +444,7 @@ async def test_a_repeated_retry_after_the_fulfillment_parked_again_is_not_a_seco
     assert first.status_code == 202
     async with asyncio.timeout(60):
         while True:
-            progress = await handle.query("progress", result_type=FulfillmentProgress)
+            progress = await handle.query(PROGRESS_QUERY, result_type=FulfillmentProgress)
             if progress.waiting_for_operator and progress.attempt == 2:
                 break
             await asyncio.sleep(0.1)
@@ -450,7 +453,7 @@ async def test_a_repeated_retry_after_the_fulfillment_parked_again_is_not_a_seco
 
     assert repeat.status_code == 202
     assert repeat.json() == first.json()  # the first answer, kept by Temporal for the run
-    progress = await handle.query("progress", result_type=FulfillmentProgress)
+    progress = await handle.query(PROGRESS_QUERY, result_type=FulfillmentProgress)
     assert (progress.attempt, progress.waiting_for_operator) == (2, True)
     assert len(await audit(db, order_id)) == 1
 
@@ -473,7 +476,7 @@ async def test_a_repeated_cancel_never_reaches_a_fresh_run_of_the_order(
 
     assert repeat.status_code == 202
     assert repeat.json() == first.json() | {"progress": None}
-    assert (await fresh.query("progress", result_type=FulfillmentProgress)).waiting_for_operator
+    assert (await fresh.query(PROGRESS_QUERY, result_type=FulfillmentProgress)).waiting_for_operator
     assert len(await audit(db, order_id)) == 1
 
 
