@@ -1,8 +1,8 @@
 """Change events as a Streaming API subscriber receives them, for the REST writes that cause them.
 
 Each test writes through simple-salesforce and reads what a CometD subscriber gets on the wire
-(plain-HTTP Bayeux, replaying everything retained), against protocols.md's "What production does
-that a stand-in easily gets wrong": one event per record per transaction with the first change
+(plain-HTTP Bayeux, replaying everything retained), against what production does that a
+stand-in easily gets wrong: one event per record per transaction with the first change
 type and the committed values; one event for the same change to several records; `changeOrigin`
 with a client only when the call named one; nested compound address fields; nulled fields as
 null in the body and no `nulledFields`/`diffFields` in the header.

@@ -2,7 +2,7 @@
 
 aiosfstream-ng hides most of the wire (advice, error texts, cookies), so these tests post the
 messages a CometD client sends and compare the replies with what Salesforce answers
-(protocols.md, "Salesforce Streaming API"). Also here: the engine's write-back of the Activation
+(as Salesforce's Streaming API documents them). Also here: the engine's write-back of the Activation
 fields, whose UPDATE event must list only the fields whose values changed.
 """
 

@@ -1,4 +1,4 @@
-"""Freebit registrations built from a domain `SimRequest`: the fields protocols.md names, and
+"""Freebit registrations built from a domain `SimRequest`: the fields Freebit's spec names, and
 phone numbers and EIDs in ASCII digits only."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""DESIGN.md's re-activation rules, as a pure decision."""
+"""docs/design.md's re-activation rules, as a pure decision."""
 
 from __future__ import annotations
 
