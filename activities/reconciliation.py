@@ -2,9 +2,9 @@
 that are missing, record the ones left `Activating` with none running.
 
 A start names the order's workflow id and refuses any id Temporal has seen
-(`config.temporal.start_unless_known`), so two reconciliations, or one and the listener, racing
-on an order start it once, and a fulfillment that ran and closed is never started again from
-here.
+(`usecases.fulfillments.start_unless_known`), so two reconciliations, or one and the listener,
+racing on an order start it once, and a fulfillment that ran and closed is never started again
+from here.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from clients.fulfillment_store import FulfillmentStore
 from clients.salesforce import SalesforceClient
 from config.logging import get_logger
 from config.settings import Settings
-from config.temporal import start_unless_known
 from domain.fulfillment import (
     FulfillmentInput,
     FulfillmentOptions,
@@ -43,6 +42,7 @@ from domain.reconciliation import (
     UnfinishedOrdersPage,
     UnfinishedOrdersQuery,
 )
+from usecases.fulfillments import start_unless_known
 
 log = get_logger(__name__)
 

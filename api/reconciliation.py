@@ -1,8 +1,8 @@
 """One reconciliation pass run now, by an operator (`fulfillment reconcile [--dry-run]`).
 
 It judges what the scheduled reconciliation judges (`workflows/reconciliation.py`) and starts
-what it would start, the same way (`config.temporal.start_unless_known`), but answers for every
-candidate: the orders in the trigger status, not final, activated since the window's start
+what it would start, the same way (`usecases.fulfillments.start_unless_known`), but answers for
+every candidate: the orders in the trigger status, not final, activated since the window's start
 (RECONCILIATION_LOOKBACK_HOURS, FULFILLMENT_CUTOVER_AT), each either started (or, in a dry run,
 one that would be) or left alone with the reason. Orders activated before the window are only
 counted: on an org with history they are years of orders no fulfillment is meant for.
@@ -23,7 +23,6 @@ from clients.fulfillment_store import FulfillmentStore
 from clients.salesforce import SalesforceClient
 from config.logging import get_logger
 from config.settings import Settings
-from config.temporal import existing_fulfillment, start_unless_known
 from domain.fulfillment import (
     ExistingFulfillment,
     FulfillmentInput,
@@ -32,6 +31,7 @@ from domain.fulfillment import (
     TriggerSource,
 )
 from domain.reconciliation import UnfinishedOrder, left_alone_by_salesforce
+from usecases.fulfillments import existing_fulfillment, start_unless_known
 
 log = get_logger(__name__)
 

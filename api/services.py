@@ -23,7 +23,7 @@ from clients.fulfillment_store import FulfillmentStore
 from clients.postgres import create_pool
 from clients.salesforce import SalesforceClient
 from config.settings import Settings
-from config.temporal import connect_temporal
+from temporal_connection.connection import connect_temporal
 
 
 @dataclass

@@ -21,10 +21,10 @@ from clients.fulfillment_store import FulfillmentStore
 from clients.salesforce import SalesforceClient
 from config.logging import get_logger
 from config.settings import Settings
-from config.temporal import activate_fulfillment
 from domain.events import ChangeEvent, Event
 from domain.fulfillment import ActivationDecision, FulfillmentInput, Trigger, TriggerSource
 from domain.order import ActivationStatus
+from usecases.fulfillments import activate_fulfillment
 
 log = get_logger(__name__)
 _FINAL = {status.value for status in ActivationStatus if status.is_final}

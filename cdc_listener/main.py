@@ -36,7 +36,7 @@ from clients.salesforce_auth import SalesforceAuth
 from clients.salesforce_pubsub import PubSubClient
 from config.logging import get_logger
 from config.settings import Settings, SettingsError
-from config.temporal import connect_temporal
+from temporal_connection.connection import connect_temporal
 
 log = get_logger(__name__)
 # How often the active replica looks for dead letters an operator asked to redrive.

@@ -22,9 +22,9 @@ from temporalio.service import RPCError
 from clients.salesforce_auth import SalesforceAuth
 from clients.soql import quote
 from config.settings import Settings
-from config.temporal import connect_temporal
 from domain.fulfillment import FulfillmentProgress, FulfillmentStatus, workflow_id
 from domain.messages import PROGRESS_QUERY
+from temporal_connection.connection import connect_temporal
 
 # The dev stack's demo data (emulators/salesforce/demo.py): customers and product codes.
 PAYING_CUSTOMER = "CUST-0001"

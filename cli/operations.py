@@ -30,9 +30,9 @@ from clients.cache import create_redis
 from clients.postgres import create_pool
 from clients.salesforce import SalesforceClient
 from config.settings import Settings
-from config.temporal import connect_temporal
 from domain.errors import ErrorCode
 from domain.fulfillment import FulfillmentStatus, OperatorRequest
+from temporal_connection.connection import connect_temporal
 
 M = TypeVar("M", bound=BaseModel)
 

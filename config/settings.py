@@ -104,7 +104,7 @@ class Settings(BaseSettings):
     # once at start: `id:base64` pairs separated by commas or newlines. Set this or
     # TEMPORAL_PAYLOAD_KEYS, not both.
     temporal_payload_keys_file: Path | None = None
-    # The payload codec's keys, `id:base64` pairs, the first one encrypts (config/temporal.py).
+    # The payload codec's keys, `id:base64` pairs, the first one encrypts (config/payload_keys.py).
     temporal_payload_keys: SecretStr | None = Field(default=None, validate_default=True)
     # TLS to the Temporal frontend: on for a cluster that serves TLS and for Temporal Cloud.
     # Every other TEMPORAL_TLS_* setting and TEMPORAL_API_KEY need it on.

@@ -36,7 +36,7 @@ from clients.salesforce import SalesforceClient
 from clients.whmcs import WhmcsClient
 from config.logging import get_logger
 from config.settings import Settings
-from config.temporal import connect_temporal
+from temporal_connection.connection import connect_temporal
 from workers.metrics import MetricsServer, sdk_runtime
 from workers.versioning import build_id, deployment_config
 from workflows.order_fulfillment import OrderFulfillment

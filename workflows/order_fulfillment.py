@@ -161,8 +161,8 @@ _LOAD_AND_MARK = "load-and-mark-activating"
 # Search attributes change where a run dwells, not at every step: FulfillmentStep is set at the
 # steps that can take minutes (a SIM line activating), where the run parks, and where it ends;
 # a run starts with SalesforceOrderId and FulfillmentStatus already set by its starter
-# (`config.temporal.start_fulfillment`). Each upsert is an event and a visibility write on the
-# server, about a fifth of an order's cost there; every saved view of docs/observability.md
+# (`usecases.fulfillments.start_fulfillment`). Each upsert is an event and a visibility write on
+# the server, about a fifth of an order's cost there; every saved view of docs/observability.md
 # asks only for what is still set. Runs before this patch upserted the step at every step.
 _ATTRIBUTES_WHERE_IT_DWELLS = "search-attributes-where-it-dwells"
 # Steps a run can spend minutes in: FulfillmentStep names them while it does.
@@ -368,6 +368,8 @@ class OrderFulfillment:
             request = billing_order(self._loaded(), self._client_id(), self._gateway or "")
         except OrderRejected as rejected:
             raise _Parked(Step.CREATE_BILLING_ORDER, rejected.to_failure()) from None
+        if self._billing_attempted:
+            request = request.model_copy(update={"earlier_attempt": True})
         self._billing_attempted = True
         result = await self._call(
             Step.CREATE_BILLING_ORDER,

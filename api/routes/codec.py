@@ -27,7 +27,7 @@ from api.oidc import IdentityProviderUnavailableError, InvalidOperatorTokenError
 from api.services import ApiServices, services
 from config.logging import get_logger
 from config.payload_keys import parse_payload_keys
-from config.temporal import EncryptionCodec, PayloadDecryptionError
+from temporal_connection.codec import EncryptionCodec, PayloadDecryptionError
 
 log = get_logger(__name__)
 router = APIRouter(tags=["temporal ui codec"])

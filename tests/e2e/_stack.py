@@ -31,7 +31,6 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from cli.demo import ADDRESS, PAYING_CUSTOMER
 from clients.soql import quote
-from config.temporal import connect_temporal
 from devstack.stack_file import stack_env
 from domain.fulfillment import (
     FulfillmentInput,
@@ -40,6 +39,7 @@ from domain.fulfillment import (
     workflow_id,
 )
 from domain.messages import PROGRESS_QUERY
+from temporal_connection.connection import connect_temporal
 from tests.e2e.test_dev_stack import (
     DevRun,
     fulfillment_starts,

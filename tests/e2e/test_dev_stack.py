@@ -28,7 +28,6 @@ from temporalio.api.common.v1 import Payloads
 from temporalio.client import Client
 
 from config.settings import SALESFORCE, Settings, load_settings
-from config.temporal import connect_temporal
 from devstack.process import group_alive, process_cmdline
 from devstack.services import SEARCH_ATTRIBUTES
 from domain.fulfillment import (
@@ -38,6 +37,7 @@ from domain.fulfillment import (
     TriggerSource,
     workflow_id,
 )
+from temporal_connection.connection import connect_temporal
 from workflows.order_fulfillment import OrderFulfillment
 
 REPO = Path(__file__).resolve().parents[2]

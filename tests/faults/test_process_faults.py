@@ -18,12 +18,12 @@ import asyncpg
 import pytest
 
 from cdc_listener.store import LEASE_KEY
-from config.temporal import connect_temporal
 from devstack.process import free_port
 from devstack.services import TemporalServer, start_postgres, start_temporal
 from domain.fulfillment import FulfillmentStatus
 from emulators.salesforce.pubsub import decode_replay_id
 from migrations.runner import apply_migrations
+from temporal_connection.connection import connect_temporal
 from tests.faults.batch import (
     BATCH,
     ORDERS_CHANNEL,

@@ -25,13 +25,9 @@ from temporalio.worker import Worker
 
 from config.payload_keys import generate_payload_key
 from config.settings import Settings, load_settings
-from config.temporal import (
-    ENCODING,
-    PayloadDecryptionError,
-    connect_temporal,
-    data_converter,
-)
 from devstack.services import temporal_binary
+from temporal_connection.codec import ENCODING, PayloadDecryptionError
+from temporal_connection.connection import connect_temporal, data_converter
 from tests.support.echo_workflow import (
     Customer,
     EchoCustomerWorkflow,

@@ -24,7 +24,7 @@ from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
 from temporalio.testing import WorkflowEnvironment
 
 from config.settings import Settings, load_settings
-from config.temporal import connect_temporal
+from temporal_connection.connection import connect_temporal
 
 SERVER_NAME = "temporal.fulfillment.test"
 

@@ -22,7 +22,6 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from config.temporal import start_search_attributes
 from devstack.services import SEARCH_ATTRIBUTES, temporal_test_server_binary
 from domain.fulfillment import (
     FulfillmentInput,
@@ -35,6 +34,7 @@ from domain.fulfillment import (
 )
 from domain.sim import SimPhase
 from tests.workflow.upstreams import ORDER_ID, Upstreams, sim_order
+from usecases.fulfillments import start_search_attributes
 from workflows.order_fulfillment import OrderFulfillment
 
 HISTORIES = Path(__file__).resolve().parents[1] / "histories"

@@ -13,7 +13,6 @@ from temporalio.api.workflowservice.v1 import DeleteWorkflowExecutionRequest
 
 from clients.fulfillment_store import FulfillmentStore
 from config.settings import Settings
-from config.temporal import activate_fulfillment, existing_fulfillment
 from domain.fulfillment import (
     ActivationDecision,
     FulfillmentInput,
@@ -26,6 +25,7 @@ from domain.fulfillment import (
     workflow_id,
 )
 from tests.fixtures.engine import FAST, Engine
+from usecases.fulfillments import activate_fulfillment, existing_fulfillment
 from workflows.order_fulfillment import OrderFulfillment
 
 pytestmark = pytest.mark.usefixtures("worker")

@@ -33,7 +33,6 @@ from cdc_listener.reconciliation import (
 from clients.cache import CacheInvalidator, CacheKeys, create_redis
 from clients.fulfillment_store import FulfillmentStore
 from clients.salesforce import SalesforceClient
-from config.temporal import STARTED_BY, start_fulfillment
 from domain.errors import ErrorCode
 from domain.fulfillment import (
     FulfillmentInput,
@@ -51,6 +50,7 @@ from domain.reconciliation import (
     ReconciliationResult,
 )
 from tests.fixtures.engine import FAST, Engine, worker_running
+from usecases.fulfillments import STARTED_BY, start_fulfillment
 from workflows.order_fulfillment import OrderFulfillment
 from workflows.reconciliation import FulfillmentReconciliation
 

@@ -22,7 +22,6 @@ from temporalio.client import WorkflowHandle
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from config.settings import Settings
-from config.temporal import connect_temporal
 from devstack.services import temporal_binary
 from domain.fulfillment import (
     FulfillmentInput,
@@ -31,6 +30,7 @@ from domain.fulfillment import (
     FulfillmentStatus,
     OperatorRequest,
 )
+from temporal_connection.connection import connect_temporal
 from tests.fixtures.engine import Engine
 from workers.main import activities, open_upstreams
 from workers.versioning import deployment_config

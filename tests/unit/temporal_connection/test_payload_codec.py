@@ -23,13 +23,13 @@ from temporalio.exceptions import ApplicationError
 from config.logging import configure_logging
 from config.payload_keys import generate_payload_key, parse_payload_keys
 from config.settings import Settings, SettingsError, load_settings
-from config.temporal import (
+from temporal_connection.codec import (
     ENCODING,
     KEY_ID_METADATA,
     EncryptionCodec,
     PayloadDecryptionError,
-    data_converter,
 )
+from temporal_connection.connection import data_converter
 
 PHONE = "090-1234-5678"
 NAME = "Yamada Hanako"

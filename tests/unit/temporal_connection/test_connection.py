@@ -17,7 +17,8 @@ from temporalio.service import ConnectConfig, TLSConfig
 
 from config.payload_keys import generate_payload_key
 from config.settings import Settings, SettingsError, load_settings
-from config.temporal import EncryptionCodec, connect_temporal
+from temporal_connection.codec import EncryptionCodec
+from temporal_connection.connection import connect_temporal
 
 CONNECTION_ENV = [
     "TEMPORAL_ADDRESS", "TEMPORAL_NAMESPACE", "TEMPORAL_PAYLOAD_KEYS",
