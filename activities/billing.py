@@ -93,7 +93,13 @@ class BillingActivities:
 
         Under a per-order lock (two attempts never interleave), every attempt looks in WHMCS
         for the order before AddOrder, by the marker each service carries: our own records are
-        no proof that none was sent (a restored or failed-over Postgres forgets rows). A miss
+        no proof that none was sent (a restored or failed-over Postgres forgets rows). The look
+        is by each line's marker as the service's domain (one call per line); it also reads the
+        client's services of the order's products (`thorough`, a cost that grows with the
+        client's history) when anything says an attempt ran before this one: the attempt
+        number, the heartbeat details, an intent row, or the workflow. A first attempt looks
+        by domain only: every order this release makes carries them, and one an older release
+        made can only exist when an attempt ran before (then the look is thorough). A miss
         is not proof either while an AddOrder sent earlier may still commit (WHMCS runs hooks
         inside the request and keeps going after we hang up): inside `settle` of the last send
         the attempt fails as transient and looks again shortly after, never sending twice. The
@@ -103,7 +109,13 @@ class BillingActivities:
         info = activity.info()
         async with self._store.billing_lock(order.sf_order_id) as record:
             intent = await record.intent(order.whmcs_client_id)
-            result = await self._whmcs.find_billing_order(order)
+            earlier = (
+                order.earlier_attempt
+                or info.attempt > 1
+                or intent.existed
+                or _remembered_send() is not None
+            )
+            result = await self._whmcs.find_billing_order(order, thorough=earlier)
             if result is not None:
                 log.info(
                     "billing.order_found",
@@ -129,7 +141,8 @@ class BillingActivities:
         try:
             return await self._whmcs.add_order(order)
         except OutcomeUnknownError:
-            found = await self._whmcs.find_billing_order(order)
+            # What this attempt sent carries its domains: one call per line finds it.
+            found = await self._whmcs.find_billing_order(order, thorough=False)
             if found is None:
                 self._wait_if_settling(sent_at)
                 raise

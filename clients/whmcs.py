@@ -214,6 +214,8 @@ class OrderLine(WhmcsModel):
     customfields: Mapping[int, str] = Field(default_factory=dict)
     configoptions: Mapping[int, str | int] = Field(default_factory=dict)
     priceoverride: Decimal | None = None
+    # Stored on the service as its `domain`, which GetClientsProducts can filter by.
+    domain: str | None = None
 
 
 class AddOrderRequest(WhmcsModel):
@@ -242,6 +244,8 @@ class AddOrderRequest(WhmcsModel):
                 form[f"configoptions[{index}]"] = encode_product_fields(line.configoptions)
             if line.priceoverride is not None:
                 form[f"priceoverride[{index}]"] = str(line.priceoverride)
+            if line.domain:
+                form[f"domain[{index}]"] = line.domain
         if self.promocode:
             form["promocode"] = self.promocode
         if self.clientip:
@@ -488,9 +492,19 @@ class WhmcsClient(FormApiClient):
         return await self._paged("GetOrders", params, "orders", "order", WhmcsOrder)
 
     async def get_clients_products(
-        self, client_id: int, *, service_id: int | None = None, product_id: int | None = None
+        self,
+        client_id: int,
+        *,
+        service_id: int | None = None,
+        product_id: int | None = None,
+        domain: str | None = None,
     ) -> list[ClientProduct]:
-        params = {"clientid": client_id, "serviceid": service_id, "pid": product_id}
+        params = {
+            "clientid": client_id,
+            "serviceid": service_id,
+            "pid": product_id,
+            "domain": domain,
+        }
         return await self._paged("GetClientsProducts", params, "products", "product", ClientProduct)
 
     async def get_invoices(self, client_id: int, *, status: str | None = None) -> list[Invoice]:
@@ -530,18 +544,28 @@ class WhmcsClient(FormApiClient):
     async def _read_catalogue(self) -> str:
         return _catalogue(await self.get_products())
 
-    async def find_billing_order(self, order: BillingOrder) -> BillingOrderResult | None:
+    async def find_billing_order(
+        self, order: BillingOrder, *, thorough: bool = True
+    ) -> BillingOrderResult | None:
         """The WHMCS order an earlier attempt made for `order`, found by the services' markers.
 
-        WHMCS cannot filter by a custom field's value, so the read is bounded by product
-        instead: the client's services of the first line's product (one page for most
-        clients, whatever their history of other products), and only if one of them carries
-        one of our item ids, those of the order's other products. Every line must have a
-        service marked with its Salesforce item id, all in one order that is not cancelled;
-        otherwise there is no earlier order to take (None).
+        Each service carries its Salesforce item id twice: in the marker custom field, and as
+        its `domain`, which WHMCS can filter by. The domain finds a service in one call per
+        line, whatever the client's history (`thorough=False` looks no further). A service
+        made by a release that did not set the domain carries the custom field only, and
+        WHMCS cannot filter by a custom field's value: `thorough` also reads the client's
+        services of the order's products, which costs pages in proportion to that history.
+        Every line must have a service marked with its Salesforce item id, all in one order
+        that is not cancelled; otherwise there is no earlier order to take (None).
         """
-        products = list(dict.fromkeys(line.whmcs_product_id for line in order.lines))
         items = {line.sf_order_item_id for line in order.lines}
+        services: list[ClientProduct] = []
+        for item in dict.fromkeys(line.sf_order_item_id for line in order.lines):
+            services += await self.get_clients_products(order.whmcs_client_id, domain=item)
+        found = await self._earlier_order(order, services)
+        if found is not None or not thorough:
+            return found
+        products = list(dict.fromkeys(line.whmcs_product_id for line in order.lines))
         services = await self.get_clients_products(order.whmcs_client_id, product_id=products[0])
         if not any(s.custom_field(self._marker_field) in items for s in services):
             return None
@@ -549,6 +573,12 @@ class WhmcsClient(FormApiClient):
             services += await self.get_clients_products(
                 order.whmcs_client_id, product_id=product_id
             )
+        return await self._earlier_order(order, services)
+
+    async def _earlier_order(
+        self, order: BillingOrder, services: list[ClientProduct]
+    ) -> BillingOrderResult | None:
+        """The newest live WHMCS order whose services carry every line's marker."""
         by_order: dict[int, list[ClientProduct]] = {}
         for service in services:
             by_order.setdefault(service.orderid, []).append(service)
@@ -586,6 +616,7 @@ class WhmcsClient(FormApiClient):
                     await self.marker_field_id(line.whmcs_product_id): line.sf_order_item_id
                 },
                 priceoverride=line.price_override,
+                domain=line.sf_order_item_id,
             )
             for line in order.lines
         ]
@@ -615,7 +646,7 @@ class WhmcsClient(FormApiClient):
         )
         if service_ids is None:
             # Quantities above one make several services per line: the markers say which.
-            found = await self.find_billing_order(order)
+            found = await self.find_billing_order(order, thorough=False)
             service_ids = found.service_ids if found else {}
         return BillingOrderResult(
             whmcs_order_id=added.order_id,

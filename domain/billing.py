@@ -53,6 +53,9 @@ class BillingOrder(BaseModel):
     whmcs_client_id: int = Field(gt=0)
     payment_method: str = Field(min_length=1)
     lines: tuple[BillingLine, ...] = Field(min_length=1)
+    # An earlier create_billing_order of this fulfillment ran (an operator retried it): the
+    # look for its order must be thorough (the workflow knows, whatever Postgres forgot).
+    earlier_attempt: bool = False
 
 
 class BillingOrderResult(BaseModel):

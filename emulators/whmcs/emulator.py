@@ -512,7 +512,7 @@ class WhmcsEmulator(ConfigurableEmulator):
         order_id = self._next("orders")
         service_ids: list[int] = []
         total = 0.0
-        for product, cycle, price, fields in items:
+        for product, cycle, price, fields, domain in items:
             service_id = self._next("services")
             service_ids.append(service_id)
             total += float(price)
@@ -524,7 +524,7 @@ class WhmcsEmulator(ConfigurableEmulator):
                 "regdate": self._today(),
                 "name": product["name"],
                 "groupname": self.data["groups"].get(str(product["gid"]), {"name": ""})["name"],
-                "domain": "",
+                "domain": domain,
                 "status": "Pending",
                 "firstpaymentamount": price,
                 "recurringamount": price,
@@ -561,12 +561,14 @@ class WhmcsEmulator(ConfigurableEmulator):
             "invoiceid": str(invoice_id),
         }
 
-    def _order_items(self, p: Params) -> list[tuple[dict[str, Any], str, str, dict[str, str]]]:
+    def _order_items(self, p: Params) -> list[tuple[dict[str, Any], str, str, dict[str, str], str]]:
         pids = p.array("pid")
         cycles, overrides = p.array("billingcycle"), p.array("priceoverride")
         encoded_fields = p.array("customfields")
         quantities = p.array("qty")
-        items: list[tuple[dict[str, Any], str, str, dict[str, str]]] = []
+        # `domain[n]` goes with `pid[n]`: WHMCS stores it on the service as given.
+        domains = p.array("domain")
+        items: list[tuple[dict[str, Any], str, str, dict[str, str], str]] = []
         for index, pid in enumerate(pids):
             product = self.data["products"].get(pid.strip())
             # WHMCS silently skips a product id it does not know; the cart may end up empty.
@@ -584,7 +586,8 @@ class WhmcsEmulator(ConfigurableEmulator):
             fields = self._custom_field_values(product, _at(encoded_fields, index))
             quantity = _at(quantities, index)
             count = int(quantity) if quantity and quantity.isdigit() and int(quantity) > 0 else 1
-            items.extend((product, cycle, price, dict(fields)) for _ in range(count))
+            domain = (_at(domains, index) or "").strip()
+            items.extend((product, cycle, price, dict(fields), domain) for _ in range(count))
         return items
 
     def _custom_field_values(self, product: dict[str, Any], encoded: str) -> dict[str, str]:
@@ -700,12 +703,15 @@ class WhmcsEmulator(ConfigurableEmulator):
         # `clientid` is optional here: without it WHMCS lists every client's services.
         if p.get("clientid"):
             self._client(p.get("clientid"))
+        # A domain matches exactly, without regard to case (MySQL's default collation).
+        domain = (p.get("domain") or "").strip().casefold()
         services = [
             s
             for s in self.data["services"].values()
             if (not p.get("clientid") or str(s["clientid"]) == p.get("clientid").strip())
             and (not p.get("serviceid") or str(s["id"]) == p.get("serviceid"))
             and (not p.get("pid") or str(s["pid"]) == p.get("pid"))
+            and (not domain or s["domain"].casefold() == domain)
         ]
         start, page = self._page(p, services)
         return {

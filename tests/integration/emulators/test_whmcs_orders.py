@@ -96,6 +96,20 @@ def test_add_order_creates_a_pending_order_services_and_an_unpaid_invoice(
     assert (invoice["id"], invoice["status"], invoice["total"]) == (1, "Unpaid", "1540.00")
 
 
+def test_a_services_domain_is_set_by_add_order_and_filters_get_clients_products(
+    whmcs: WhmcsEmulatorHandle,
+) -> None:
+    order_sim_and_vpn(whmcs, **{"domain[1]": "802000000000002AAA"})
+    reply = call(whmcs, "GetClientsProducts", clientid=1, domain="802000000000002aaa")
+    # Exactly that service (MySQL compares without regard to case); the other has no domain.
+    assert [(s["id"], s["domain"]) for s in reply["products"]["product"]] == [
+        ("2", "802000000000002AAA")
+    ]
+    assert reply["totalresults"] == 1
+    none = call(whmcs, "GetClientsProducts", clientid=1, domain="802000000000009AAA")
+    assert none["totalresults"] == 0
+
+
 def test_add_order_with_noinvoice_makes_no_invoice(whmcs: WhmcsEmulatorHandle) -> None:
     added = order_sim_and_vpn(whmcs, noinvoice="true")
     assert added["invoiceid"] == "0"

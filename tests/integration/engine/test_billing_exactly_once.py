@@ -23,7 +23,7 @@ from temporalio.testing import ActivityEnvironment
 from activities.billing import BillingActivities
 from clients.fulfillment_store import FulfillmentStore
 from clients.postgres import create_pool
-from clients.whmcs import WhmcsClient
+from clients.whmcs import AddOrderRequest, OrderLine, WhmcsClient
 from domain.billing import BillingOrder, BillingOrderResult
 from domain.errors import ErrorKind
 from tests.fixtures.whmcs_emulator import WhmcsEmulatorHandle
@@ -173,10 +173,65 @@ async def test_a_retry_with_no_trace_left_in_postgres_waits_by_its_attempt_numbe
     assert [int(o["id"]) for o in live_orders(whmcs_control)] == [result.whmcs_order_id]
 
 
+async def test_a_first_attempt_looks_by_domain_whatever_the_clients_history(
+    attempts: Attempts, whmcs_control: Control
+) -> None:
+    # 300 past services of the very product ordered: the thorough look reads them all, but a
+    # first attempt asks WHMCS for the services with the line's marker as domain, once.
+    client = attempts.activities._whmcs
+    history = billing_order("802000000000888AAA")
+    for n in range(300):
+        item = f"8020000001{n:05d}AAA"
+        lines = tuple(line.model_copy(update={"sf_order_item_id": item}) for line in history.lines)
+        await client.add_order(history.model_copy(update={"lines": lines}))
+    order = billing_order()
+    whmcs_control.http.delete(f"{whmcs_control.url}/requests").raise_for_status()
+    result = await attempts.run(order)
+    reads = whmcs_control.requests(action="GetClientsProducts")
+    assert len(reads) == len(order.lines), [r["path"] for r in reads]
+    # What it made is found the same way, by a retry that may not read the history.
+    whmcs_control.http.delete(f"{whmcs_control.url}/requests").raise_for_status()
+    found = await client.find_billing_order(order, thorough=False)
+    assert found is not None and found.whmcs_order_id == result.whmcs_order_id
+    assert len(whmcs_control.requests(action="GetClientsProducts")) == len(order.lines)
+
+
+async def test_an_order_an_older_release_made_is_found_only_thoroughly(
+    attempts: Attempts, whmcs_control: Control
+) -> None:
+    # Made before services carried their marker as domain: the custom field alone says whose.
+    client = attempts.activities._whmcs
+    order = billing_order()
+    request = AddOrderRequest(
+        client_id=order.whmcs_client_id,
+        payment_method=order.payment_method,
+        lines=[
+            OrderLine(
+                pid=line.whmcs_product_id,
+                billingcycle=line.billing_cycle,
+                customfields={
+                    await client.marker_field_id(line.whmcs_product_id): line.sf_order_item_id
+                },
+            )
+            for line in order.lines
+        ],
+    )
+    made = await client._write("AddOrder", request.to_form())
+    assert await client.find_billing_order(order, thorough=False) is None
+    found = await client.find_billing_order(order)
+    assert found is not None and found.whmcs_order_id == int(made["orderid"])
+    # A retry (attempt 2) is thorough: it takes that order rather than adding a second.
+    attempts.attempt = 1
+    result = await attempts.run(order)
+    assert result.whmcs_order_id == int(made["orderid"])
+    assert add_orders_sent(whmcs_control) == 1
+
+
 async def test_the_lookup_is_bounded_by_product_not_by_the_clients_history(
     attempts: Attempts, whmcs_control: Control
 ) -> None:
-    # 500 past services of another product: the miss costs one page of the ordered product.
+    # 500 past services of another product: the thorough miss costs one page of the ordered
+    # product, after the look by domain (one call per line).
     history = billing_order("802000000000777AAA")
     other = history.model_copy(
         update={
@@ -188,13 +243,14 @@ async def test_the_lookup_is_bounded_by_product_not_by_the_clients_history(
     )
     client = attempts.activities._whmcs
     for n in range(500):
-        item = f"8020000000{n:05d}AAA"
+        item = f"8020000002{n:05d}AAA"  # never the ordered item's id
         lines = tuple(line.model_copy(update={"sf_order_item_id": item}) for line in other.lines)
         await client.add_order(other.model_copy(update={"lines": lines}))
     whmcs_control.http.delete(f"{whmcs_control.url}/requests").raise_for_status()
-    assert await client.find_billing_order(billing_order()) is None
+    order = billing_order()
+    assert await client.find_billing_order(order) is None
     reads = whmcs_control.requests(action="GetClientsProducts")
-    assert len(reads) == 1
+    assert len(reads) == len(order.lines) + 1
 
 
 async def test_an_add_order_that_whmcs_refused_leaves_nothing_to_wait_for(
