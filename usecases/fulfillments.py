@@ -137,14 +137,17 @@ async def activate_fulfillment(
     One activation may arrive many times (replays, duplicates, reconciliation): each repeat
     finds the fulfillment it already started and does nothing more. A retry of a parked
     fulfillment carries a request id derived from the trigger, so a repeated event counts once.
-    When Temporal knows no run, `recorded_status` (the read model's status of the order) is
-    asked too: Temporal's retention forgets closed runs, the read model does not.
+    When Temporal knows no run and the cutover lets the order in, `recorded_status` (the read
+    model's status of the order) is asked too: Temporal's retention forgets closed runs, the read
+    model does not. It is asked only then: otherwise its answer would change nothing.
     """
     existing = await existing_fulfillment(client, fulfillment.sf_order_id)
-    recorded = None if existing is not None else await recorded_status(fulfillment.sf_order_id)
-    decision = decide_activation(
-        existing, activated_at, recorded=recorded, cutover=settings.fulfillment_cutover_at
-    )
+    cutover = settings.fulfillment_cutover_at
+    decision = decide_activation(existing, activated_at, cutover=cutover)
+    if decision is ActivationDecision.START:
+        # Only a start with no run known can the read model overrule (a run it saw fulfilled).
+        recorded = await recorded_status(fulfillment.sf_order_id)
+        decision = decide_activation(existing, activated_at, recorded=recorded, cutover=cutover)
     if decision is ActivationDecision.START:
         try:
             await start_fulfillment(client, settings, fulfillment)
