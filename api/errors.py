@@ -1,5 +1,9 @@
 """Errors as JSON `{code, message}`: a stable code for programs, a sentence for people; never a
-stack trace or a secret."""
+stack trace or a secret.
+
+A use case's refusal (`usecases.errors`) is mapped to its HTTP status here, in one place, for
+every route: the routes call the use cases and let their refusals through.
+"""
 
 from __future__ import annotations
 
@@ -13,8 +17,26 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from config.logging import get_logger
+from usecases.errors import (
+    ConflictError,
+    InvalidRequestError,
+    NotFoundError,
+    UnavailableError,
+    UseCaseError,
+)
 
 log = get_logger(__name__)
+
+# Answers about one customer's orders, or an operator's action: no browser or proxy keeps them.
+NO_STORE = {"Cache-Control": "private, no-store"}
+
+# What each refusal of a use case is in HTTP.
+_USE_CASE_STATUSES: dict[type[UseCaseError], int] = {
+    NotFoundError: 404,
+    ConflictError: 409,
+    InvalidRequestError: 422,
+    UnavailableError: 503,
+}
 
 
 class ErrorBody(BaseModel):
@@ -57,7 +79,20 @@ def error_response(
     )
 
 
+def use_case_status(error: UseCaseError) -> int:
+    """The HTTP status of a use case's refusal (500 for one this table does not know)."""
+    for kind in type(error).__mro__:
+        if kind in _USE_CASE_STATUSES:
+            return _USE_CASE_STATUSES[kind]
+    return 500
+
+
 def install(app: FastAPI) -> None:
+    @app.exception_handler(UseCaseError)
+    async def refused(_request: Request, error: UseCaseError) -> JSONResponse:
+        # Every use case answers about an order or an operator's action: never kept (NO_STORE).
+        return error_response(use_case_status(error), error.code, error.message, NO_STORE)
+
     @app.exception_handler(ApiError)
     async def api_error(_request: Request, error: ApiError) -> JSONResponse:
         return error_response(error.status, error.code, error.message, error.headers)

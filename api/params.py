@@ -12,12 +12,9 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Path, Query, Response
 
-from api.errors import ApiError, ErrorBody
+from api.errors import NO_STORE, ApiError, ErrorBody
 from clients.salesforce_ids import ACCOUNT, ORDER, InvalidSalesforceId, validate_sf_id
 from domain.order import SF_ID_PATTERN
-
-# Answers about one customer's orders, or an operator's action: no browser or proxy keeps them.
-NO_STORE = {"Cache-Control": "private, no-store"}
 
 _SAID = {
     400: "a body that is not JSON",

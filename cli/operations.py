@@ -1,7 +1,8 @@
 """Where the operators' commands act: straight against the engine's Postgres, Redis, Temporal and
-Salesforce (`Direct`, with the engine's credentials), or through the ops API (`OverHttp`, with
-only `API_OPS_TOKEN`, for an operator's laptop). Both answer with the API's own models, so the
-commands print the same and exit the same either way.
+Salesforce through the use cases the API runs too (`Direct`, with the engine's credentials), or
+through the ops API (`OverHttp`, with only `API_OPS_TOKEN`, for an operator's laptop). Both
+answer with the use cases' own models, so the commands print the same and exit the same either
+way. Nothing here imports `api`.
 """
 
 from __future__ import annotations
@@ -10,29 +11,30 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Protocol, TypeVar
 
+import asyncpg
 import httpx
 from pydantic import BaseModel, ValidationError
+from temporalio.client import Client
 
-from api.dead_letters import DeadLetters, RedriveRequested, list_dead_letters, request_redrive
-from api.operations import (
-    Action,
-    ActionResult,
-    Flushed,
-    FlushScope,
-    NotFoundError,
-    flush_caches,
-    perform,
-)
-from api.read_model import Fulfillment, FulfillmentPage, fetch_fulfillment, list_fulfillments
-from api.reconciliation import ReconciliationPass, reconcile_once
-from api.services import ApiServices
-from clients.cache import create_redis
+from clients.cache import CacheInvalidator, CacheKeys, create_redis
+from clients.fulfillment_store import FulfillmentStore
 from clients.postgres import create_pool
 from clients.salesforce import SalesforceClient
 from config.settings import Settings
 from domain.errors import ErrorCode
 from domain.fulfillment import FulfillmentStatus, OperatorRequest
 from temporal_connection.connection import connect_temporal
+from usecases import read_model
+from usecases.caches import Flushed, FlushScope, flush_caches
+from usecases.dead_letters import (
+    DeadLetters,
+    RedriveRequested,
+    list_dead_letters,
+    request_redrive,
+)
+from usecases.operator_actions import Action, ActionResult, perform
+from usecases.read_model import Fulfillment, FulfillmentPage
+from usecases.reconciliation import ReconciliationPass, reconcile_once
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -73,23 +75,25 @@ class ApiRefusedError(Exception):
 
 
 class Direct:
-    def __init__(self, api: ApiServices) -> None:
-        self._api = api
+    def __init__(
+        self, settings: Settings, pool: asyncpg.Pool, cache: CacheInvalidator, temporal: Client
+    ) -> None:
+        self._settings = settings
+        self._pool = pool
+        self._cache = cache
+        self._temporal = temporal
 
     async def status(self, sf_order_id: str) -> Fulfillment:
-        found = await fetch_fulfillment(self._api.pool, sf_order_id)
-        if found is None:
-            raise NotFoundError(f"no fulfillment for order {sf_order_id}")
-        return found
+        return await read_model.fulfillment(self._pool, sf_order_id)
 
     async def act(self, action: Action, sf_order_id: str, request: OperatorRequest) -> ActionResult:
-        return await perform(self._api, action, sf_order_id, request)
+        return await perform(self._pool, self._temporal, action, sf_order_id, request)
 
     async def failed(
         self, *, error_code: ErrorCode | None, account: str | None, limit: int
     ) -> FulfillmentPage:
-        return await list_fulfillments(
-            self._api.pool,
+        return await read_model.fulfillments(
+            self._pool,
             status=FulfillmentStatus.FAILED,
             error_code=error_code,
             account=account,
@@ -97,26 +101,26 @@ class Direct:
         )
 
     async def flush(self, scope: FlushScope, account: str | None, *, who: str) -> Flushed:
-        return await flush_caches(self._api, scope, account, requested_by=who)
+        return await flush_caches(self._pool, self._cache, scope, account, requested_by=who)
 
     async def dead_letters(
         self, *, include_redriven: bool, limit: int, ids: Sequence[int] | None = None
     ) -> DeadLetters:
         return await list_dead_letters(
-            self._api.pool, ids=ids, include_redriven=include_redriven, limit=limit
+            self._pool, ids=ids, include_redriven=include_redriven, limit=limit
         )
 
     async def redrive(self, ids: Sequence[int] | None, *, who: str) -> RedriveRequested:
-        return await request_redrive(self._api.pool, ids, requested_by=who)
+        return await request_redrive(self._pool, ids, requested_by=who)
 
     async def reconcile(self, *, dry_run: bool, who: str) -> ReconciliationPass:
-        salesforce = SalesforceClient.from_settings(self._api.settings)
+        salesforce = SalesforceClient.from_settings(self._settings)
         try:
             return await reconcile_once(
-                self._api.settings,
+                self._settings,
                 salesforce,
-                self._api.temporal,
-                self._api.store,
+                self._temporal,
+                FulfillmentStore(self._pool),
                 dry_run=dry_run,
                 requested_by=who,
             )
@@ -134,7 +138,8 @@ async def direct(settings: Settings) -> AsyncIterator[Direct]:
     try:
         # Lazy: `status` and `failed` never need Temporal.
         temporal = await connect_temporal(settings, lazy=True)
-        yield Direct(ApiServices(settings, pool, redis, temporal, None))
+        cache = CacheInvalidator(redis, CacheKeys(settings.cache_key_prefix))
+        yield Direct(settings, pool, cache, temporal)
     finally:
         await redis.aclose()
         await pool.close()

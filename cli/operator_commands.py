@@ -1,8 +1,9 @@
 """What the operators' commands do (`cli.operators` puts them on the parser).
 
-By default they run the API's own code (`api.operations`, `api.read_model`, ...) straight
-against Postgres, Redis, Temporal and Salesforce from the settings: whoever has the engine's
-environment needs no token, and the answers and the audit trail are the API's. With `--api URL`
+By default they run the use cases the API runs (`usecases.operator_actions`,
+`usecases.read_model`, ...) straight against Postgres, Redis, Temporal and Salesforce from the
+settings: whoever has the engine's environment needs no token, and the answers and the audit
+trail are the API's. With `--api URL`
 (or `FULFILLMENT_API_URL`) they call the ops API instead, with `API_OPS_TOKEN` only, and print
 and exit the same (`cli.operations`). `status` and `failed` read the read model itself, never
 the portal's cached copy.
@@ -24,10 +25,6 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 from pydantic import BaseModel
 
-from api.dead_letters import DeadLetter, DeadLetters
-from api.operations import Action, ActionResult, Flushed, FlushScope, OperationError
-from api.read_model import Fulfillment, FulfillmentPage
-from api.reconciliation import ReconciliationPass
 from cli.operations import ApiRefusedError, Operations, direct, over_http
 from clients.errors import ClientError
 from clients.salesforce_ids import ACCOUNT, ORDER, InvalidSalesforceId, validate_sf_id
@@ -35,6 +32,12 @@ from config.logging import configure_logging
 from config.settings import SALESFORCE, TEMPORAL, Settings, load_settings
 from domain.errors import ErrorCode
 from domain.fulfillment import OperatorRequest
+from usecases.caches import Flushed, FlushScope
+from usecases.dead_letters import DeadLetter, DeadLetters
+from usecases.errors import UseCaseError
+from usecases.operator_actions import Action, ActionResult
+from usecases.read_model import Fulfillment, FulfillmentPage
+from usecases.reconciliation import ReconciliationPass
 
 OPERATOR = (*TEMPORAL, "database_url", "redis_url")
 # Settings a command needs beyond the operator's.
@@ -77,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     except ApiRefusedError as refused:
         status = 2 if refused.code == "invalid_request" else 1
         return _fail(args, name, refused.code, refused.message, status=status)
-    except OperationError as error:
+    except UseCaseError as error:
         return _fail(args, name, error.code, error.message)
     except ClientError as error:
         return _fail(args, name, "unavailable", str(error))

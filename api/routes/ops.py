@@ -1,8 +1,8 @@
 """Operators (bearer `API_OPS_TOKEN`): read one fulfillment, retry or cancel a parked one, list
 fulfillments, flush the portal's caches, list and redrive dead letters, run a reconciliation
-pass. The logic is `api.operations`, `api.dead_letters`, `api.read_model` and
-`api.reconciliation`, shared with the CLI (which also calls these routes, with `--api`); this
-module only speaks HTTP.
+pass. The logic is `usecases` (`operator_actions`, `caches`, `dead_letters`, `read_model`,
+`reconciliation`), shared with the CLI (which also calls these routes, with `--api`); this
+module only speaks HTTP, and `api.errors` answers the use cases' refusals.
 
 Actions name who asks (`X-Requested-By`) and may name the request (`Idempotency-Key`): a POST
 repeated with the same key is recorded and decided once, and answered as the first time.
@@ -17,42 +17,31 @@ from fastapi import APIRouter, Depends, Header, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.auth import operator, ops_scope
-from api.dead_letters import DeadLetters, RedriveRequested, list_dead_letters, request_redrive
-from api.errors import ApiError
-from api.operations import (
-    Action,
-    ActionResult,
-    Flushed,
-    FlushScope,
-    OperationError,
-    flush_caches,
-    perform,
-)
+from api.errors import NO_STORE, ApiError
 from api.params import (
     NO_CONTROL_CHARACTERS,
-    NO_STORE,
     AccountFilter,
     OrderId,
     checked,
     error_responses,
     no_store,
 )
-from api.read_model import (
-    DEFAULT_LIMIT,
-    MAX_LIMIT,
-    Fulfillment,
-    FulfillmentPage,
-    InvalidCursorError,
-    fetch_fulfillment,
-    list_fulfillments,
-)
-from api.reconciliation import ReconciliationPass, reconcile_once
 from api.services import ApiServices, services
-from clients.errors import ClientError, TransientError
 from clients.salesforce_ids import ACCOUNT
 from domain.errors import ErrorCode
 from domain.fulfillment import FulfillmentStatus, OperatorRequest
 from domain.order import SF_ID_PATTERN
+from usecases import read_model
+from usecases.caches import Flushed, FlushScope, flush_caches
+from usecases.dead_letters import (
+    DeadLetters,
+    RedriveRequested,
+    list_dead_letters,
+    request_redrive,
+)
+from usecases.operator_actions import Action, ActionResult, perform
+from usecases.read_model import DEFAULT_LIMIT, MAX_LIMIT, Fulfillment, FulfillmentPage
+from usecases.reconciliation import ReconciliationPass, reconcile_once
 
 router = APIRouter(
     prefix="/api/ops",
@@ -96,10 +85,6 @@ IdempotencyKey = Annotated[
 ]
 
 
-def _http(error: OperationError) -> ApiError:
-    return ApiError(error.status, error.code, error.message, headers=NO_STORE)
-
-
 async def _act(
     action: Action,
     sf_order_id: str,
@@ -111,10 +96,7 @@ async def _act(
     request = OperatorRequest(
         reason=body.reason, requested_by=who, request_id=key or str(uuid.uuid4())
     )
-    try:
-        return await perform(api, action, sf_order_id, request)
-    except OperationError as error:
-        raise _http(error) from None
+    return await perform(api.pool, api.temporal, action, sf_order_id, request)
 
 
 _BODY_ERRORS = error_responses(400, 413)
@@ -130,15 +112,7 @@ _ACTION_ERRORS = error_responses(404, 409) | _BODY_ERRORS
 async def fulfillment(
     sf_order_id: OrderId, api: Annotated[ApiServices, Depends(services)]
 ) -> Fulfillment:
-    try:
-        found = await fetch_fulfillment(api.pool, sf_order_id)
-    except TransientError as down:
-        raise ApiError(503, "unavailable", str(down), headers=NO_STORE) from None
-    if found is None:
-        raise ApiError(
-            404, "not_found", f"no fulfillment for order {sf_order_id}", headers=NO_STORE
-        )
-    return found
+    return await read_model.fulfillment(api.pool, sf_order_id)
 
 
 @router.post(
@@ -190,19 +164,9 @@ async def fulfillments(
         str | None, Query(max_length=200, description="`next_cursor` of the previous page")
     ] = None,
 ) -> FulfillmentPage:
-    try:
-        return await list_fulfillments(
-            api.pool,
-            account=account,
-            status=status,
-            error_code=error_code,
-            limit=limit,
-            cursor=cursor,
-        )
-    except InvalidCursorError as invalid:
-        raise ApiError(422, "invalid_request", str(invalid), headers=NO_STORE) from None
-    except TransientError as down:
-        raise ApiError(503, "unavailable", str(down), headers=NO_STORE) from None
+    return await read_model.fulfillments(
+        api.pool, account=account, status=status, error_code=error_code, limit=limit, cursor=cursor
+    )
 
 
 @router.post(
@@ -219,10 +183,7 @@ async def flush(
     account = None
     if body.account is not None:
         account = checked(body.account, key_prefix=ACCOUNT, name="account")
-    try:
-        return await flush_caches(api, body.scope, account, requested_by=who)
-    except OperationError as error:
-        raise _http(error) from None
+    return await flush_caches(api.pool, api.cache, body.scope, account, requested_by=who)
 
 
 class RedriveBody(BaseModel):
@@ -244,10 +205,7 @@ async def dead_letters(
         DEFAULT_LIMIT
     ),
 ) -> DeadLetters:
-    try:
-        return await list_dead_letters(api.pool, include_redriven=include_redriven, limit=limit)
-    except OperationError as error:
-        raise _http(error) from None
+    return await list_dead_letters(api.pool, include_redriven=include_redriven, limit=limit)
 
 
 @router.post(
@@ -266,10 +224,7 @@ async def redrive(
         raise ApiError(
             422, "invalid_request", "name the dead letters (ids) or all, not both", headers=NO_STORE
         )
-    try:
-        return await request_redrive(api.pool, body.ids, requested_by=who)
-    except OperationError as error:
-        raise _http(error) from None
+    return await request_redrive(api.pool, body.ids, requested_by=who)
 
 
 class ReconcileBody(BaseModel):
@@ -289,14 +244,11 @@ async def reconcile(
 ) -> ReconciliationPass:
     if api.salesforce is None:
         raise ApiError(503, "unavailable", "no Salesforce is configured", headers=NO_STORE)
-    try:
-        return await reconcile_once(
-            api.settings,
-            api.salesforce,
-            api.temporal,
-            api.store,
-            dry_run=body.dry_run,
-            requested_by=who,
-        )
-    except ClientError as error:
-        raise ApiError(503, "unavailable", str(error), headers=NO_STORE) from None
+    return await reconcile_once(
+        api.settings,
+        api.salesforce,
+        api.temporal,
+        api.store,
+        dry_run=body.dry_run,
+        requested_by=who,
+    )

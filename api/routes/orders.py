@@ -1,5 +1,5 @@
 """The portal's reads (bearer `API_SERVICE_TOKEN`): one order's fulfillment and an account's
-orders, from the read model through Redis (`api.read_model.OrdersCache`).
+orders, from the read model through Redis (`usecases.read_model.OrdersCache`).
 
 Responses are per customer: `Cache-Control: private, no-store`, so no browser or proxy keeps
 them; the server-side copy in Redis is the only cache, and the engine invalidates it.
@@ -12,18 +12,10 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 
 from api.auth import service_scope
-from api.errors import ApiError
-from api.params import NO_STORE, AccountId, OrderId, error_responses, no_store
-from api.read_model import (
-    DEFAULT_LIMIT,
-    MAX_LIMIT,
-    Fulfillment,
-    FulfillmentPage,
-    InvalidCursorError,
-    OrdersCache,
-)
+from api.params import AccountId, OrderId, error_responses, no_store
 from api.services import ApiServices, services
-from clients.errors import TransientError
+from usecases import read_model
+from usecases.read_model import DEFAULT_LIMIT, MAX_LIMIT, Fulfillment, FulfillmentPage, OrdersCache
 
 router = APIRouter(
     tags=["portal"],
@@ -45,15 +37,7 @@ def _cache(api: ApiServices) -> OrdersCache:
 async def order_fulfillment(
     sf_order_id: OrderId, api: Annotated[ApiServices, Depends(services)]
 ) -> Fulfillment:
-    try:
-        found = await _cache(api).fulfillment(sf_order_id)
-    except TransientError as down:
-        raise ApiError(503, "unavailable", str(down), headers=NO_STORE) from None
-    if found is None:
-        raise ApiError(
-            404, "not_found", f"no fulfillment for order {sf_order_id}", headers=NO_STORE
-        )
-    return found
+    return await read_model.cached_fulfillment(_cache(api), sf_order_id)
 
 
 @router.get(
@@ -69,9 +53,4 @@ async def account_orders(
         str | None, Query(max_length=200, description="`next_cursor` of the previous page")
     ] = None,
 ) -> FulfillmentPage:
-    try:
-        return await _cache(api).account_orders(sf_account_id, limit=limit, cursor=cursor)
-    except InvalidCursorError as invalid:
-        raise ApiError(422, "invalid_request", str(invalid), headers=NO_STORE) from None
-    except TransientError as down:
-        raise ApiError(503, "unavailable", str(down), headers=NO_STORE) from None
+    return await read_model.account_orders(_cache(api), sf_account_id, limit=limit, cursor=cursor)

@@ -12,7 +12,6 @@ import pytest
 import redis.asyncio as redis
 from temporalio.client import WorkflowHandle
 
-from api.operations import Action, UnavailableError, perform
 from api.services import open_services
 from clients.cache import CacheGroup, CacheInvalidator, CacheKeys
 from domain.errors import ErrorCode
@@ -21,6 +20,8 @@ from domain.messages import PROGRESS_QUERY
 from tests.fixtures.api import Api
 from tests.fixtures.engine import Engine, worker_running
 from tests.integration.api._support import Record, degraded_services, served, sf_id
+from usecases.errors import UnavailableError
+from usecases.operator_actions import Action, perform
 
 PAY_METHOD = {
     "records": {"paymethods": [{"clientid": 3, "type": "RemoteCreditCard", "gateway": "stripe"}]}
@@ -491,7 +492,14 @@ async def test_a_retry_no_worker_answered_in_time_is_settled_by_its_repeat_once(
     # No worker polls: the update cannot be answered, and the caller is told to repeat.
     async with open_services(engine.settings) as services:
         with pytest.raises(UnavailableError, match="repeat the request with the same"):
-            await perform(services, Action.RETRY, order_id, request, wait=timedelta(seconds=1))
+            await perform(
+                services.pool,
+                services.temporal,
+                Action.RETRY,
+                order_id,
+                request,
+                wait=timedelta(seconds=1),
+            )
     [unanswered] = await audit(db, order_id)
     assert unanswered["outcome"] == "unavailable: the workflow did not answer in time"
 

@@ -13,13 +13,13 @@ from typing import Any, cast
 import asyncpg
 import redis.asyncio as redis
 
-from api.read_model import OrdersCache
 from clients.cache import CacheKeys
 from domain.errors import ErrorCode
 from domain.fulfillment import FulfillmentStatus, Step
 from tests.fixtures.api import Api
 from tests.fixtures.engine import Engine
 from tests.integration.api._support import Record, degraded_services, served, sf_id
+from usecases.read_model import OrdersCache
 
 NO_STORE = "private, no-store"
 

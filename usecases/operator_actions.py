@@ -1,6 +1,5 @@
-"""Operator actions, shared by the ops routes and the CLI: retry or cancel a parked fulfillment,
-and flush the portal's caches. Nothing here knows HTTP; failures are `OperationError`s with a
-stable code and the HTTP status that means them.
+"""Operator actions, shared by the ops routes and the CLI: retry or cancel a parked fulfillment.
+Nothing here knows HTTP; refusals are `usecases.errors` (the API says which status each is).
 
 Retry and cancel are recorded in `operator_actions` once per request id (migrations/0007), then
 sent to the workflow as an update whose id is that request id. A request repeated after a lost
@@ -19,14 +18,14 @@ answered from the record alone (no progress).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any, ClassVar, NoReturn, TypeVar
+from typing import Any, NoReturn
 
 import asyncpg
 from pydantic import BaseModel, ConfigDict, Field
 from temporalio.client import (
+    Client,
     WorkflowExecutionStatus,
     WorkflowHandle,
     WorkflowUpdateFailedError,
@@ -35,16 +34,19 @@ from temporalio.client import (
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
-from api.read_model import account_order_ids, fetch_fulfillment
-from api.services import ApiServices
-from clients.cache import CacheGroup, CacheUnavailableError
-from clients.errors import TransientError
 from config.logging import get_logger
 from domain.fulfillment import FulfillmentProgress, OperatorRequest, workflow_id
 from domain.messages import CANCEL_UPDATE, RETRY_UPDATE
+from usecases.errors import (
+    ConflictError,
+    InvalidRequestError,
+    NotFoundError,
+    UnavailableError,
+    or_unavailable,
+)
+from usecases.read_model import fetch_fulfillment
 
 log = get_logger(__name__)
-T = TypeVar("T")
 
 # How long an action waits for the workflow's answer (a worker must pick the update up).
 UPDATE_WAIT = timedelta(seconds=20)
@@ -64,35 +66,6 @@ class Action(StrEnum):
 
 # The workflow's update each action is sent as.
 _UPDATES = {Action.RETRY: RETRY_UPDATE, Action.CANCEL: CANCEL_UPDATE}
-
-
-class OperationError(Exception):
-    status: ClassVar[int] = 500
-    code: ClassVar[str] = "internal_error"
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
-
-class NotFoundError(OperationError):
-    status = 404
-    code = "not_found"
-
-
-class ConflictError(OperationError):
-    status = 409
-    code = "conflict"
-
-
-class InvalidOperationError(OperationError):
-    status = 422
-    code = "invalid_request"
-
-
-class UnavailableError(OperationError):
-    status = 503
-    code = "unavailable"
 
 
 class ActionResult(BaseModel):
@@ -144,7 +117,8 @@ WHERE request_id = $1
 
 
 async def perform(
-    api: ApiServices,
+    pool: asyncpg.Pool,
+    temporal: Client,
     action: Action,
     sf_order_id: str,
     request: OperatorRequest,
@@ -158,13 +132,13 @@ async def perform(
     """
     request_id = request.request_id
     if not request_id:
-        raise InvalidOperationError("a request id is required")
+        raise InvalidRequestError("a request id is required")
     if request_id.startswith(RESERVED_REQUEST_ID_PREFIXES):
-        raise InvalidOperationError("Idempotency-Key: this prefix is reserved for the engine")
-    current = await or_unavailable(fetch_fulfillment(api.pool, sf_order_id))
+        raise InvalidRequestError("Idempotency-Key: this prefix is reserved for the engine")
+    current = await or_unavailable(fetch_fulfillment(pool, sf_order_id))
     if current is None:
         raise NotFoundError(f"no fulfillment for order {sf_order_id}")
-    recorded = await _record(api.pool, action, sf_order_id, request, request_id)
+    recorded = await _record(pool, action, sf_order_id, request, request_id)
     if recorded.sf_order_id != sf_order_id or recorded.action is not action:
         raise ConflictError(
             "Idempotency-Key already used for another request "
@@ -190,7 +164,7 @@ async def perform(
             progress=progress,
         )
 
-    handle = api.temporal.get_workflow_handle(workflow_id(sf_order_id))
+    handle = temporal.get_workflow_handle(workflow_id(sf_order_id))
     if not recorded.inserted:
         # Update ids are deduplicated within one run only: a repeat goes to the run the request
         # was meant for, never to a fresh run started under the same workflow id since.
@@ -198,8 +172,8 @@ async def perform(
         if run_id is None:
             if accepted_before:
                 return answer(None)
-            await _refuse(api.pool, request_id, ended)
-        handle = api.temporal.get_workflow_handle(workflow_id(sf_order_id), run_id=run_id)
+            await _refuse(pool, request_id, ended)
+        handle = temporal.get_workflow_handle(workflow_id(sf_order_id), run_id=run_id)
 
     # The first request's words, whatever a repeat says: it is the same request.
     sent = OperatorRequest(
@@ -222,15 +196,15 @@ async def perform(
         if isinstance(error, WorkflowUpdateFailedError):
             cause = error.cause
             await _refuse(
-                api.pool,
+                pool,
                 request_id,
                 cause.message if isinstance(cause, ApplicationError) else str(cause),
             )
         if isinstance(error, RPCError) and error.status is RPCStatusCode.NOT_FOUND:
-            await _refuse(api.pool, request_id, ended)
-        await _unavailable(api.pool, request_id, _temporal_trouble(error))
+            await _refuse(pool, request_id, ended)
+        await _unavailable(pool, request_id, _temporal_trouble(error))
     if not accepted_before:
-        await _finish(api.pool, request_id, ACCEPTED)
+        await _finish(pool, request_id, ACCEPTED)
         log.info(
             "operator.action",
             action=action.value,
@@ -299,78 +273,3 @@ async def _unavailable(pool: asyncpg.Pool, request_id: str, why: str) -> NoRetur
         f"{why}; it may still be acted on: repeat the request with the same Idempotency-Key "
         "to learn its outcome"
     )
-
-
-async def or_unavailable(awaitable: Awaitable[T]) -> T:
-    """`awaitable`, with Postgres (or another upstream) away answered as `UnavailableError`."""
-    try:
-        return await awaitable
-    except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as exc:
-        raise UnavailableError(f"Postgres unavailable ({type(exc).__name__})") from None
-    except TransientError as exc:
-        raise UnavailableError(str(exc)) from None
-
-
-# -- cache flush ----------------------------------------------------------------------------
-
-
-class FlushScope(StrEnum):
-    SERVICES = "services"
-    ORDERS = "orders"
-    ALL = "all"
-
-
-class Flushed(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    scope: FlushScope
-    account: str | None = Field(description="the account whose order keys went, if one")
-    deleted: int = Field(description="how many keys were deleted")
-
-
-async def flush_caches(
-    api: ApiServices, scope: FlushScope, account: str | None = None, *, requested_by: str
-) -> Flushed:
-    """The runbook's "flush caches": for when invalidation events were missed.
-
-    - services: the catalog (its indexed group, then a SCAN for keys nobody indexed) and every
-      account's eligibility;
-    - orders: one account's keys (its list and each of its orders), or with no account every
-      `orders:*` key;
-    - all: every key family the engine knows (`orders:`, `services:`, `whmcs:`), and nothing
-      else under the shared prefix (the portal keeps other keys there).
-
-    SCAN, never KEYS: Redis keeps serving while it runs.
-    """
-    if account is not None and scope is not FlushScope.ORDERS:
-        raise InvalidOperationError("account: only the orders scope takes an account")
-    keys = api.keys
-    try:
-        if scope is FlushScope.ORDERS and account is not None:
-            orders = await or_unavailable(account_order_ids(api.pool, account))
-            names = [keys.orders_account(account)] + [keys.orders_detail(o) for o in orders]
-            deleted = await api.cache.delete(names)
-        elif scope is FlushScope.ORDERS:
-            deleted = await api.cache.sweep(keys.orders_pattern())
-        elif scope is FlushScope.SERVICES:
-            deleted = await _flush_services(api)
-        else:
-            deleted = await api.cache.sweep(keys.orders_pattern())
-            deleted += await _flush_services(api)
-            deleted += await api.cache.sweep(f"{keys.prefix}whmcs:*")
-    except CacheUnavailableError as down:
-        raise UnavailableError(f"Redis unavailable: {down}") from None
-    log.info(
-        "operator.cache_flush",
-        scope=scope.value,
-        account=account,
-        deleted=deleted,
-        requested_by=requested_by,
-    )
-    return Flushed(scope=scope, account=account, deleted=deleted)
-
-
-async def _flush_services(api: ApiServices) -> int:
-    deleted = await api.cache.invalidate_group(CacheGroup.SERVICES_CATALOG)
-    # The catalog's unindexed keys and every account's eligibility share the family.
-    return deleted + await api.cache.sweep(f"{api.keys.prefix}services:*")

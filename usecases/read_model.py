@@ -41,6 +41,7 @@ from clients.salesforce_ids import is_valid_sf_id
 from config.logging import get_logger
 from domain.errors import ErrorCode
 from domain.fulfillment import FulfillmentStatus, Step
+from usecases.errors import InvalidRequestError, NotFoundError, or_unavailable
 
 log = get_logger(__name__)
 
@@ -94,7 +95,7 @@ class FulfillmentPage(BaseModel):
     )
 
 
-class InvalidCursorError(ValueError):
+class InvalidCursorError(InvalidRequestError):
     """The cursor was not made by this API (or was altered)."""
 
 
@@ -262,6 +263,51 @@ async def _version(pool: asyncpg.Pool, sf_order_id: str) -> int | None:
             "SELECT version FROM fulfillments WHERE sf_order_id = $1", sf_order_id
         )
     return value
+
+
+# -- for the routes and the CLI ---------------------------------------------------------------
+# Each either answers or refuses with `usecases.errors`: no fulfillment is `NotFoundError`, a
+# system away is `UnavailableError`, a cursor not ours `InvalidCursorError`.
+
+
+async def fulfillment(pool: asyncpg.Pool, sf_order_id: str) -> Fulfillment:
+    """The order's fulfillment as Postgres has it now (what operators read)."""
+    return _found(await or_unavailable(fetch_fulfillment(pool, sf_order_id)), sf_order_id)
+
+
+async def cached_fulfillment(cache: OrdersCache, sf_order_id: str) -> Fulfillment:
+    """The order's fulfillment as the portal reads it: through Redis."""
+    return _found(await or_unavailable(cache.fulfillment(sf_order_id)), sf_order_id)
+
+
+def _found(found: Fulfillment | None, sf_order_id: str) -> Fulfillment:
+    if found is None:
+        raise NotFoundError(f"no fulfillment for order {sf_order_id}")
+    return found
+
+
+async def fulfillments(
+    pool: asyncpg.Pool,
+    *,
+    account: str | None = None,
+    status: FulfillmentStatus | None = None,
+    error_code: ErrorCode | None = None,
+    limit: int = DEFAULT_LIMIT,
+    cursor: str | None = None,
+) -> FulfillmentPage:
+    """`list_fulfillments`, for operators: newest first, filtered."""
+    return await or_unavailable(
+        list_fulfillments(
+            pool, account=account, status=status, error_code=error_code, limit=limit, cursor=cursor
+        )
+    )
+
+
+async def account_orders(
+    cache: OrdersCache, sf_account_id: str, *, limit: int = DEFAULT_LIMIT, cursor: str | None = None
+) -> FulfillmentPage:
+    """An account's fulfillments as the portal reads them: the first page through Redis."""
+    return await or_unavailable(cache.account_orders(sf_account_id, limit=limit, cursor=cursor))
 
 
 # -- through Redis --------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from typing import Any, Literal
 import asyncpg
 from pydantic import BaseModel, ConfigDict
 
-from api.operations import NotFoundError, or_unavailable
+from usecases.errors import NotFoundError, or_unavailable
 
 _COLUMNS = (
     "id, transport, channel, replay_id, message, reason, received_at, redrive_requested_at,"
