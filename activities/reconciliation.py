@@ -1,10 +1,10 @@
 """Reconciliation steps: read the unfinished orders from Salesforce, start the fulfillments
 that are missing, record the ones left `Activating` with none running.
 
-A start names the order's workflow id and refuses any id Temporal has seen
-(`usecases.fulfillments.start_unless_known`), so two reconciliations, or one and the listener,
-racing on an order start it once, and a fulfillment that ran and closed is never started again
-from here.
+Each missing fulfillment is started by `usecases.reconciliation.start_missing_fulfillment`, the
+way an operator's pass starts one: a start names the order's workflow id and refuses any id
+Temporal has seen, so two reconciliations, or one and the listener, racing on an order start it
+once, and a fulfillment that ran and closed is never started again from here.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from temporalio import activity
 from temporalio.client import Client, WorkflowExecutionStatus
@@ -24,14 +23,7 @@ from clients.fulfillment_store import FulfillmentStore
 from clients.salesforce import SalesforceClient
 from config.logging import get_logger
 from config.settings import Settings
-from domain.fulfillment import (
-    FulfillmentInput,
-    FulfillmentOptions,
-    FulfillmentStatus,
-    Trigger,
-    TriggerSource,
-    read_model_version,
-)
+from domain.fulfillment import FulfillmentOptions, read_model_version
 from domain.fulfillment import workflow_id as fulfillment_workflow_id
 from domain.reconciliation import (
     MissingFulfillments,
@@ -42,7 +34,7 @@ from domain.reconciliation import (
     UnfinishedOrdersPage,
     UnfinishedOrdersQuery,
 )
-from usecases.fulfillments import start_unless_known
+from usecases.reconciliation import Outcome, start_missing_fulfillment
 
 log = get_logger(__name__)
 
@@ -168,23 +160,11 @@ class ReconciliationActivities:
         options: FulfillmentOptions | None,
         starter: str,
     ) -> bool:
-        """Start the order's fulfillment unless Temporal knows one or the read model records it
-        activated (Salesforce lost our status, and Temporal's retention the run): whether this
-        run started it."""
-        if await self._store.recorded_status(sf_order_id) is FulfillmentStatus.ACTIVATED:
-            log.warning("reconciliation.recorded_fulfilled", sf_order_id=sf_order_id)
-            return False
-        extra: dict[str, Any] = {} if options is None else {"options": options}
-        fulfillment = FulfillmentInput(
-            sf_order_id=sf_order_id,
-            trigger=Trigger(source=TriggerSource.RECONCILIATION),
-            **extra,
+        """Whether this run started the order's fulfillment (`start_missing_fulfillment`)."""
+        judged = await start_missing_fulfillment(
+            client, self._settings, self._store, sf_order_id, starter=starter, options=options
         )
-        if not await start_unless_known(client, self._settings, fulfillment, starter=starter):
-            return False
-        # A warning: every order started here is one whose activation the listener missed.
-        log.warning("reconciliation.fulfillment_started", sf_order_id=sf_order_id, run=starter)
-        return True
+        return judged.outcome is Outcome.STARTED
 
 
 _ONE_MS = timedelta(milliseconds=1)
