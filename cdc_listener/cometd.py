@@ -1,6 +1,6 @@
 """The Streaming API (CometD) transport, through aiosfstream-ng.
 
-aiocometd-ng cannot retry a lost transport on Python 3.10+ (protocols.md), so every library or
+aiocometd-ng cannot retry a lost transport on Python 3.10+, so every library or
 transport error ends the session: the listener backs off, authenticates again and subscribes
 again from the cursors in Postgres. The session counts as alive while connect replies come
 (Salesforce answers an idle long poll within 110 s). A cursor Salesforce no longer retains falls

@@ -1,11 +1,11 @@
 """What an event means for the engine: plain decisions, no I/O.
 
-The trigger (DESIGN.md): an OrderChangeEvent whose `changedFields` include `Status` and whose new
-`Status` is `SF_TRIGGER_STATUS`, for every id in `recordIds`, unless our own write-back made it
+The trigger (docs/design.md): an OrderChangeEvent whose `changedFields` include `Status` and whose
+new `Status` is `SF_TRIGGER_STATUS`, for every id in `recordIds`, unless our own write-back made it
 (its `changeOrigin` names our client). Every Order/OrderItem change makes the portal's views of
-those orders stale; Product2/PricebookEntry changes the catalog; the eligibility platform event
-one account's eligibility. A gap event names records without values (read them again before
-deciding); an overflow names none (invalidate broadly, reconcile).
+those orders stale; Product2/PricebookEntry changes the catalog; the eligibility platform event one
+account's eligibility. A gap event names records without values (read them again before deciding);
+an overflow names none (invalidate broadly, reconcile).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The portal's Redis cache: the key scheme of DESIGN.md and the helpers that invalidate it.
+"""The portal's Redis cache: the key scheme of docs/design.md and the helpers that invalidate it.
 
 The portal reads these keys; the engine deletes them when the data behind them changes. Two kinds:
 

@@ -2,9 +2,9 @@
 
 Every call is a POST to `<base>/<path>/` with one form field `json` holding the request as a
 JSON string; every call after `authOem/` carries the `authKey` inside that JSON. A reply's
-`resultCode` "100" (or 100) means success. Public documentation of Freebit is thin (see
-protocols.md), so everything beyond those facts is kept in the mapping table and the models
-below, in one place, to be corrected as the real API is learnt.
+`resultCode` "100" (or 100) means success. Public documentation of Freebit is thin, so everything
+beyond those facts is kept in the mapping table and the models below, in one place, to be corrected
+as the real API is learnt.
 
 Registrations are asynchronous and never retried here. `register_line` answers
 `WriteOutcome.ALREADY_DONE` when Freebit says the line exists (a repeat after a lost reply);

@@ -1,4 +1,4 @@
-"""The one `Settings` model: every setting of DESIGN.md, read once from the environment.
+"""The one `Settings` model: every setting of docs/design.md, read once from the environment.
 
 Each process loads it with `load_settings(require=...)`, naming the settings it cannot run
 without; a missing or malformed setting raises `SettingsError` whose message is one line naming
@@ -37,7 +37,7 @@ _SERVER_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9.\-]{0,251}[A-Za-z0-9])?$")
 
 _URL_FIELDS = frozenset({"database_url", "redis_url"})
 
-# How the listener receives change events (DESIGN.md "Transports for change events").
+# How the listener receives change events (docs/design.md, "Transports for change events").
 CdcTransport = Literal["cometd", "pubsub"]
 
 

@@ -1,6 +1,6 @@
 """`.dev/stack.json`: where everything of the dev stack is and how to log in, plus the dev secrets.
 
-The stack is a JSON-shaped dict with the keys of DESIGN.md ("`.dev/stack.json` keys", plus
+The stack is a JSON-shaped dict with the keys of docs/design.md ("`.dev/stack.json` keys", plus
 `salesforce.auth_flow` and `salesforce.jwt_key_file`: the engine signs in with JWT bearer;
 `temporal.payload_keys`: every engine process encrypts payloads with the same key;
 `worker.metrics_url`, `listener.metrics_url`, `api.url` and `api.codec_url` once those run);

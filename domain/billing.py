@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 # The product custom field that marks each WHMCS service with the Salesforce order item it was
 # made for: the one durable marker WHMCS keeps, so an earlier AddOrder can be found after a
-# lost reply (protocols.md: WHMCS has no idempotency key).
+# lost reply (WHMCS has no idempotency key).
 ORDER_ITEM_MARKER_FIELD = "Salesforce Order Item ID"
 
 

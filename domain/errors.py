@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict
 
 
 class ErrorCode(StrEnum):
-    """The closed list written to `Activation_Error_Code__c` (DESIGN.md, "Error codes")."""
+    """The closed list written to `Activation_Error_Code__c` (docs/design.md, "Error codes")."""
 
     ORDER_NOT_FOUND = "ORDER_NOT_FOUND"
     INVALID_ORDER = "INVALID_ORDER"

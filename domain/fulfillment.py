@@ -40,7 +40,7 @@ def read_model_version(at: datetime, writes: int = 0) -> int:
 
 
 class Step(StrEnum):
-    """The workflow's steps, in the order they run (DESIGN.md)."""
+    """The workflow's steps, in the order they run (docs/design.md)."""
 
     LOAD_ORDER = "load_order"
     MARK_ACTIVATING = "mark_activating"
@@ -212,7 +212,7 @@ def decide_activation(
     recorded: FulfillmentStatus | None = None,
     cutover: datetime | None = None,
 ) -> ActivationDecision:
-    """DESIGN.md's re-activation rules.
+    """The re-activation rules of docs/design.md.
 
     A parked fulfillment takes a re-activation as a retry; a fulfilled order ignores it; a
     cancelled or expired one starts afresh under the same workflow id, but only for an

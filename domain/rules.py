@@ -248,10 +248,10 @@ def existing_line(request: SimRequest, line: SimActivation) -> ExistingLine:
     """What to do when Freebit says the number of `request` is already registered.
 
     Judged on what the line detail reports: its SIM type and, for an eSIM, its EID. A line of
-    another type, or an eSIM line on another EID that has not failed, is another SIM's. A
-    failed line of the same type is re-issued (protocols.md: a line that FAILED activation is
-    re-registered, not repeated as new), on the EID the order names now (an operator may have
-    corrected it). Anything else is the line an earlier attempt registered.
+    another type, or an eSIM line on another EID that has not failed, is another SIM's. A failed
+    line of the same type is re-issued (Freebit re-registers a line that FAILED activation; it is
+    not registered again as new), on the EID the order names now (an operator may have corrected
+    it). Anything else is the line an earlier attempt registered.
     """
     if line.sim_type is not None and line.sim_type is not request.sim_type:
         return ExistingLine.CONFLICT

@@ -1,6 +1,6 @@
 """Tables the customer portal owns and the engine only reads: the shape relied on, checked.
 
-`id_mappings` is the portal's (DESIGN.md, Postgres). Production gets it from the portal's own
+`id_mappings` is the portal's (docs/design.md, "Postgres"). Production gets it from the portal's own
 migrations; the engine verifies the columns it reads instead of creating a table of its own,
 which would diverge from the portal's the day either side changes. Only a dev or test database,
 where no portal runs, has it created here (`create_portal_tables=True`), and even then an

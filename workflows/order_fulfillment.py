@@ -1,6 +1,6 @@
 """The fulfillment workflow: one durable run per activated Salesforce order.
 
-Orchestration only: the order of the steps (DESIGN.md), the waits (Freebit's activation, an
+Orchestration only: the order of the steps (docs/design.md), the waits (Freebit's activation, an
 operator's decision), compensation. Every decision about the order is a `domain.rules` function;
 every outside call is an activity, referred to by name (`domain.steps.Activity`).
 

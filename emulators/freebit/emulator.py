@@ -19,7 +19,7 @@ It is kept apart from every refusal of the request itself so that a client repea
 registration whose reply it lost can recognise "already done" (and confirm it by a read).
 
 Registration (`master/addAcnt/` physical SIM, `mvno/esim/addAcnt/` eSIM) requirements, from a
-third-party translation of the spec (see protocols.md):
+third-party translation of the spec:
 - `createType` is required on both (any non-empty string: its values are not public);
 - `addKind` is N (new number), M (number ported in) or R (re-issue of an existing line's SIM);
 - a number port-in (addKind M, or any request carrying an `mnp` object) needs in `mnp`:
@@ -37,7 +37,7 @@ so no background task runs. A line seeded with any other `state` (e.g. "suspende
 is reported verbatim: states beyond these three exist at Freebit but are not documented, so a
 client must not take an unknown one for "still processing".
 
-Choices where protocols.md is silent: `status.statusCode` mirrors HTTP semantics (401 for any
+Choices where that translation is silent: `status.statusCode` mirrors HTTP semantics (401 for any
 auth refusal, so a client knows to call authOem again); `resultCode` and `statusCode` are sent as
 strings; account detail (`master/getAcnt/`, `requestDatas[{kind, account}]`) answers
 `responseDatas[{kind, account, state, simType, eid, planCode, planName, failReason,

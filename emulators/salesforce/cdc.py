@@ -1,6 +1,6 @@
 """How one committed transaction's record operations become change events.
 
-protocols.md ("Salesforce change events") states the platform's rules, followed here:
+Salesforce's Change Data Capture documentation states the platform's rules, followed here:
 
 - one event per record per transaction, of the record's *first* change type, carrying the values
   the transaction committed: a create followed by updates is one CREATE with the final values;
@@ -12,13 +12,13 @@ protocols.md ("Salesforce change events") states the platform's rules, followed 
   components (`BillingAddress.Street`);
 - date-times are in the `…000Z` form change events use.
 
-Where protocols.md is silent, these choices were made: a record updated and then deleted in one
-transaction yields one DELETE (its committed state is deleted); one created and deleted in the
+Where that documentation is silent, these choices were made: a record updated and then deleted in
+one transaction yields one DELETE (its committed state is deleted); one created and deleted in the
 same transaction yields no event (nothing of it was ever committed); a field changed and changed
 back within the transaction is still listed; `changedFields` keeps the order in which fields were
 first changed, with LastModifiedDate and LastModifiedById last. Events are listed in the order of
-their first record's first operation, which is the order of their sequence numbers.
-Nothing here publishes: the REST layer hands the events to the bus.
+their first record's first operation, which is the order of their sequence numbers. Nothing here
+publishes: the REST layer hands the events to the bus.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The org's data model: the objects and fields of DESIGN.md, their types, and value rules.
+"""The org's data model: the objects and fields of docs/design.md, their types, and value rules.
 
 Each field knows its type, whether it is required, createable and updateable, its picklist values
 (restricted or not), and for lookups the object and relationship it points to. `coerce` turns a

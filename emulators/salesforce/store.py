@@ -1,25 +1,25 @@
 """The org's records and the rules Salesforce enforces when they are written.
 
-`Store` holds every record (deleted ones too, as the recycle bin does, for `queryAll`) and
-performs create, update and delete inside a `Transaction`: the validation of DESIGN.md's objects
+`Store` holds every record (deleted ones too, as the recycle bin does, for `queryAll`) and performs
+create, update and delete inside a `Transaction`: the validation of docs/design.md's objects
 (required fields, restricted picklists, lookups, the pricebook rules of orders), derived fields
 (auto-numbers, list and total prices), cascades, and the list of changes that the REST layer turns
-into change events once the transaction commits. A failed transaction is undone record by record.
-An update lists as changed only the fields whose stored value differs (a field set to its current
-value is not changed), plus LastModifiedDate; an update that changes nothing still counts as a
-save and yields an UPDATE listing only LastModifiedDate (and LastModifiedById when another user
-saves); protocols.md is silent on this. Derived values (TotalPrice, TotalAmount) follow their
+into change events once the transaction commits. A failed transaction is undone record by record. An
+update lists as changed only the fields whose stored value differs (a field set to its current value
+is not changed), plus LastModifiedDate; an update that changes nothing still counts as a save and
+yields an UPDATE listing only LastModifiedDate (and LastModifiedById when another user saves);
+Salesforce's documentation is silent on this. Derived values (TotalPrice, TotalAmount) follow their
 inputs without being listed.
 
 Every write of one transaction carries the same LastModifiedDate/SystemModstamp (the time of its
 first write), so that the same change to several records is the same change, as Salesforce
-merges it into one event (protocols.md says nothing of the timestamps themselves).
+merges it into one event (its documentation says nothing of the timestamps themselves).
 
 Order activation, as Salesforce's Object Reference states it: an Order is inserted with Status
 Draft only, the update that activates it (Draft to Activated) may change no other field, and an
 activated order cannot be deleted; it can be set back to Draft (the design re-activates orders),
 and its other fields stay writable once activated (the engine's write-backs). Salesforce's exact
-wording for these refusals is not in protocols.md: the codes are those Salesforce uses for record
+wording for these refusals is not documented: the codes are those Salesforce uses for record
 rules (FIELD_INTEGRITY_EXCEPTION naming the fields, DELETE_FAILED for a refused delete, like the
 other delete refusals here) and the messages are the emulator's own; rely on code and fields.
 Each save that activates an order (its Status becoming Activated from any other) sets its

@@ -21,13 +21,13 @@ unchanged against it:
 - a client must come back within `idle_reconnect_ms` after an empty connect reply and within
   `event_reconnect_ms` after one that carried events, or its session (and subscriptions) go.
 
-Where protocols.md is silent, these choices were made (after what Salesforce is seen to send):
-a request without a bearer token gets `401::Request requires authentication` (the handshake's
-`failureReason` then says so); a message published by the client gets `403::Publish denied`;
-a replay id newer than the channel's newest event is refused like one outside retention; a
-version below 37.0 gets `400::Unsupported API version…` on every message of the request; a
-request without the cookie gets a new one set on its reply (so a client that lost it can
-handshake again), whatever the messages it carried.
+Where Salesforce's documentation is silent, these choices were made (after what Salesforce is seen
+to send): a request without a bearer token gets `401::Request requires authentication` (the
+handshake's `failureReason` then says so); a message published by the client gets `403::Publish
+denied`; a replay id newer than the channel's newest event is refused like one outside retention; a
+version below 37.0 gets `400::Unsupported API version…` on every message of the request; a request
+without the cookie gets a new one set on its reply (so a client that lost it can handshake again),
+whatever the messages it carried.
 
 `drop_sessions()` ends every session at once (the control API's sessions/drop),
 `GET /__emulator__/streaming/sessions` lists the live sessions, and

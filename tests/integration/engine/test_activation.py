@@ -1,5 +1,5 @@
 """Activations of an order, repeated and re-done, against the real worker and dev server:
-DESIGN.md's re-activation rules."""
+the re-activation rules of docs/design.md."""
 
 from __future__ import annotations
 
