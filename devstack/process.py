@@ -4,8 +4,10 @@ Every server the dev stack and the test fixtures start goes through `ChildProces
 place that knows how to stop a process tree without leaving orphans (graceful signal to the group,
 then SIGKILL after a grace period; the kernel's parent-death signal when the starter itself dies,
 even by SIGKILL), how to tell that a listening port belongs to the child and not to a stranger
-left over from an earlier run, and how to explain a child that never became ready. Linux only:
-it reads /proc.
+left over from an earlier run, and how to explain a child that never became ready. Processes and
+sockets are inspected through psutil, so it runs on Linux and macOS; the parent-death signal is
+Linux's alone (elsewhere the servers of a killed launcher outlive it, until the next launcher
+stops them: devstack/leftovers.py).
 """
 
 from __future__ import annotations
@@ -17,12 +19,15 @@ import random
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
+
+import psutil
 
 
 class ServiceError(RuntimeError):
@@ -35,13 +40,19 @@ _handed_out_lock = threading.Lock()
 
 _EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
 _LOWEST_PICK = 10_000
+# The defaults where the range cannot be read: Linux's, and elsewhere IANA's dynamic ports (macOS's
+# net.inet.ip.portrange.first/last).
+_LINUX_DEFAULT_RANGE = (32768, 60999)
+_IANA_DYNAMIC_RANGE = (49152, 65535)
 
 
 def _ephemeral_range() -> tuple[int, int]:
+    if not sys.platform.startswith("linux"):
+        return _IANA_DYNAMIC_RANGE
     try:
         low, high = (int(part) for part in _EPHEMERAL_RANGE.read_text().split())
     except (OSError, ValueError):
-        return 32768, 60999
+        return _LINUX_DEFAULT_RANGE
     return low, high
 
 
@@ -120,35 +131,59 @@ def log_tail(log_file: Path, lines: int = 20) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
+def _alive(pid: int) -> psutil.Process | None:
+    """The process `pid` while it lives; None when it is gone or a zombie."""
+    try:
+        process = psutil.Process(pid)
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return None
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return None
+    return process
+
+
 def process_cmdline(pid: int) -> list[str] | None:
     """The argv of a live process, or None when it is gone (or a zombie)."""
+    process = _alive(pid)
+    if process is None:
+        return None
     try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        argv = process.cmdline()
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
         return None
-    if not raw:
-        return None
-    return [part.decode("utf-8", errors="replace") for part in raw.rstrip(b"\0").split(b"\0")]
+    return argv or None
 
 
 def process_executable(pid: int) -> str | None:
     """The resolved path of a live process's executable (unlike argv[0], a child cannot change
     it: redis-server and postgres rewrite their command lines)."""
+    process = _alive(pid)
+    if process is None:
+        return None
     try:
-        return os.readlink(f"/proc/{pid}/exe")
-    except OSError:
+        return process.exe() or None
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
         return None
 
 
-def process_start_time(pid: int) -> int | None:
-    """The kernel's start time of a process (clock ticks since boot); tells a reused pid apart."""
+def process_start_time(pid: int) -> float | None:
+    """When a process started (seconds since the epoch, as the kernel has it); tells a reused pid
+    apart. The same process gives the same value to every caller."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return psutil.Process(pid).create_time()
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
         return None
-    # The command name (field 2) may contain spaces and parentheses; fields after it are fixed.
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return int(fields[19])
+
+
+def process_cwd(pid: int) -> Path | None:
+    """The working directory of a live process, or None when it is gone or not ours to read."""
+    process = _alive(pid)
+    if process is None:
+        return None
+    try:
+        return Path(process.cwd())
+    except (psutil.NoSuchProcess, psutil.AccessDenied, OSError):
+        return None
 
 
 def signal_group(pgid: int, sig: int) -> bool:
@@ -165,16 +200,14 @@ def signal_group(pgid: int, sig: int) -> bool:
 def group_members(pgid: int) -> list[int]:
     """The pids of the live members of a process group (zombies excepted)."""
     members: list[int] = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
+    for pid in psutil.pids():
         try:
-            stat = (entry / "stat").read_text()
-        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            if os.getpgid(pid) != pgid:
+                continue
+        except OSError:  # gone since the listing (or not ours to ask)
             continue
-        fields = stat[stat.rindex(")") + 2 :].split()
-        if fields[0] != "Z" and int(fields[2]) == pgid:
-            members.append(int(entry.name))
+        if _alive(pid) is not None:
+            members.append(pid)
     return members
 
 
@@ -183,41 +216,15 @@ def group_alive(pgid: int) -> bool:
     return bool(group_members(pgid))
 
 
-_TCP_LISTEN = "0A"
-
-
-def listening_inodes(port: int) -> set[int]:
-    """The inodes of the TCP sockets listening on `port` (any address, IPv4 or IPv6)."""
-    inodes: set[int] = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            rows = Path(table).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for row in rows:
-            # sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode …
-            fields = row.split()
-            if len(fields) < 10 or fields[3] != _TCP_LISTEN:
-                continue
-            if int(fields[1].rsplit(":", 1)[1], 16) == port:
-                inodes.add(int(fields[9]))
-    return inodes
-
-
-def _socket_inodes(pid: int) -> set[int]:
-    found: set[int] = set()
+def _listens_on(pid: int, port: int) -> bool:
     try:
-        descriptors = os.listdir(f"/proc/{pid}/fd")
-    except OSError:
-        return found
-    for descriptor in descriptors:
-        try:
-            target = os.readlink(f"/proc/{pid}/fd/{descriptor}")
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            found.add(int(target[len("socket:[") : -1]))
-    return found
+        connections = psutil.Process(pid).net_connections(kind="tcp")
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return False
+    return any(
+        connection.status == psutil.CONN_LISTEN and connection.laddr.port == port
+        for connection in connections
+    )
 
 
 def group_listens_on(pgid: int, port: int) -> bool:
@@ -225,10 +232,10 @@ def group_listens_on(pgid: int, port: int) -> bool:
 
     Answers "is the server on this port the one we started?" without its cooperation: a stale
     server from an earlier run answers its health check just as well, but the listening socket
-    (matched by inode in /proc/net/tcp and /proc/<pid>/fd) is held by some other process.
+    (any address, IPv4 or IPv6, among psutil's connections of the members) is held by another
+    process.
     """
-    wanted = listening_inodes(port)
-    return bool(wanted) and any(_socket_inodes(pid) & wanted for pid in group_members(pgid))
+    return any(_listens_on(pid, port) for pid in group_members(pgid))
 
 
 def stop_group(

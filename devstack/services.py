@@ -31,6 +31,7 @@ from devstack.process import (
     port_accepts,
     port_is_free,
     process_cmdline,
+    process_cwd,
     stop_group,
 )
 from workflows.order_fulfillment import SEARCH_ATTRIBUTES as WORKFLOW_SEARCH_ATTRIBUTES
@@ -57,8 +58,9 @@ _HOST = "127.0.0.1"
 _POSTGRES_SYSTEM_USER = "embedded_postgres"
 # Postgres is started in its data directory and given it as "/proc/self/cwd": that magic link
 # reaches the directory without search permission on its parents, which the system user may lose
-# at any moment (pytest resets /tmp/pytest-of-<user> to 0700 whenever a session starts).
-_OWN_CWD = "/proc/self/cwd"
+# at any moment (pytest resets /tmp/pytest-of-<user> to 0700 whenever a session starts). Without
+# /proc (macOS) there is no system user either (it is made only for root on Linux): "." will do.
+_OWN_CWD = "/proc/self/cwd" if sys.platform.startswith("linux") else "."
 
 
 def _installed_binary(name: str, package: str) -> Path:
@@ -326,13 +328,6 @@ def _init_postgres_data(data_dir: Path, user: str | None, *, durable: bool) -> N
     staging.rename(data_dir)
 
 
-def _process_cwd(pid: int) -> Path | None:
-    try:
-        return Path(os.readlink(f"/proc/{pid}/cwd"))
-    except OSError:
-        return None
-
-
 def _clear_stale_postmaster(data_dir: Path) -> None:
     """A postmaster.pid left by a killed run: stop that server if it still runs, else drop the file.
 
@@ -346,7 +341,7 @@ def _clear_stale_postmaster(data_dir: Path) -> None:
         pid_file.unlink(missing_ok=True)
         return
     cmdline = process_cmdline(pid)
-    if cmdline and Path(cmdline[0]).name == "postgres" and _process_cwd(pid) == data_dir:
+    if cmdline and Path(cmdline[0]).name == "postgres" and process_cwd(pid) == data_dir:
         # Fast shutdown (SIGINT) of the whole group: the postmaster and its backends.
         stop_group(os.getpgid(pid), stop_signal=signal.SIGINT, grace=20.0)
     pid_file.unlink(missing_ok=True)

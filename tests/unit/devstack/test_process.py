@@ -14,7 +14,19 @@ from pathlib import Path
 
 import pytest
 
-from devstack.process import ChildProcess, free_port, group_alive, process_cmdline
+from devstack import process
+from devstack.process import (
+    ChildProcess,
+    free_port,
+    group_alive,
+    group_members,
+    process_cmdline,
+    process_cwd,
+    process_executable,
+    process_start_time,
+)
+
+LINUX = sys.platform.startswith("linux")
 
 
 def gone(pid: int) -> bool:
@@ -59,6 +71,7 @@ def test_free_port_never_hands_out_the_same_port_twice() -> None:
     assert len(set(ports)) == len(ports)
 
 
+@pytest.mark.skipif(not LINUX, reason="Linux publishes its ephemeral range in /proc")
 def test_free_port_stays_out_of_the_range_outgoing_connections_take_their_ports_from() -> None:
     # An outgoing connection's local port comes from the ephemeral range; one taken there between
     # the pick and the child's bind made an emulator fail with "address already in use" in CI.
@@ -66,6 +79,15 @@ def test_free_port_stays_out_of_the_range_outgoing_connections_take_their_ports_
         int(part) for part in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
     )
     assert all(not low <= port <= high for port in (free_port() for _ in range(200)))
+
+
+def test_without_proc_ports_are_picked_below_the_iana_dynamic_range(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # macOS takes outgoing connections' ports from 49152-65535 (net.inet.ip.portrange).
+    monkeypatch.setattr(sys, "platform", "darwin")
+    candidates = process._candidate_ports()
+    assert candidates.start >= 1024 and candidates.stop == 49152
 
 
 def test_free_port_avoids_the_ports_chosen_by_hand() -> None:
@@ -83,6 +105,43 @@ def test_listens_on_tells_our_child_from_a_stranger_on_another_port(
         assert child.listens_on(port)
         assert not child.listens_on(stranger), "a port another process holds is not ours"
         assert not child.listens_on(free_port()), "nobody listens there"
+
+
+def test_listens_on_sees_an_ipv6_listener(tmp_path: Path) -> None:
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 here")
+    port = free_port()
+    code = listener(port)[2].replace("socket.socket()", "socket.socket(socket.AF_INET6)")
+    code = code.replace('"127.0.0.1"', '"::1"')
+    log = tmp_path / "listener6.log"
+    with ChildProcess("listener6", (sys.executable, "-c", code), log_file=log) as child:
+        try:
+            child.wait_ready(lambda: "listening" in log.read_text(), timeout=10, what="listening")
+        except Exception:
+            pytest.skip("cannot bind ::1 here")
+        assert child.listens_on(port)
+
+
+def test_what_is_known_of_a_child_and_of_a_process_that_is_gone(tmp_path: Path) -> None:
+    # What the launcher's pid record (executable, start time) and the stale-postmaster check
+    # (cwd) rely on.
+    argv = (sys.executable, "-c", "import time; print('up', flush=True); time.sleep(60)")
+    log = tmp_path / "sleeper.log"
+    with ChildProcess("sleeper", argv, log_file=log, cwd=tmp_path) as child:
+        child.wait_ready(lambda: "up" in log.read_text(), timeout=10, what="up")
+        assert process_cmdline(child.pid) == list(argv)
+        assert process_cwd(child.pid) == tmp_path.resolve()
+        executable = process_executable(child.pid)
+        assert executable is not None and Path(executable) == Path(sys.executable).resolve()
+        started = process_start_time(child.pid)
+        assert started is not None and started == process_start_time(child.pid)
+        assert started == child.started_at
+        assert group_members(child.pid) == [child.pid]
+        pid = child.pid
+    assert process_cmdline(pid) is None
+    assert process_cwd(pid) is None
+    assert process_executable(pid) is None
+    assert group_members(pid) == []
 
 
 def test_listens_on_sees_a_socket_held_by_a_grandchild(tmp_path: Path) -> None:
