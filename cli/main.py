@@ -166,6 +166,13 @@ def _cmd_completion(args: argparse.Namespace, _rest: list[str]) -> int:
 
 
 def _cmd_dev(_args: argparse.Namespace, rest: list[str]) -> int:
+    from devstack.extra import missing_dev_extra
+
+    # The dev stack's servers come with the `dev` extra, which production installs leave out.
+    message = missing_dev_extra("fulfillment dev")
+    if message is not None:
+        print(message, file=sys.stderr)
+        return 2
     from devstack.launcher import main as dev_main
 
     return dev_main(rest)

@@ -15,6 +15,7 @@ Each emulator package is imported only when chosen, so one broken emulator never
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import sys
 from typing import Any
@@ -23,6 +24,27 @@ from emulators.common.server import serve
 
 DEFAULT_PORTS = {"salesforce": 8701, "whmcs": 8702, "freebit": 8703}
 DEFAULT_PUBSUB_PORT = 8704
+# The emulators' own needs (trustme, python-multipart) are not the engine's: they come with the
+# `dev` extra (devstack/extra.py lists them; the emulators import nothing of devstack).
+INSTALL_HINT = "install the dev extra: pip install 'order-fulfillment[dev]'"
+# What each emulator imports (or Starlette imports for it, to read form bodies) beyond the engine.
+_NEEDS = {
+    "salesforce": ("trustme", "python_multipart"),
+    "whmcs": ("python_multipart",),
+    "freebit": ("python_multipart",),
+}
+
+
+def _missing(name: str) -> list[str]:
+    missing = []
+    for module in _NEEDS[name]:
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except ImportError:
+            found = False
+        if not found:
+            missing.append(module)
+    return missing
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -60,6 +82,13 @@ def main(argv: list[str]) -> int:
         settings = _settings(args.settings)
     except ValueError as exc:
         print(f"fulfillment emulate: --settings: {exc}", file=sys.stderr)
+        return 2
+    missing = _missing(args.name)
+    if missing:
+        print(
+            f"fulfillment emulate: {', '.join(missing)} not installed; {INSTALL_HINT}",
+            file=sys.stderr,
+        )
         return 2
     port = args.port if args.port is not None else DEFAULT_PORTS[args.name]
     options: dict[str, Any] = {

