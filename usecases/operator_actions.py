@@ -7,12 +7,12 @@ reply, or two racing copies of it, therefore count once three times over: one au
 Temporal update (the server deduplicates update ids within a run), and one decision (the
 workflow ignores a request id it has handled).
 
-A repeat answers as the first request did. Outcomes in the audit row: `pending` (recorded, no
-answer yet) and `unavailable: <why>` (Temporal or the workflow did not answer in time; it may
-still act on the update, which a repeat then finds) are sent again; `refused:
-<validator's reason>` is answered 409 again without asking the workflow; `accepted` is sent
-again to the same run, which answers with the first result, or, when that run has ended,
-answered from the record alone (no progress).
+A repeat answers as the first request did. Outcomes in the audit row: `pending` (recorded, no answer
+yet) and `unavailable: <why>` (Temporal or the workflow did not answer in time; it may still act on
+the update, which a repeat then finds) are sent again; `refused: <validator's reason>` is refused
+again (`ConflictError`) without asking the workflow; `accepted` is sent again to the same run, which
+answers with the first result, or, when that run has ended, answered from the record alone (no
+progress).
 """
 
 from __future__ import annotations
