@@ -20,6 +20,14 @@ def _calls(dependant: Dependant) -> list[object]:
     return found
 
 
+def _awaited(call: object) -> bool:
+    """Whether FastAPI awaits `call` rather than handing it to a thread: a coroutine function,
+    or an object whose `__call__` is one (the OpenAPI bearer schemes, `HTTPBearer`)."""
+    if inspect.iscoroutinefunction(call):
+        return True
+    return inspect.iscoroutinefunction(type(call).__call__)
+
+
 def test_every_dependency_and_endpoint_of_a_portal_read_is_a_coroutine_function() -> None:
     routes = [r for r in orders.router.routes if isinstance(r, APIRoute)]
     assert {r.path for r in routes} == {
@@ -30,7 +38,5 @@ def test_every_dependency_and_endpoint_of_a_portal_read_is_a_coroutine_function(
         calls = [route.dependant.call, *_calls(route.dependant)]
         # The router's own dependencies (the bearer check, no-store) are among them.
         assert len(calls) > 4
-        blocking = [
-            getattr(c, "__name__", repr(c)) for c in calls if not inspect.iscoroutinefunction(c)
-        ]
+        blocking = [getattr(c, "__name__", repr(c)) for c in calls if not _awaited(c)]
         assert blocking == [], f"{route.path}: {blocking} would run in the thread pool"
