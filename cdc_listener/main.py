@@ -106,11 +106,13 @@ async def run_listener(
         while not stop.is_set():
             if await _acquire(lease):
                 await _lead(settings, temporal, listener, lease, store, instance, stop)
+                # A replica that just lost its lease (its connection failed) sits out one poll
+                # before competing again, so a healthy standby takes over rather than it.
             else:
                 with contextlib.suppress(Exception):
                     await store.report(instance, active=False, connected=False)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), timeout=settings.cdc_lease_poll_seconds)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=settings.cdc_lease_poll_seconds)
         with contextlib.suppress(Exception):
             await store.report(instance, active=False, connected=False)
     log.info("listener.stopped", instance=instance)
