@@ -43,8 +43,10 @@ ops_token = HTTPBearer(
 Declared = HTTPAuthorizationCredentials | None
 
 
-def _matches(given: str, expected: str | None) -> bool:
-    return expected is not None and hmac.compare_digest(given.encode(), expected.encode())
+def _matches(given: str, expected: tuple[str, ...]) -> bool:
+    # Every token of the list is compared, the time of the check telling nothing of which.
+    found = [hmac.compare_digest(given.encode(), token.encode()) for token in expected]
+    return any(found)
 
 
 def _check(request: Request, api: ApiServices, scope: Scope) -> None:
@@ -52,8 +54,8 @@ def _check(request: Request, api: ApiServices, scope: Scope) -> None:
     kind, _, token = header.partition(" ")
     if kind.casefold() != "bearer" or not token:
         raise ApiError(401, "unauthorized", "a bearer token is required", headers=_CHALLENGE)
-    service = _matches(token, api.service_token)
-    ops = _matches(token, api.ops_token)
+    service = _matches(token, api.service_tokens)
+    ops = _matches(token, api.ops_tokens)
     if (scope == "service" and service) or (scope == "ops" and ops):
         return
     if service or ops:

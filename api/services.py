@@ -46,14 +46,12 @@ class ApiServices:
         self.store = FulfillmentStore(self.pool)
 
     @property
-    def service_token(self) -> str | None:
-        token = self.settings.api_service_token
-        return token.get_secret_value() if token else None
+    def service_tokens(self) -> tuple[str, ...]:
+        return self.settings.api_service_tokens
 
     @property
-    def ops_token(self) -> str | None:
-        token = self.settings.api_ops_token
-        return token.get_secret_value() if token else None
+    def ops_tokens(self) -> tuple[str, ...]:
+        return self.settings.api_ops_tokens
 
 
 @asynccontextmanager

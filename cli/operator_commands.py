@@ -110,8 +110,9 @@ async def _run(
 @asynccontextmanager
 async def _operations(settings: Settings, api_url: str | None) -> AsyncIterator[Operations]:
     if api_url:
-        assert settings.api_ops_token is not None
-        async with over_http(api_url, settings.api_ops_token.get_secret_value()) as http:
+        assert settings.api_ops_tokens, "required above"
+        # The first of the list: the one being rolled out when two are listed.
+        async with over_http(api_url, settings.api_ops_tokens[0]) as http:
             yield http
     else:
         async with direct(settings) as here:

@@ -7,6 +7,7 @@ the setting, so a process stops at start instead of failing on first use.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterable
 from datetime import datetime, timedelta
@@ -232,6 +233,9 @@ class Settings(BaseSettings):
     api_docs: bool = False
     # Addresses whose X-Forwarded-For is believed (a load balancer); "*" trusts any.
     api_trusted_proxies: str = "127.0.0.1"
+    # The bearer tokens of each scope: the portal's reads, the operators' actions. Each takes a
+    # comma-separated list, so a token is rotated without an outage (add the new one, move the
+    # callers, drop the old one); no token may be in both lists.
     api_service_token: SecretStr | None = None
     api_ops_token: SecretStr | None = None
     # The public catalog: the price book it shows (the demo's and the portal's is "Portal"), how
@@ -499,6 +503,14 @@ class Settings(BaseSettings):
     def sf_rest_pool_size(self) -> int:
         return self.sf_pool_size or self.worker_max_concurrent_activities
 
+    @property
+    def api_service_tokens(self) -> tuple[str, ...]:
+        return _token_list(self.api_service_token)
+
+    @property
+    def api_ops_tokens(self) -> tuple[str, ...]:
+        return _token_list(self.api_ops_token)
+
     def secrets(self) -> list[str]:
         """The secret values in force, so that logging can redact them wherever they appear."""
         values: list[str] = []
@@ -506,6 +518,8 @@ class Settings(BaseSettings):
             value = getattr(self, name)
             if isinstance(value, SecretStr) and value.get_secret_value():
                 values.append(value.get_secret_value())
+        # A token of a list appears in a log on its own (an Authorization header).
+        values += [*self.api_service_tokens, *self.api_ops_tokens]
         values += url_passwords(self.database_url) + url_passwords(self.redis_url)
         return values
 
@@ -542,13 +556,31 @@ def as_environment(settings: Settings) -> dict[str, str]:
     return env
 
 
+def _token_list(value: SecretStr | None) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    return tuple(token.strip() for token in value.get_secret_value().split(",") if token.strip())
+
+
+# Where mounted secrets are read from, one file per setting named after it (`api_ops_token`
+# or `API_OPS_TOKEN`): a Kubernetes or Compose secret mounted as a directory. A variable set in
+# the environment wins over a file.
+SECRETS_DIR_VARIABLE = "SETTINGS_SECRETS_DIR"
+
+
 def load_settings(*, require: Iterable[str] = (), **overrides: object) -> Settings:
     """Read the settings and check that every field named in `require` has a value.
 
-    `overrides` take precedence over the environment (used by tests and the dev launcher).
+    `overrides` take precedence over the environment (used by tests and the dev launcher), the
+    environment over the files of `SETTINGS_SECRETS_DIR`.
     """
+    secrets_dir = os.environ.get(SECRETS_DIR_VARIABLE) or None
+    if secrets_dir is not None and not Path(secrets_dir).is_dir():
+        raise SettingsError(
+            f"configuration error: {SECRETS_DIR_VARIABLE} {secrets_dir} is not a directory"
+        )
     try:
-        settings = Settings(**overrides)  # type: ignore[arg-type]
+        settings = Settings(_secrets_dir=secrets_dir, **overrides)  # type: ignore[arg-type,call-arg]
     except ValidationError as exc:
         error = exc.errors()[0]
         field = str(error["loc"][0]) if error["loc"] else "?"
@@ -586,23 +618,18 @@ MIN_TOKEN_LENGTH = 32
 
 def _check_api_tokens(settings: Settings) -> None:
     tokens = {
-        "api_service_token": settings.api_service_token,
-        "api_ops_token": settings.api_ops_token,
+        "api_service_token": settings.api_service_tokens,
+        "api_ops_token": settings.api_ops_tokens,
     }
-    for name, token in tokens.items():
-        if token is not None and len(token.get_secret_value()) < MIN_TOKEN_LENGTH:
+    for name, listed in tokens.items():
+        if any(len(token) < MIN_TOKEN_LENGTH for token in listed):
             raise SettingsError(
                 f"configuration error: {env_name(name)} is too short: at least "
-                f"{MIN_TOKEN_LENGTH} characters (e.g. `openssl rand -hex 24`)"
+                f"{MIN_TOKEN_LENGTH} characters each (e.g. `openssl rand -hex 24`)"
             )
-    service, ops = tokens.values()
-    if (
-        service is not None
-        and ops is not None
-        and service.get_secret_value() == ops.get_secret_value()
-    ):
+    if set(settings.api_service_tokens) & set(settings.api_ops_tokens):
         raise SettingsError(
-            "configuration error: API_SERVICE_TOKEN and API_OPS_TOKEN are the same: the portal's"
+            "configuration error: API_SERVICE_TOKEN and API_OPS_TOKEN share a token: the portal's"
             " token would also allow operator actions; give each scope its own"
         )
 

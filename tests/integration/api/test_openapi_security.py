@@ -70,3 +70,30 @@ async def test_the_docs_page_loads_the_schema_with_its_schemes(engine: Engine) -
     assert page.status_code == 200
     assert "/api/openapi.json" in page.text
     assert set(schema["components"]["securitySchemes"]) == {"ServiceToken", "OpsToken"}
+
+
+async def test_a_token_rotation_serves_both_tokens_of_a_scope(engine: Engine) -> None:
+    # Mid-rotation: the new ops token is listed before the old one; both work, each only for
+    # its own scope, and a token of neither list is unknown.
+    new_ops = "ops-token-new-for-tests-0123456789abc"
+    settings = engine.settings.model_copy(
+        update={
+            "api_service_token": SecretStr(SERVICE_TOKEN),
+            "api_ops_token": SecretStr(f"{new_ops},{OPS_TOKEN}"),
+        }
+    )
+    async with serve_api(settings) as served:
+        for token in (new_ops, OPS_TOKEN):
+            reply = await served.http.get(
+                "/api/ops/fulfillments", headers={"Authorization": f"Bearer {token}"}
+            )
+            assert reply.status_code == 200, reply.text
+        portal = await served.http.get(
+            f"/api/orders/{sf_id('801')}/fulfillment",
+            headers={"Authorization": f"Bearer {new_ops}"},
+        )
+        assert portal.status_code == 403
+        unknown = await served.http.get(
+            "/api/ops/fulfillments", headers={"Authorization": f"Bearer {new_ops}x"}
+        )
+        assert unknown.status_code == 401

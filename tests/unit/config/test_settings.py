@@ -188,7 +188,10 @@ def test_settings_given_as_environment_load_back_the_same(monkeypatch: pytest.Mo
     [
         ("s" * 31, "o" * 40, "API_SERVICE_TOKEN is too short"),
         ("s" * 40, "short-ops-token", "API_OPS_TOKEN is too short"),
-        ("t" * 40, "t" * 40, "are the same"),
+        ("t" * 40, "t" * 40, "share a token"),
+        # A list: every token is checked, and none may be in both scopes.
+        ("s" * 40 + ",short", "o" * 40, "API_SERVICE_TOKEN is too short"),
+        ("s" * 40 + "," + "t" * 40, "o" * 40 + "," + "t" * 40, "share a token"),
     ],
 )
 def test_the_api_refuses_guessable_or_shared_tokens_in_one_line(
@@ -202,6 +205,38 @@ def test_the_api_refuses_guessable_or_shared_tokens_in_one_line(
     assert service not in str(info.value) and ops not in str(info.value)
     # Other processes do not serve the tokens and do not check them.
     assert load_settings().api_ops_token is not None
+
+
+def test_each_scope_takes_a_list_of_tokens_for_a_rotation(monkeypatch: pytest.MonkeyPatch) -> None:
+    new, old = "n" * 40, "s" * 40
+    monkeypatch.setenv("API_SERVICE_TOKEN", f"{new}, {old}")
+    monkeypatch.setenv("API_OPS_TOKEN", "o" * 40)
+    settings = load_settings(require=["api_service_token", "api_ops_token"])
+    assert settings.api_service_tokens == (new, old)
+    assert settings.api_ops_tokens == ("o" * 40,)
+    # Each one is redacted on its own where it appears in a log line.
+    assert {new, old} <= set(settings.secrets())
+
+
+def test_secrets_are_read_from_a_mounted_directory(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    (tmp_path / "api_ops_token").write_text("o" * 40 + "\n")
+    (tmp_path / "WHMCS_SECRET").write_text("from-a-file")
+    monkeypatch.setenv("SETTINGS_SECRETS_DIR", str(tmp_path))
+    monkeypatch.delenv("API_OPS_TOKEN", raising=False)
+    monkeypatch.delenv("WHMCS_SECRET", raising=False)
+    settings = load_settings()
+    assert settings.api_ops_tokens == ("o" * 40,)
+    assert settings.whmcs_secret is not None
+    assert settings.whmcs_secret.get_secret_value() == "from-a-file"
+    # The environment wins over a file.
+    monkeypatch.setenv("WHMCS_SECRET", "from-the-environment")
+    overridden = load_settings().whmcs_secret
+    assert overridden is not None and overridden.get_secret_value() == "from-the-environment"
+    monkeypatch.setenv("SETTINGS_SECRETS_DIR", str(tmp_path / "missing"))
+    with pytest.raises(SettingsError, match=r"SETTINGS_SECRETS_DIR .* is not a directory"):
+        load_settings()
 
 
 def test_the_api_takes_two_long_distinct_tokens(monkeypatch: pytest.MonkeyPatch) -> None:
