@@ -34,7 +34,7 @@ from typing import Any
 
 from emulators.common.emulator import ConfigurableEmulator
 from emulators.whmcs import demo
-from emulators.whmcs.phpdata import PhpDataError, form_array, unserialize
+from emulators.whmcs.phpdata import PhpDataError, form_keyed, unserialize
 
 DEFAULT_SETTINGS: dict[str, Any] = {
     "identifier": "emulator-identifier",
@@ -89,8 +89,8 @@ class Params:
     def has(self, name: str) -> bool:
         return name in self._last
 
-    def array(self, name: str) -> list[str]:
-        return form_array(self.items, name)
+    def keyed(self, name: str) -> dict[int, str]:
+        return form_keyed(self.items, name)
 
     def flag(self, name: str) -> bool:
         # PHP truthiness, as WHMCS reads its boolean parameters: only "" and "0" are false, so
@@ -562,31 +562,32 @@ class WhmcsEmulator(ConfigurableEmulator):
         }
 
     def _order_items(self, p: Params) -> list[tuple[dict[str, Any], str, str, dict[str, str], str]]:
-        pids = p.array("pid")
-        cycles, overrides = p.array("billingcycle"), p.array("priceoverride")
-        encoded_fields = p.array("customfields")
-        quantities = p.array("qty")
-        # `domain[n]` goes with `pid[n]`: WHMCS stores it on the service as given.
-        domains = p.array("domain")
+        # Each line's fields go by the index of its `pid[n]`, as PHP keys them (a sparse array
+        # keeps its indexes). `domain[n]` is stored on the service as given.
+        pids = p.keyed("pid")
+        cycles, overrides = p.keyed("billingcycle"), p.keyed("priceoverride")
+        encoded_fields = p.keyed("customfields")
+        quantities = p.keyed("qty")
+        domains = p.keyed("domain")
         items: list[tuple[dict[str, Any], str, str, dict[str, str], str]] = []
-        for index, pid in enumerate(pids):
+        for index, pid in pids.items():
             product = self.data["products"].get(pid.strip())
             # WHMCS silently skips a product id it does not know; the cart may end up empty.
             if product is None:
                 continue
-            cycle = (_at(cycles, index) or "monthly").lower()
+            cycle = (cycles.get(index, "").strip() or "monthly").lower()
             if cycle not in BILLING_CYCLES:
                 raise WhmcsError("Invalid Billing Cycle Requested")
-            override = _at(overrides, index)
+            override = overrides.get(index, "").strip()
             price = override or product["pricing"]["monthly"]
             try:
                 price = f"{float(price):.2f}"
             except ValueError as exc:
                 raise WhmcsError("Invalid Price Override") from exc
-            fields = self._custom_field_values(product, _at(encoded_fields, index))
-            quantity = _at(quantities, index)
+            fields = self._custom_field_values(product, encoded_fields.get(index, "").strip())
+            quantity = quantities.get(index, "").strip()
             count = int(quantity) if quantity and quantity.isdigit() and int(quantity) > 0 else 1
-            domain = (_at(domains, index) or "").strip()
+            domain = domains.get(index, "").strip()
             items.extend((product, cycle, price, dict(fields), domain) for _ in range(count))
         return items
 
@@ -847,10 +848,6 @@ def _checked_pay_method(spec: Any, clients: dict[str, dict[str, Any]]) -> dict[s
     if spec.get("type") not in PAY_METHOD_TYPES:
         raise ValueError(f"pay method 'type' must be one of {', '.join(PAY_METHOD_TYPES)}")
     return dict(spec)
-
-
-def _at(values: list[str], index: int) -> str:
-    return values[index].strip() if index < len(values) else ""
 
 
 def _has_key(decoded: Any, key: str) -> bool:

@@ -46,20 +46,24 @@ def unserialize(data: bytes) -> Any:
     return value
 
 
-def form_array(items: Iterable[tuple[str, str]], name: str) -> list[str]:
-    """Values of `name[0]`, `name[1]`, … (or `name[]`, or a bare `name`) in index order."""
-    indexed: list[tuple[int, int, str]] = []
-    for position, (key, value) in enumerate(items):
+def form_keyed(items: Iterable[tuple[str, str]], name: str) -> dict[int, str]:
+    """`name[n]=…` fields by their index, as PHP builds `$_POST[name]`: a sparse array keeps
+    its indexes (`domain[1]` alone is the second line's, not the first's), `name[]` takes the
+    next index, a bare `name` is index 0. Keys that are not numbers are left out."""
+    keyed: dict[int, str] = {}
+    for key, value in items:
         if key == name:
-            indexed.append((0, position, value))
+            keyed[0] = value
             continue
         match = _ARRAY_FIELD.match(key)
         if match is None or match["name"] != name:
             continue
         index = match["index"]
-        order = int(index) if index.isdigit() else position
-        indexed.append((order, position, value))
-    return [value for _, _, value in sorted(indexed)]
+        if index == "":
+            keyed[max(keyed, default=-1) + 1] = value
+        elif index.isdigit():
+            keyed[int(index)] = value
+    return dict(sorted(keyed.items()))
 
 
 def _key(key: Any) -> PhpKey:
